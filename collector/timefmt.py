@@ -1,0 +1,54 @@
+"""RFC 3339 time stamps, as network servers send them and the document writes them.
+
+Times inside the project are Unix milliseconds (int) for network-server receive
+times and float seconds for clocks; both are UTC.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+_RFC3339 = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,12}))?(Z|z|[+-]\d{2}:\d{2})$"
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def parse_ms(text: str) -> int:
+    """Parse an RFC 3339 time stamp (any number of fraction digits, ``Z`` or an
+    offset) into Unix milliseconds, truncating below the millisecond."""
+    if not isinstance(text, str):
+        raise ValueError(f"time stamp must be a string, got {type(text).__name__}")
+    m = _RFC3339.match(text.strip())
+    if not m:
+        raise ValueError(f"{text!r} is not an RFC 3339 time stamp")
+    y, mo, d, h, mi, s, frac, tz = m.groups()
+    try:
+        dt = datetime(int(y), int(mo), int(d), int(h), int(mi), min(int(s), 59), tzinfo=UTC)
+    except ValueError as e:
+        raise ValueError(f"{text!r} is not a valid date/time: {e}") from None
+    if tz not in ("Z", "z"):
+        sign = 1 if tz[0] == "+" else -1
+        dt -= sign * timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6]))
+    ms = int((dt - _EPOCH) / timedelta(milliseconds=1))
+    if frac:
+        ms += int((frac + "00")[:3])
+    return ms
+
+
+def format_ms(ms: int) -> str:
+    """Unix milliseconds → ``2026-11-24T06:00:01.120Z``."""
+    dt = _EPOCH + timedelta(milliseconds=ms)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def format_s(seconds: int) -> str:
+    """Unix seconds → ``2026-11-24T00:00:00Z`` (whole seconds)."""
+    return (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_ns(ns: int) -> str:
+    """Unix nanoseconds → ``2026-11-24T06:00:01.204773143Z`` (as The Things Stack writes)."""
+    dt = _EPOCH + timedelta(seconds=ns // 1_000_000_000)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ns % 1_000_000_000:09d}Z"
