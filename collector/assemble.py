@@ -1,0 +1,158 @@
+"""Turn a closed message into its outcome: a document or an incident (sans-IO).
+
+``shared/spec/wire-format.md`` §3: a complete message, or one closed early whose
+required section arrived whole with a good CRC, becomes a document (``complete``
+false and ``missingFragments``/``missingBlocks`` named when fragments are missing);
+anything else becomes an incident that keeps everything that did arrive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from collector.reassembly import Message
+from collector.wire import (
+    RecordError,
+    RequiredMissing,
+    WireError,
+    chunk_offset,
+    decode_partial,
+    fragment_count,
+    parse_fragment,
+)
+from collector.xmldoc import Transport, build_document, idempotency_key
+
+
+@dataclass
+class Outcome:
+    kind: str  # "document" | "incident"
+    uid: str
+    dev_eui: str
+    msg_id: int
+    close_reason: str | None
+    complete: bool = False
+    xml: bytes | None = None
+    idempotency_key: str | None = None
+    #: the decoded record (documents only)
+    record: object | None = None
+    missing_fragments: list[int] = field(default_factory=list)
+    missing_blocks: list[str] = field(default_factory=list)
+    #: incident reason: a stable code and a sentence
+    code: str | None = None
+    detail: str | None = None
+    fragments_expected: int | None = None
+    #: what arrived: index, arrival time and the uplink with its metadata
+    fragments: list[dict] = field(default_factory=list)
+    first_received_ms: int | None = None
+    last_received_ms: int | None = None
+
+    @property
+    def state(self) -> str:
+        """``complete``, ``partial`` or ``incident``."""
+        if self.kind == "incident":
+            return "incident"
+        return "complete" if self.complete else "partial"
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            "state": self.state,
+            "uid": self.uid,
+            "devEui": self.dev_eui,
+            "msgId": self.msg_id,
+            "closeReason": self.close_reason,
+            "complete": self.complete,
+            "idempotencyKey": self.idempotency_key,
+            "missingFragments": self.missing_fragments,
+            "missingBlocks": self.missing_blocks,
+            "code": self.code,
+            "detail": self.detail,
+            "fragmentsExpected": self.fragments_expected,
+            "fragmentsReceived": len(self.fragments),
+            "firstReceivedMs": self.first_received_ms,
+            "lastReceivedMs": self.last_received_ms,
+            "fragments": self.fragments,
+        }
+
+
+_CLOSE_WORDS = {
+    "deadline": "its deadline passed",
+    "conflict": "a conflicting fragment (msg_id reused) closed it",
+    "evicted": "the device's open-message cap was reached",
+    "complete": "all fragments arrived",
+}
+
+
+def _incident(out: Outcome, code: str, detail: str) -> Outcome:
+    out.kind = "incident"
+    out.code = code
+    out.detail = detail
+    return out
+
+
+def assemble(msg: Message) -> Outcome:
+    """Decode a closed message and build its document, or say why it cannot be built."""
+    frags = msg.fragments
+    out = Outcome("document", msg.uid, msg.dev_eui, msg.msg_id, msg.close_reason)
+    out.fragments = [h.to_dict() for _, h in sorted(frags.items())]
+    if frags:
+        times = [h.uplink.received_ms for h in frags.values()]
+        out.first_received_ms, out.last_received_ms = min(times), max(times)
+    why = _CLOSE_WORDS.get(msg.close_reason or "", msg.close_reason or "closed")
+    if 0 not in frags:
+        held = ", ".join(map(str, sorted(frags))) or "none"
+        return _incident(out, "fragment0_missing",
+                         f"fragment 0 never arrived before {why}: the required section and the fragment "
+                         f"count are missing (fragments held: {held})")
+    parsed = {i: parse_fragment(h.payload) for i, h in frags.items()}
+    count = parsed[0].count or 0
+    out.fragments_expected = count
+    beyond = sorted(i for i in parsed if i >= count)
+    if beyond:
+        return _incident(out, "index_beyond_count", f"fragment {beyond[0]} held but fragment 0 says count {count}")
+    size = len(frags[0].payload) if count > 1 else None
+    last = count - 1
+    if size is not None:
+        bad = sorted(i for i in parsed if i != last and len(frags[i].payload) != size)
+        if bad or (last in frags and len(frags[last].payload) > size):
+            i = bad[0] if bad else last
+            return _incident(out, "length", f"fragment {i} is {len(frags[i].payload)} bytes; fragment 0 set S={size}")
+    # lay the chunks out at their record offsets
+    buf = bytearray()
+    have: list[tuple[int, int]] = []
+    for i in sorted(parsed):
+        start = chunk_offset(i, size) if size else 0
+        chunk = parsed[i].chunk
+        if len(buf) < start + len(chunk):
+            buf.extend(b"\0" * (start + len(chunk) - len(buf)))
+        buf[start : start + len(chunk)] = chunk
+        have.append((start, start + len(chunk)))
+    total = len(buf) if last in parsed else None
+    out.missing_fragments = [i for i in range(count) if i not in parsed]
+    try:
+        decoded = decode_partial(bytes(buf), have)
+    except RequiredMissing as e:
+        missing = ", ".join(map(str, out.missing_fragments))
+        return _incident(out, "required_missing",
+                         f"{e.detail}; closed because {why}; fragments missing: {missing}")
+    except (RecordError, WireError) as e:
+        return _incident(out, e.code, e.detail)
+    expected = decoded.expected_len
+    if size is not None:
+        needs = fragment_count(expected, size)
+        if needs != count:
+            return _incident(out, "length",
+                             f"the header announces a {expected}-byte record, which needs {needs} fragment(s) "
+                             f"at S={size}, but fragment 0 says count {count}")
+    if total is not None and total != expected:
+        return _incident(out, "length",
+                         f"the fragments carry {total} record bytes but the header announces {expected}")
+    rec = decoded.record
+    out.record = rec
+    out.complete = not out.missing_fragments
+    out.missing_blocks = decoded.missing_blocks
+    out.idempotency_key = idempotency_key(msg.dev_eui, rec)
+    transport = Transport(msg.msg_id, count, len(frags), out.first_received_ms or 0, out.last_received_ms or 0,
+                          out.missing_fragments, out.missing_blocks)
+    out.xml = build_document(rec, msg.dev_eui, transport, out.complete)
+    return out

@@ -1,0 +1,204 @@
+"""Service settings: defaults, then a TOML file, then ``COLLECTOR_*`` environment
+variables, then command-line flags (each later source overrides the earlier).
+
+Every field of :class:`ServiceConfig` is a TOML key of the same name (top level, or
+inside any table, e.g. ``[delivery]``), an environment variable ``COLLECTOR_<NAME>``
+(upper case) and a flag ``--<name-with-dashes>``. Lists are comma-separated in the
+environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "COLLECTOR_"
+
+
+@dataclass
+class ServiceConfig:
+    # ------------------------------------------------------------------ HTTP / ingest
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: SQLite database file (created owner-only, 0600)
+    db: str = "collector.db"
+    #: tokens accepted on every ingest route
+    ingest_token: list[str] = field(default_factory=list)
+    #: tokens accepted only on /uplink/ttn, /uplink/chirpstack, /uplink
+    ttn_token: list[str] = field(default_factory=list)
+    chirpstack_token: list[str] = field(default_factory=list)
+    generic_token: list[str] = field(default_factory=list)
+    #: header that carries the ingest token; with ``Authorization`` the value is ``Bearer <token>``
+    auth_header: str = "Authorization"
+    #: serve without ingest authentication when no token is configured (logged loudly)
+    allow_anonymous: bool = False
+    #: token for the JSON APIs and /admin (default: any ingest token)
+    api_token: list[str] = field(default_factory=list)
+    #: request bodies above this many bytes are answered 413
+    body_limit: int = 64 * 1024
+    #: writes waiting for the store above which ingest is answered 503
+    max_pending_writes: int = 20_000
+    #: most requests committed in one transaction
+    commit_batch: int = 1000
+    # ------------------------------------------------------------------ reassembly
+    message_timeout: float = 900.0
+    deadline_policy: str = "adaptive"
+    default_region: str = "EU868"
+    duplicate_window: float = 3600.0
+    max_open_per_device: int = 32
+    max_open_total: int = 50_000
+    fport: int = 16
+    # ------------------------------------------------------------------ delivery
+    webapp_url: str = ""
+    webapp_token: str = ""
+    upload_path: str = "/api/measurements/upload/"
+    webapp_username: str = ""
+    webapp_password: str = ""
+    login_path: str = "/api/auth/login/"
+    #: seconds a document is retried before it is dead-lettered (7 days)
+    max_age: float = 7 * 24 * 3600.0
+    delivery_concurrency: int = 4
+    backoff_base: float = 2.0
+    backoff_cap: float = 3600.0
+    request_timeout: float = 30.0
+    #: consecutive retryable failures that open the circuit
+    circuit_threshold: int = 5
+    #: seconds the circuit stays open before one probe request
+    circuit_reset: float = 30.0
+    #: seed of the jitter stream
+    seed: int = 0
+    # ------------------------------------------------------------------ store / operations
+    #: delivered documents and fragments older than this (seconds) are pruned
+    retention: float = 30 * 24 * 3600.0
+    prune_interval: float = 3600.0
+    #: device registry file (TOML or CSV) imported at start
+    devices_file: str = ""
+    #: ``system`` or ``manual`` (virtual time driven by POST /admin/clock)
+    clock: str = "system"
+    #: start of the manual clock, Unix seconds (default: the wall time at start)
+    clock_start: float | None = None
+    log_level: str = "INFO"
+    #: seconds to wait for in-flight requests on shutdown
+    shutdown_timeout: float = 10.0
+
+    def validate(self) -> None:
+        if self.deadline_policy not in ("fixed", "adaptive"):
+            raise ValueError(f"deadline_policy must be 'fixed' or 'adaptive', not {self.deadline_policy!r}")
+        if self.clock not in ("system", "manual"):
+            raise ValueError(f"clock must be 'system' or 'manual', not {self.clock!r}")
+        if self.message_timeout <= 0:
+            raise ValueError("message_timeout must be positive")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} outside 0..65535")
+        if self.body_limit < 1024:
+            raise ValueError("body_limit must be at least 1024 bytes")
+        if self.delivery_concurrency < 1:
+            raise ValueError("delivery_concurrency must be at least 1")
+        if self.webapp_url and not self.webapp_url.startswith(("http://", "https://")):
+            raise ValueError(f"webapp_url {self.webapp_url!r} must start with http:// or https://")
+
+    @property
+    def any_ingest_token(self) -> bool:
+        return bool(self.ingest_token or self.ttn_token or self.chirpstack_token or self.generic_token)
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings with every secret replaced by ``***`` (for logs and status)."""
+        d = dataclasses.asdict(self)
+        for k in SECRETS:
+            if d.get(k):
+                d[k] = "***" if isinstance(d[k], str) else ["***"] * len(d[k])
+        return d
+
+
+SECRETS = ("ingest_token", "ttn_token", "chirpstack_token", "generic_token", "api_token",
+           "webapp_token", "webapp_password")
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(ServiceConfig)}
+
+
+def _convert(name: str, value: Any) -> Any:
+    """Coerce ``value`` (from TOML, the environment or a flag) to field ``name``'s type."""
+    f = FIELDS[name]
+    typ = str(f.type)
+    try:
+        if typ.startswith("list"):
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            if isinstance(value, list | tuple):
+                return [str(v) for v in value]
+            raise TypeError
+        if value is None:
+            if "None" in typ:
+                return None
+            raise TypeError
+        if typ.startswith("bool"):
+            if isinstance(value, bool):
+                return value
+            s = str(value).strip().lower()
+            if s in ("1", "true", "yes", "on"):
+                return True
+            if s in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError
+        if typ.startswith("int"):
+            if isinstance(value, bool):
+                raise TypeError
+            return int(value)
+        if typ.startswith("float"):
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"setting {name}: {value!r} is not a valid {typ}") from None
+
+
+def _flatten(doc: Mapping[str, Any], where: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in doc.items():
+        key = k.replace("-", "_")
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{where}{k}."))
+        elif key in FIELDS:
+            out[key] = v
+        else:
+            raise ValueError(f"unknown setting {where}{k!r} in the config file")
+    return out
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> ServiceConfig:
+    """Build the settings: defaults < TOML file ``path`` < ``env`` (``COLLECTOR_*``) <
+    ``overrides`` (flags; ``None`` values mean "not given"). Raises ValueError naming
+    the bad setting."""
+    values: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        try:
+            doc = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ValueError(f"config file {str(p)!r} does not exist") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"config file {str(p)!r} is not valid TOML: {e}") from None
+        values.update({k: _convert(k, v) for k, v in _flatten(doc).items()})
+    env = os.environ if env is None else env
+    for name in FIELDS:
+        key = ENV_PREFIX + name.upper()
+        if key in env:
+            values[name] = _convert(name, env[key])
+    for name, v in (overrides or {}).items():
+        if v is None or (isinstance(v, tuple | list) and not v):
+            continue
+        if name not in FIELDS:
+            raise ValueError(f"unknown setting {name!r}")
+        values[name] = _convert(name, v)
+    cfg = ServiceConfig(**values)
+    cfg.validate()
+    return cfg

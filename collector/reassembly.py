@@ -1,0 +1,328 @@
+"""The reassembly state machine (sans-IO).
+
+Fed uplinks and the current time, it holds the fragments of each message until all
+have arrived or the message's deadline passes, and says what happened. It never
+reads a clock and never does I/O; its state is plain data (see
+:meth:`Message.to_dict`) so the service can persist it and restore it after a
+restart. The rules are those of ``shared/spec/wire-format.md`` §3; the choices the
+spec leaves open are written down in ``docs/reassembly.md``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Literal
+
+from collector import lorawan
+from collector.uplink import Uplink
+from collector.wire import FPORT, Fragment, parse_fragment
+
+CloseReason = Literal["complete", "deadline", "conflict", "evicted"]
+
+
+@dataclass
+class Settings:
+    #: seconds a message is held at least (``fixed``: exactly) after its first fragment
+    message_timeout: float = 900.0
+    #: ``fixed`` or ``adaptive`` (allow for the data rate and the duty cycle)
+    deadline_policy: str = "adaptive"
+    #: region assumed when an uplink does not say
+    default_region: str = "EU868"
+    #: adaptive deadline: this many times the shortest time the message can take to send
+    adaptive_margin: float = 1.5
+    #: how long a closed message's fragments are remembered to recognise duplicates
+    duplicate_window: float = 3600.0
+    max_open_per_device: int = 32
+    max_open_total: int = 50_000
+    fport: int = FPORT
+
+    def __post_init__(self) -> None:
+        if self.deadline_policy not in ("fixed", "adaptive"):
+            raise ValueError(f"deadline_policy must be 'fixed' or 'adaptive', not {self.deadline_policy!r}")
+        if self.message_timeout <= 0:
+            raise ValueError("message_timeout must be positive")
+        lorawan.region(self.default_region)
+
+
+@dataclass
+class Held:
+    index: int
+    #: the whole uplink payload (fragment header included)
+    payload: bytes
+    uplink: Uplink
+    #: collector time of arrival
+    arrived: float
+
+    @property
+    def fragment(self) -> Fragment:
+        return parse_fragment(self.payload)
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "arrived": self.arrived, "uplink": self.uplink.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Held:
+        up = Uplink.from_dict(d["uplink"])
+        return cls(d["index"], up.payload, up, d["arrived"])
+
+
+@dataclass
+class Message:
+    uid: str
+    dev_eui: str
+    msg_id: int
+    #: collector time the first fragment arrived
+    opened: float
+    deadline: float
+    fragments: dict[int, Held] = field(default_factory=dict)
+    #: fragment count, known once fragment 0 arrived
+    count: int | None = None
+    #: fragment size S (header included), known from any fragment that is not the last
+    size: int | None = None
+    closed: float | None = None
+    close_reason: CloseReason | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.count is not None and len(self.fragments) == self.count
+
+    def missing(self) -> list[int]:
+        """Indices known to be missing (all below ``count``; below the highest held
+        index when the count is unknown)."""
+        top = self.count if self.count is not None else (max(self.fragments) + 1 if self.fragments else 0)
+        return [i for i in range(top) if i not in self.fragments]
+
+    def to_dict(self) -> dict:
+        return {
+            "uid": self.uid,
+            "dev_eui": self.dev_eui,
+            "msg_id": self.msg_id,
+            "opened": self.opened,
+            "deadline": self.deadline,
+            "count": self.count,
+            "size": self.size,
+            "closed": self.closed,
+            "close_reason": self.close_reason,
+            "fragments": [h.to_dict() for _, h in sorted(self.fragments.items())],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Message:
+        m = cls(d["uid"], d["dev_eui"], d["msg_id"], d["opened"], d["deadline"], count=d["count"],
+                size=d["size"], closed=d["closed"], close_reason=d["close_reason"])
+        for hd in d["fragments"]:
+            h = Held.from_dict(hd)
+            m.fragments[h.index] = h
+        return m
+
+
+@dataclass
+class FeedResult:
+    status: Literal["accepted", "duplicate", "ignored"]
+    #: why an uplink was ignored
+    reason: str | None = None
+    #: the message the fragment now belongs to (or duplicates)
+    message: Message | None = None
+    #: messages closed by this uplink: completed, or closed by a conflict or the caps
+    closed: list[Message] = field(default_factory=list)
+
+
+def _inconsistency(msg: Message, frag: Fragment, length: int) -> str | None:
+    """Why ``frag`` cannot belong to ``msg`` (None when it can). Only called when the
+    index is not held yet."""
+    count = msg.count if msg.count is not None else frag.count
+    indices = [*msg.fragments, frag.index]
+    if count is not None:
+        beyond = [i for i in indices if i >= count]
+        if beyond:
+            return f"fragment index {max(beyond)} >= count {count}"
+    lengths = {i: len(h.payload) for i, h in msg.fragments.items()}
+    lengths[frag.index] = length
+    top = max(lengths)
+    last = count - 1 if count is not None else None
+    non_last = {i: n for i, n in lengths.items() if i != last and i != top}
+    sizes = set(non_last.values())
+    if msg.size is not None:
+        sizes.add(msg.size)
+    if last is not None and top != last:
+        sizes.add(lengths[top])
+    if len(sizes) > 1:
+        return f"fragment lengths disagree on the fragment size S ({', '.join(map(str, sorted(sizes)))})"
+    if sizes:
+        s = sizes.pop()
+        if lengths[top] > s:
+            return f"fragment {top} is {lengths[top]} bytes, longer than S={s}"
+    return None
+
+
+class Reassembler:
+    """Holds open messages per (device, msg_id) and closes them by count or deadline."""
+
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings or Settings()
+        self._open: dict[tuple[str, int], Message] = {}
+        self._recent: dict[tuple[str, int], Message] = {}
+        self._per_device: dict[str, int] = {}
+        self._heap: list[tuple[float, str, tuple[str, int]]] = []
+        self.next_seq = 1
+
+    # ------------------------------------------------------------------ queries
+
+    def open_messages(self) -> list[Message]:
+        return list(self._open.values())
+
+    def recent_messages(self) -> list[Message]:
+        """Closed messages still remembered for duplicate detection."""
+        return list(self._recent.values())
+
+    def next_deadline(self) -> float | None:
+        while self._heap:
+            deadline, uid, key = self._heap[0]
+            m = self._open.get(key)
+            if m is not None and m.uid == uid and m.deadline == deadline:
+                return deadline
+            heapq.heappop(self._heap)
+        return None
+
+    # ------------------------------------------------------------------ state
+
+    def load(self, messages: list[dict], next_seq: int) -> None:
+        """Restore open and recently closed messages (as :meth:`Message.to_dict` gave
+        them) after a restart."""
+        self.next_seq = max(self.next_seq, next_seq)
+        for d in messages:
+            m = Message.from_dict(d)
+            key = (m.dev_eui, m.msg_id)
+            if m.closed is None:
+                self._add_open(key, m)
+            else:
+                old = self._recent.get(key)
+                if old is None or (old.closed or 0) <= m.closed:
+                    self._recent[key] = m
+
+    def _add_open(self, key: tuple[str, int], m: Message) -> None:
+        self._open[key] = m
+        self._per_device[m.dev_eui] = self._per_device.get(m.dev_eui, 0) + 1
+        heapq.heappush(self._heap, (m.deadline, m.uid, key))
+
+    def _close(self, key: tuple[str, int], now: float, reason: CloseReason) -> Message:
+        m = self._open.pop(key)
+        n = self._per_device[m.dev_eui] - 1
+        if n:
+            self._per_device[m.dev_eui] = n
+        else:
+            del self._per_device[m.dev_eui]
+        m.closed = now
+        m.close_reason = reason
+        self._recent[key] = m
+        return m
+
+    # ------------------------------------------------------------------ deadlines
+
+    def _deadline(self, m: Message, up: Uplink) -> float:
+        s = self.settings
+        if s.deadline_policy == "fixed":
+            return m.opened + s.message_timeout
+        region = lorawan.region(up.region) if up.region in lorawan.REGIONS else lorawan.region(s.default_region)
+        dr = None
+        if up.data_rate:
+            try:
+                dr = region.dr_for(*lorawan.parse_data_rate_name(up.data_rate))
+            except ValueError:
+                dr = None
+        if dr is None:  # unknown: assume the slowest data rate of the region
+            dr = min(region.data_rates, key=lambda d: d.bw_hz / 2**d.sf)
+        size = m.size or dr.max_payload
+        if m.count is not None:
+            n = m.count
+        else:  # fragment 0 not seen yet: at least one more than the highest index held
+            n = max(m.fragments) + 2 if m.fragments else 2
+        dc = region.duty_cycle(up.frequency_hz)
+        expected = lorawan.min_message_duration(dr, n, size, dc)
+        return max(m.deadline, m.opened + max(s.message_timeout, s.adaptive_margin * expected))
+
+    def _reschedule(self, key: tuple[str, int], m: Message, up: Uplink) -> None:
+        d = self._deadline(m, up)
+        if d != m.deadline:
+            m.deadline = d
+            heapq.heappush(self._heap, (d, m.uid, key))
+
+    def expire(self, now: float) -> list[Message]:
+        """Close every open message whose deadline is at or before ``now``, and forget
+        closed messages older than the duplicate window."""
+        out = []
+        while True:
+            d = self.next_deadline()
+            if d is None or d > now:
+                break
+            _, _, key = heapq.heappop(self._heap)
+            out.append(self._close(key, now, "deadline"))
+        horizon = now - self.settings.duplicate_window
+        if self._recent:
+            stale = [k for k, m in self._recent.items() if (m.closed or 0) < horizon]
+            for k in stale:
+                del self._recent[k]
+        return out
+
+    # ------------------------------------------------------------------ feeding
+
+    def feed(self, up: Uplink, now: float) -> FeedResult:
+        """Take one uplink. Raises :class:`collector.wire.FragmentError` when its
+        payload is not a valid fragment."""
+        if up.fport != self.settings.fport:
+            return FeedResult("ignored", reason=f"fPort {up.fport} is not the fragment port {self.settings.fport}")
+        frag = parse_fragment(up.payload)
+        key = (up.dev_eui, frag.msg_id)
+        closed: list[Message] = []
+        m = self._open.get(key)
+        held = m.fragments.get(frag.index) if m is not None else None
+        if held is not None and held.payload == up.payload:
+            return FeedResult("duplicate", message=m)
+        r = self._recent.get(key)
+        if r is not None and (r.closed or 0) >= now - self.settings.duplicate_window:
+            old = r.fragments.get(frag.index)
+            if old is not None and old.payload == up.payload:
+                return FeedResult("duplicate", message=r)
+        if m is not None:
+            if held is None and _inconsistency(m, frag, len(up.payload)) is None:
+                return self._add(key, m, frag, up, now, closed)
+            # a different fragment for an index already held, or one that cannot
+            # belong to this message: the device restarted or wrapped its msg_id
+            closed.append(self._close(key, now, "conflict"))
+        closed.extend(self._make_room(up.dev_eui, now))
+        m = Message(f"{up.dev_eui}-{frag.msg_id}-{self.next_seq}", up.dev_eui, frag.msg_id, now, now)
+        self.next_seq += 1
+        self._add_open(key, m)
+        return self._add(key, m, frag, up, now, closed)
+
+    def _make_room(self, dev_eui: str, now: float) -> list[Message]:
+        out = []
+        s = self.settings
+        if self._per_device.get(dev_eui, 0) >= s.max_open_per_device:
+            oldest = min((m for m in self._open.values() if m.dev_eui == dev_eui), key=lambda m: m.opened)
+            out.append(self._close((oldest.dev_eui, oldest.msg_id), now, "evicted"))
+        if len(self._open) >= s.max_open_total:
+            oldest = min(self._open.values(), key=lambda m: m.opened)
+            out.append(self._close((oldest.dev_eui, oldest.msg_id), now, "evicted"))
+        return out
+
+    def _add(self, key, m: Message, frag: Fragment, up: Uplink, now: float, closed: list[Message]) -> FeedResult:
+        m.fragments[frag.index] = Held(frag.index, up.payload, up, now)
+        if frag.index == 0:
+            m.count = frag.count
+        if m.size is None:
+            m.size = self._infer_size(m)
+        if m.complete:
+            closed.append(self._close(key, now, "complete"))
+        else:
+            self._reschedule(key, m, up)
+        return FeedResult("accepted", message=m, closed=closed)
+
+    @staticmethod
+    def _infer_size(m: Message) -> int | None:
+        top = max(m.fragments)
+        for i, h in m.fragments.items():
+            if i != top or (m.count is not None and i < m.count - 1):
+                return len(h.payload)
+        return None

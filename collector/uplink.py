@@ -1,0 +1,38 @@
+"""The uplink as the collector sees it, whichever network server delivered it."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Uplink:
+    #: LoRaWAN DevEUI, 16 upper-case hex digits
+    dev_eui: str
+    fport: int
+    payload: bytes
+    #: network-server receive time, Unix milliseconds
+    received_ms: int
+    fcnt: int | None = None
+    #: e.g. "SF9BW125" (None when the network server did not say)
+    data_rate: str | None = None
+    #: "EU868", "US915", ... when known
+    region: str | None = None
+    frequency_hz: int | None = None
+    gateway: str | None = None
+    rssi: float | None = None
+    snr: float | None = None
+    #: which integration delivered it: "ttn", "chirpstack", "generic"
+    source: str = "generic"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["payload"] = base64.b64encode(self.payload).decode()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Uplink:
+        d = dict(d)
+        d["payload"] = base64.b64decode(d["payload"])
+        return cls(**d)
