@@ -1,0 +1,97 @@
+"""Realistic measurement records for simulated devices, built with the project's codec."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from collector.wire import (
+    MISSING_SAMPLE,
+    Channel,
+    Config,
+    Diagnostics,
+    Location,
+    Record,
+    Site,
+)
+from devicesim.config import RecordShape
+
+#: per channel position: (unit code, exponent, mean, daily amplitude, noise) in SI-ish units
+_CHANNEL_KINDS = (
+    (1, -2, 11.0, 6.0, 0.3),  # celsius, 0.01 degC
+    (2, -1, 70.0, -15.0, 1.5),  # percent_rh, 0.1 %
+    (3, -1, 1013.0, 2.0, 0.3),  # hectopascal, 0.1 hPa
+    (4, -3, 3.55, 0.02, 0.005),  # volt, mV
+)
+#: reference point the fleet is placed around (lat, lon in degrees)
+ORIGIN = (47.3769, 8.5417)
+_M_PER_DEG_LAT = 111_320.0
+
+
+def make_record(
+    rng: np.random.Generator,
+    *,
+    serial: int,
+    seq: int,
+    end_time: float,
+    interval_s: int,
+    shape: RecordShape,
+    position: tuple[float, float],
+    upload_hour: int,
+    dr: int,
+    uptime_s: int,
+    reset_count: int,
+    last_rssi: float,
+    site: str,
+) -> Record:
+    """One record covering ``shape.samples`` samples ending at ``end_time``."""
+    k = shape.samples
+    start = int(end_time) - k * interval_s
+    t = start + interval_s * np.arange(k)
+    phase = 2 * math.pi * ((t % 86400) / 86400.0 - 0.375)  # warmest mid-afternoon
+    channels = []
+    for unit, exp, mean, amp, noise in _CHANNEL_KINDS[: shape.channels]:
+        v = mean + amp * np.sin(phase) + rng.normal(0.0, noise, k)
+        raw = np.clip(np.rint(v / 10.0**exp), -32767, 32767).astype(np.int64)
+        missing = rng.random(k) < 0.002
+        raw[missing] = MISSING_SAMPLE
+        channels.append(Channel(unit, exp, raw.tolist()))
+    battery = int(3600 - (seq % 2000) * 0.2 + rng.normal(0, 5))
+    x, y = position
+    blocks = set(shape.blocks)
+    rec = Record(
+        device_serial=serial,
+        record_seq=seq & 0xFFFF,
+        start_time=start,
+        interval_s=interval_s,
+        channels=channels,
+        flags=0b1 | (0b10 if battery < 3300 else 0),
+        fw_major=2,
+        fw_minor=3,
+        battery_mv=battery,
+        temp_centi=int(rng.normal(1500, 300)),
+    )
+    if "location" in blocks:
+        lat = ORIGIN[0] + y / _M_PER_DEG_LAT
+        lon = ORIGIN[1] + x / (_M_PER_DEG_LAT * math.cos(math.radians(ORIGIN[0])))
+        rec.location = Location(round(lat * 1e7), round(lon * 1e7), int(400 + rng.normal(0, 3)),
+                                int(rng.integers(8, 25)), 2)
+    if "diagnostics" in blocks:
+        rec.diagnostics = Diagnostics(
+            uptime_s=max(0, min(uptime_s, 0xFFFFFFFF)),
+            reset_count=reset_count & 0xFFFF,
+            reset_reason=0 if reset_count == 0 else 1,
+            tx_failures=int(rng.poisson(0.3)),
+            last_dl_rssi=int(max(-150, min(0, last_rssi))),
+            last_dl_snr_q=int(rng.integers(-40, 40)),
+            modem_fw_major=1,
+            modem_fw_minor=4,
+            free_storage_kb=int(rng.integers(100, 4000)),
+        )
+    if "config" in blocks:
+        rec.config = Config(config_version=3, upload_hour=upload_hour % 24, preferred_dr=dr,
+                            alarm_low=-1000, alarm_high=4000)
+    if "site" in blocks:
+        rec.site = Site(site.encode("ascii")[:16])
+    return rec
