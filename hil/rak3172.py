@@ -164,6 +164,7 @@ class RAK3172(Modem):
         return Outcome.SENT if event.startswith("+EVT:JOINED") else Outcome.NACK
 
     def _tx_once(self, port: int, data: bytes, confirmed: bool) -> TxAttempt:
+        phase2 = self.timeouts.tx(self.airtime(len(data)))  # before the command: it may ask the module
         try:
             if self._cfm is not confirmed:
                 self._set(f"AT+CFM={int(confirmed)}")
@@ -177,7 +178,7 @@ class RAK3172(Modem):
             return TxAttempt(Outcome.REBOOTED, first)
         if first != "OK":
             return TxAttempt(TX_FIRST_OUTCOME.get(first, Outcome.REJECTED), first)
-        deadline = self.link.clock() + self.timeouts.tx(self.airtime(len(data)))
+        deadline = self.link.clock() + phase2
         downlinks: list[Downlink] = []
 
         def accept(line: str) -> bool:

@@ -161,6 +161,7 @@ class RN2483(Modem):
 
     def _tx_once(self, port: int, data: bytes, confirmed: bool) -> TxAttempt:
         cmd = f"mac tx {'cnf' if confirmed else 'uncnf'} {port} {data.hex().upper()}"
+        timeout = self.timeouts.tx(self.airtime(len(data)))  # before the command: it may ask the module
         try:
             first = self._cmd(cmd, lambda line: line in TX_FIRST or bool(VERSION.match(line)))
         except ModemTimeout:
@@ -169,7 +170,6 @@ class RN2483(Modem):
             return TxAttempt(Outcome.REBOOTED, first)
         if first != "ok":
             return TxAttempt(TX_FIRST_OUTCOME[first], first)
-        timeout = self.timeouts.tx(self.airtime(len(data)))
 
         def second(line: str) -> bool:
             return line in ("mac_tx_ok", "mac_err", "invalid_data_len") or bool(

@@ -1,0 +1,134 @@
+"""Drivers against the emulators over real pseudo-terminals: the normal path."""
+
+from __future__ import annotations
+
+import pytest
+
+from collector import wire
+from hil import bench
+from hil.modem import PayloadTooLong
+
+MODULES = ["rn2483", "rak3172"]
+
+
+def sent_record(rig, msg_id: int) -> bytes:
+    """The record the emulator put on the air as message ``msg_id``."""
+    frames = [f.payload for f in rig.model.tx_log if f.payload[0] == msg_id]
+    return wire.defragment(frames)[1]
+
+
+@pytest.mark.parametrize("module", MODULES)
+@pytest.mark.parametrize("region", ["EU868", "US915"])
+def test_probe(rig_factory, module, region):
+    rig = rig_factory(module, region, dev_eui="70B3D57ED005A1B2", dr=2)
+    info = rig.modem.probe()
+    assert info.region == region
+    assert info.dev_eui == "70B3D57ED005A1B2"
+    assert info.dr == 2
+    assert info.max_payload == (51 if region == "EU868" else 125)
+    if module == "rn2483":
+        assert info.model == ("RN2483" if region == "EU868" else "RN2903")
+        assert info.firmware == "1.0.5"
+    else:
+        assert info.model == "RAK3172" and info.joined is False
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_join_dr_and_max_payload(rig_factory, module):
+    rig = rig_factory(module, "US915")
+    m = rig.modem
+    m.probe()
+    m.join()
+    for dr, n in [(0, 11), (1, 53), (2, 125), (3, 242), (4, 242)]:
+        m.set_dr(dr)
+        assert m.get_dr() == dr
+        assert m.max_payload() == n
+    with pytest.raises(ValueError, match="DR5"):
+        m.set_dr(5)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_full_record_74_fragments_at_us915_dr0(rig_factory, module):
+    rig = rig_factory(module, "US915")
+    rig.modem.join()
+    rig.modem.set_dr(0)
+    record = wire.encode_record(bench.make_record(42, 1))
+    assert len(record) == 658
+    sent = bench.send_record(rig.modem, 17, record)
+    assert (sent.fragments, sent.size, sent.dr, sent.restarts) == (74, 11, 0, 0)
+    frames = rig.model.tx_log
+    assert len(frames) == 74
+    assert [f.fcnt for f in frames] == list(range(74))
+    assert {(f.fport, f.dr, f.region) for f in frames} == {(16, 0, "US915")}
+    assert all(len(f.payload) <= 11 for f in frames)
+    assert sent_record(rig, 17) == record
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_record_3_fragments_at_us915_dr3(rig_factory, module):
+    rig = rig_factory(module, "US915")
+    rig.modem.join()
+    rig.modem.set_dr(3)
+    record = wire.encode_record(bench.make_record(42, 2))
+    sent = bench.send_record(rig.modem, 200, record)
+    assert (sent.fragments, sent.size) == (3, 242)
+    assert [len(f.payload) for f in rig.model.tx_log] == wire.fragment_lengths(658, 242)
+    assert sent_record(rig, 200) == record
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_payload_above_n_is_refused_with_the_current_n(rig_factory, module):
+    rig = rig_factory(module, "US915")
+    rig.modem.join()
+    rig.modem.set_dr(0)
+    with pytest.raises(PayloadTooLong) as e:
+        rig.modem.send(16, bytes(12))
+    assert (e.value.max_payload, e.value.dr) == (11, 0)
+    assert rig.model.tx_log == []
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_downlink_in_rx_window_is_returned(rig_factory, module):
+    rig = rig_factory(module, "EU868", duty_cycle=False)
+    rig.modem.join()
+    rig.model.queue_downlink(7, b"\xca\xfe")
+    res = rig.modem.send(16, b"\x01\x00\x01\xaa")
+    assert res.downlink is not None
+    assert (res.downlink.port, res.downlink.payload) == (7, b"\xca\xfe")
+    assert [(d.port, d.payload) for d in rig.modem.downlinks()] == [(7, b"\xca\xfe")]
+
+
+@pytest.mark.parametrize(
+    ("module", "line"),
+    [("rn2483", b"mac_rx 3 BEEF\r\n"), ("rak3172", b"+EVT:RX_1:-70:5:UNICAST:3:BEEF\r\n")],
+)
+def test_unsolicited_downlink_between_commands_is_kept(rig_factory, until, module, line):
+    rig = rig_factory(module, "EU868")
+    rig.modem.probe()
+    rig.emu.write_now(line)
+    got = []
+
+    def arrived():
+        rig.modem.get_dr()  # each command flushes stale input first
+        got.extend(rig.modem.downlinks())
+        return got
+
+    until(arrived, 5, "the unsolicited downlink")
+    assert [(d.port, d.payload) for d in got] == [(3, b"\xbe\xef")]
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_send_before_join_joins_once(rig_factory, module):
+    rig = rig_factory(module, "US915")
+    res = rig.modem.send(16, b"\x01\x00\x01\xaa")
+    assert res.rejoins == 1
+    assert len(rig.model.tx_log) == 1
+
+
+def test_confirmed_uplink_is_acknowledged(rig_factory):
+    rig = rig_factory("rak3172", "US915")
+    rig.modem.join()
+    res = rig.modem.send(16, b"\x01\x00\x01\xaa", confirmed=True)
+    assert res.acked is True
+    assert rig.model.tx_log[0].confirmed
+
