@@ -1,0 +1,578 @@
+"""The collector service: webhook ingest, durable store, aggregator and delivery.
+
+:class:`CollectorService` wires the sans-IO core (:mod:`collector.reassembly`,
+:mod:`collector.assemble`, :mod:`collector.delivery` policy) to aiohttp and SQLite:
+
+- ingest routes parse the three formats (:mod:`collector.ingest`), feed the
+  reassembler and answer 202 only after the fragment and the message state are
+  committed (group commit, :class:`collector.store.GroupCommitter`);
+- the aggregator closes messages at their deadlines on the injected clock, turns
+  them into documents or incidents and queues documents durably;
+- the delivery agent posts documents to the Web App;
+- JSON APIs, ``/healthz`` and ``/metrics`` show the state.
+
+``run_service`` runs it until SIGTERM/SIGINT and shuts down gracefully: stop
+accepting, finish in-flight requests and their commits, stop delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import importlib.metadata
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from collector import ingest
+from collector.assemble import assemble
+from collector.clock import Clock, ManualClock, make_clock
+from collector.config import ServiceConfig
+from collector.delivery import DeliveryAgent
+from collector.metrics import CONTENT_TYPE_LATEST, Metrics
+from collector.reassembly import Message, Reassembler, Settings
+from collector.registry import load_file
+from collector.store import (
+    GroupCommitter,
+    Op,
+    Store,
+    StoreUnavailable,
+    op_close,
+    op_device,
+    op_fragment,
+    op_incident,
+    op_open,
+    op_prune,
+    op_retry_dead,
+)
+from collector.wire import FragmentError
+
+log = logging.getLogger("collector.service")
+
+try:
+    __version__ = importlib.metadata.version("lora-collector")
+except importlib.metadata.PackageNotFoundError:  # running from a source tree
+    __version__ = "0+unknown"
+
+INTEGRATIONS = {"ttn": "/uplink/ttn", "chirpstack": "/uplink/chirpstack", "generic": "/uplink"}
+MESSAGE_STATES = ("open", "complete", "partial", "incident")
+
+
+def error(status: int, message: str, headers: dict | None = None, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status, headers=headers)
+
+
+class KeyValueFormatter(logging.Formatter):
+    """``ts=... level=... logger=... <message>`` - one line per record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+        line = f"ts={ts} level={record.levelname.lower()} logger={record.name} {record.getMessage()}"
+        if record.exc_info:
+            line += " exc=" + json.dumps(self.formatException(record.exc_info))
+        return line
+
+
+def setup_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(KeyValueFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class CollectorService:
+    def __init__(self, cfg: ServiceConfig, clock: Clock | None = None):
+        cfg.validate()
+        self.cfg = cfg
+        self.clock: Clock = clock or make_clock(cfg.clock, cfg.clock_start)
+        self.metrics = Metrics()
+        self.reasm = Reassembler(Settings(
+            message_timeout=cfg.message_timeout, deadline_policy=cfg.deadline_policy,
+            default_region=cfg.default_region, duplicate_window=cfg.duplicate_window,
+            max_open_per_device=cfg.max_open_per_device, max_open_total=cfg.max_open_total, fport=cfg.fport,
+        ))
+        self.store: Store | None = None
+        self.committer: GroupCommitter | None = None
+        self.delivery: DeliveryAgent | None = None
+        self._tokens = {name: [t.encode() for t in [*cfg.ingest_token, *getattr(cfg, f"{name}_token")]]
+                        for name in INTEGRATIONS}
+        self._api_tokens = [t.encode() for t in (cfg.api_token or [*cfg.ingest_token, *cfg.ttn_token,
+                                                                     *cfg.chirpstack_token, *cfg.generic_token])]
+        self._agg_wake = asyncio.Event()
+        self._agg_target: float | None = None
+        self._expire_lock = asyncio.Lock()
+        self._retry_ops: list[Op] = []
+        self._tasks: list[asyncio.Task] = []
+        self._stopping = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.cfg.body_limit)
+        r = app.router
+        r.add_post("/uplink/ttn", self._ingest_handler("ttn"))
+        r.add_post("/uplink/chirpstack", self._ingest_handler("chirpstack"))
+        r.add_post("/uplink", self._ingest_handler("generic"))
+        r.add_get("/healthz", self.healthz)
+        r.add_get("/metrics", self.metrics_handler)
+        r.add_get("/api/messages", self._api(self.api_messages))
+        r.add_get("/api/messages/{id}", self._api(self.api_message))
+        r.add_get("/api/incidents", self._api(self.api_incidents))
+        r.add_get("/api/incidents/{id}", self._api(self.api_incident))
+        r.add_get("/api/deadletters", self._api(self.api_deadletters))
+        r.add_get("/api/deadletters/{id}", self._api(self.api_deadletter))
+        r.add_post("/api/deadletters/retry", self._api(self.api_retry_all))
+        r.add_post("/api/deadletters/{id}/retry", self._api(self.api_retry))
+        r.add_get("/api/status", self._api(self.api_status))
+        r.add_post("/admin/clock", self._api(self.admin_clock))
+        app.on_startup.append(self._on_startup)
+        app.on_shutdown.append(self._on_shutdown)
+        app.on_cleanup.append(self._on_cleanup)
+        return app
+
+    async def _on_startup(self, app: web.Application) -> None:
+        await self.start()
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        if not cfg.any_ingest_token:
+            if not cfg.allow_anonymous:
+                raise RuntimeError("no ingest token configured: set --ingest-token (or allow_anonymous = true)")
+            log.warning("event=auth_disabled detail=%r", "no ingest token configured; ingest is open to anyone")
+        self.store = await asyncio.to_thread(Store, cfg.db)
+        self.committer = GroupCommitter(self.store, cfg.commit_batch, cfg.max_pending_writes,
+                                        on_commit=self.metrics.committed)
+        self.committer.start()
+        now = self.clock.now()
+        msgs, next_seq = await asyncio.to_thread(self.store.restore_state, now, cfg.duplicate_window)
+        self.reasm.load(msgs, next_seq)
+        if cfg.devices_file:
+            devices = load_file(cfg.devices_file)
+            await self.committer.submit_many([op_device(d.dev_eui, d.token, d.name, now) for d in devices])
+            log.info("event=devices_imported file=%r count=%d", cfg.devices_file, len(devices))
+        self.delivery = DeliveryAgent(cfg, self.store, self.committer, self.clock, self.metrics)
+        await self.delivery.start()
+        n_open = len(self.reasm.open_messages())
+        log.info("event=started version=%s db=%r open_messages=%d next_seq=%d clock=%s webapp=%r policy=%s "
+                 "timeout=%g", __version__, cfg.db, n_open, self.reasm.next_seq, cfg.clock, cfg.webapp_url or None,
+                 cfg.deadline_policy, cfg.message_timeout)
+        # messages whose deadline passed while the service was down close now
+        await self.expire_due()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._aggregator(), name="aggregator"),
+                       loop.create_task(self._pruner(), name="pruner")]
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        self._stopping = True
+
+    async def _on_cleanup(self, app: web.Application) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        """In-flight requests have finished (aiohttp waits for them before cleanup):
+        stop the background tasks and delivery, commit what is queued, close."""
+        self._stopping = True
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        if self.delivery is not None:
+            await self.delivery.stop()
+        if self.committer is not None:
+            await self.committer.close()
+        if self.store is not None:
+            self.store.close()
+        log.info("event=stopped")
+
+    # ------------------------------------------------------------------ auth
+
+    def _check_token(self, request: web.Request, tokens: list[bytes]) -> bool:
+        values = [request.headers.get(self.cfg.auth_header)]
+        if self.cfg.auth_header.lower() != "authorization":
+            values.append(request.headers.get("Authorization"))
+        ok = False
+        for value in values:
+            if not value:
+                continue
+            v = value.strip()
+            if v[:7].lower() == "bearer ":
+                v = v[7:].strip()
+            vb = v.encode()
+            for t in tokens:
+                ok |= hmac.compare_digest(vb, t)
+        return ok
+
+    def _authorised(self, request: web.Request, tokens: list[bytes]) -> bool:
+        if not tokens:
+            return self.cfg.allow_anonymous
+        return self._check_token(request, tokens)
+
+    def _api(self, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            if not self._authorised(request, self._api_tokens):
+                return error(401, "missing or wrong token (Authorization: Bearer <token>)")
+            return await handler(request)
+        return wrapped
+
+    # ------------------------------------------------------------------ ingest
+
+    def _ingest_handler(self, integration: str):
+        async def handler(request: web.Request) -> web.Response:
+            t0 = time.perf_counter()
+            resp = await self._ingest(request, integration)
+            self.metrics.requests.labels(integration, str(resp.status)).inc()
+            self.metrics.ingest_latency.labels(integration).observe(time.perf_counter() - t0)
+            return resp
+        return handler
+
+    def _ignored(self, integration: str, reason: str) -> web.Response:
+        self.metrics.uplinks.labels(integration, "ignored").inc()
+        return web.json_response({"status": "ignored", "reason": reason}, status=202)
+
+    def _bad(self, integration: str, status: int, message: str, **extra: Any) -> web.Response:
+        self.metrics.uplinks.labels(integration, "rejected").inc()
+        log.warning("event=rejected integration=%s status=%d error=%r", integration, status, message)
+        return error(status, message, **extra)
+
+    async def _ingest(self, request: web.Request, integration: str) -> web.Response:
+        if self._stopping:
+            return error(503, "the collector is shutting down", {"Retry-After": "5"})
+        if not self._authorised(request, self._tokens[integration]):
+            self.metrics.uplinks.labels(integration, "unauthorised").inc()
+            log.warning("event=unauthorised integration=%s remote=%s", integration, request.remote)
+            return error(401, f"missing or wrong token ({self.cfg.auth_header} header)")
+        limit = self.cfg.body_limit
+        if request.content_length is not None and request.content_length > limit:
+            return self._bad(integration, 413, f"the body is {request.content_length} bytes; the limit is {limit}")
+        ctype = request.content_type  # "application/octet-stream" when the header is absent
+        if request.headers.get("Content-Type") is not None and not (
+                ctype == "application/json" or ctype.endswith("+json")):
+            hint = " (set the ChirpStack integration to JSON)" if integration == "chirpstack" else ""
+            return self._bad(integration, 415, f"the body must be JSON (Content-Type: application/json), "
+                                               f"not {ctype}{hint}")
+        if integration == "chirpstack":
+            event = request.query.get("event")
+            if event != "up":
+                return self._ignored(integration, f"ChirpStack event {event!r} is not handled" if event
+                                     else "no ChirpStack event given (?event=up)")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._bad(integration, 413, f"the body exceeds the limit of {limit} bytes")
+        now = self.clock.now()
+        try:
+            doc = ingest.parse_json_body(body)
+            up = ingest.PARSERS[integration](doc, int(now * 1000), self.cfg.default_region)
+        except ingest.Ignored as e:
+            return self._ignored(integration, e.reason)
+        except ingest.IngestError as e:
+            return self._bad(integration, 400, str(e))
+        try:
+            res = self.reasm.feed(up, now)
+        except FragmentError as e:
+            return self._bad(integration, 400, f"invalid fragment header: {e.detail}", code=e.code)
+        if res.status == "ignored":
+            return self._ignored(integration, res.reason or "ignored")
+        msg = res.message
+        assert msg is not None
+        index = up.payload[1]
+        ops: list[Op] = [op_fragment(now, msg.uid, index, res.status, up.to_dict())]
+        if msg.closed is None:
+            ops.append(op_open(msg.to_dict(), self.reasm.next_seq))
+        close_ops = self._close_ops(res.closed, now)
+        ops.extend(close_ops)
+        try:
+            assert self.committer is not None
+            await self.committer.submit_many(ops)
+        except StoreUnavailable as e:
+            # closed messages are gone from memory: keep trying to record them
+            self._retry_ops.extend(close_ops)
+            self.metrics.uplinks.labels(integration, "unavailable").inc()
+            log.error("event=store_unavailable integration=%s error=%r", integration, str(e))
+            return error(503, f"the store cannot take the uplink now: {e}", {"Retry-After": "5"})
+        self.metrics.uplinks.labels(integration, res.status).inc()
+        if res.closed:
+            self._after_close(res.closed)
+        if msg.closed is None and (self._agg_target is None or msg.deadline < self._agg_target):
+            self._agg_wake.set()
+        log.debug("event=uplink integration=%s dev=%s status=%s message=%s index=%d", integration,
+                  up.dev_eui, res.status, msg.uid, index)
+        return web.json_response({"status": res.status, "message": msg.uid, "fragment": index,
+                                  "closed": [m.uid for m in res.closed]}, status=202)
+
+    # ------------------------------------------------------------------ closing
+
+    def _close_ops(self, closed: list[Message], now: float) -> list[Op]:
+        ops: list[Op] = []
+        for m in closed:
+            out = assemble(m)
+            d = out.to_dict()
+            ops.append(op_close(m.to_dict(), d, out.xml, now))
+            self.metrics.messages.labels(out.state, m.close_reason or "unknown").inc()
+            if out.kind == "incident":
+                self.metrics.incidents.labels(out.code or "unknown").inc()
+            if m.close_reason == "evicted":
+                n = sum(1 for o in self.reasm.open_messages() if o.dev_eui == m.dev_eui)
+                if n >= self.cfg.max_open_per_device:
+                    code, detail = "device_open_cap", (
+                        f"device {m.dev_eui} reached the cap of {self.cfg.max_open_per_device} open messages; "
+                        f"message {m.uid} (msg_id {m.msg_id}) was closed early")
+                else:
+                    code, detail = "open_cap", (
+                        f"the collector reached the cap of {self.cfg.max_open_total} open messages; "
+                        f"message {m.uid} was closed early")
+                ops.append(op_incident(None, m.dev_eui, m.msg_id, now, code, detail, {"messageId": m.uid}))
+                self.metrics.incidents.labels(code).inc()
+                log.warning("event=open_cap dev=%s message=%s code=%s", m.dev_eui, m.uid, code)
+            log.info("event=message_closed message=%s dev=%s msg_id=%d reason=%s outcome=%s fragments=%d/%s%s",
+                     m.uid, m.dev_eui, m.msg_id, m.close_reason, out.state, len(m.fragments),
+                     out.fragments_expected, f" code={out.code}" if out.code else "")
+        return ops
+
+    def _after_close(self, closed: list[Message]) -> None:
+        if self.delivery is not None:
+            self.delivery.wake()
+
+    async def expire_due(self) -> int:
+        """Close the messages whose deadline has passed and record their outcomes
+        (committed before this returns)."""
+        async with self._expire_lock:
+            now = self.clock.now()
+            closed = self.reasm.expire(now)
+            ops = self._retry_ops + self._close_ops(closed, now)
+            if not ops:
+                return 0
+            assert self.committer is not None
+            try:
+                await self.committer.submit_many(ops)
+            except StoreUnavailable as e:
+                self._retry_ops = ops
+                log.error("event=close_not_recorded count=%d error=%r", len(ops), str(e))
+                return 0
+            self._retry_ops = []
+            if closed:
+                self._after_close(closed)
+            return len(closed)
+
+    async def _aggregator(self) -> None:
+        while not self._stopping:
+            self._agg_wake.clear()
+            try:
+                await self.expire_due()
+            except Exception:  # noqa: BLE001 - the aggregator must keep running
+                log.exception("event=aggregator_error")
+            self._agg_target = self.reasm.next_deadline()
+            if self._retry_ops:
+                # the store failed: try again in a while (wall time)
+                self._agg_target = None
+            waiters = [asyncio.ensure_future(self._agg_wake.wait())]
+            if self._agg_target is not None:
+                waiters.append(asyncio.ensure_future(self.clock.sleep_until(self._agg_target)))
+            timeout = 5.0 if self._retry_ops else None
+            _done, pending = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            for w in pending:
+                w.cancel()
+
+    async def _pruner(self) -> None:
+        while not self._stopping:
+            await self.prune()
+            await self.clock.sleep_until(self.clock.now() + self.cfg.prune_interval)
+
+    async def prune(self) -> dict:
+        assert self.committer is not None
+        try:
+            n = await self.committer.submit(op_prune(self.clock.now() - self.cfg.retention))
+        except StoreUnavailable:
+            return {}
+        if any(n.values()):
+            log.info("event=pruned %s", " ".join(f"{k}={v}" for k, v in n.items()))
+        return n
+
+    async def tick(self) -> dict:
+        """Run what is due at the current clock time: close messages, deliver."""
+        closed = await self.expire_due()
+        delivered = await self.delivery.run_due() if self.delivery is not None else 0
+        return {"closed": closed, "attempts": delivered}
+
+    # ------------------------------------------------------------------ read APIs
+
+    async def _q(self, fn: Callable, *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        ok = (self.committer is not None and self.committer._task is not None
+              and not self.committer._task.done() and not self._stopping)
+        body = {"status": "ok" if ok else "unavailable", "version": __version__,
+                "now": self.clock.now(), "openMessages": len(self.reasm.open_messages()),
+                "writeQueue": self.committer.depth if self.committer else None,
+                "circuit": self.delivery.circuit.state(self.clock.now()) if self.delivery else None}
+        return web.json_response(body, status=200 if ok else 503)
+
+    async def metrics_handler(self, request: web.Request) -> web.Response:
+        assert self.store is not None
+        counts = await self._q(self.store.counts)
+        m = self.metrics
+        m.open_messages.set(len(self.reasm.open_messages()))
+        m.queue_depth.set(counts["documents"]["pending"])
+        m.dead_letters.set(counts["documents"]["dead"])
+        m.write_queue.set(self.committer.depth if self.committer else 0)
+        if self.delivery:
+            m.circuit_open.set(1 if self.delivery.circuit.state(self.clock.now()) == "open" else 0)
+        return web.Response(body=m.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @staticmethod
+    def _limit(request: web.Request) -> int:
+        try:
+            return max(1, min(1000, int(request.query.get("limit", "100"))))
+        except ValueError:
+            raise web.HTTPBadRequest(text=json.dumps({"error": "limit must be an integer"}),
+                                     content_type="application/json") from None
+
+    async def api_messages(self, request: web.Request) -> web.Response:
+        assert self.store is not None
+        device = request.query.get("device")
+        state = request.query.get("state")
+        if state is not None and state not in MESSAGE_STATES:
+            return error(400, f"state must be one of {', '.join(MESSAGE_STATES)}, not {state!r}")
+        if device is not None and not ingest._HEX16.match(device):
+            return error(400, f"device must be a DevEUI (16 hex digits), not {device!r}")
+        rows = await self._q(self.store.list_messages, device, state, self._limit(request))
+        return web.json_response({"messages": rows})
+
+    async def api_message(self, request: web.Request) -> web.Response:
+        assert self.store is not None
+        d = await self._q(self.store.get_message, request.match_info["id"])
+        if d is None:
+            return error(404, f"no message {request.match_info['id']!r}")
+        return web.json_response(d)
+
+    async def api_incidents(self, request: web.Request) -> web.Response:
+        assert self.store is not None
+        rows = await self._q(self.store.list_incidents, request.query.get("device"), self._limit(request))
+        return web.json_response({"incidents": rows})
+
+    async def api_incident(self, request: web.Request) -> web.Response:
+        assert self.store is not None
+        d = await self._q(self.store.get_incident, request.match_info["id"])
+        if d is None:
+            return error(404, f"no incident {request.match_info['id']!r}")
+        return web.json_response(d)
+
+    async def api_deadletters(self, request: web.Request) -> web.Response:
+        assert self.store is not None
+        rows = await self._q(self.store.list_documents, "dead", self._limit(request))
+        return web.json_response({"deadletters": rows})
+
+    async def api_deadletter(self, request: web.Request) -> web.Response:
+        assert self.store is not None
+        d = await self._q(self.store.get_document, request.match_info["id"])
+        if d is None or d["state"] != "dead":
+            return error(404, f"no dead letter {request.match_info['id']!r}")
+        return web.json_response(d)
+
+    async def _retry(self, uids: list[str] | None) -> int:
+        assert self.committer is not None
+        try:
+            n = await self.committer.submit(op_retry_dead(uids, self.clock.now()))
+        except StoreUnavailable as e:
+            raise web.HTTPServiceUnavailable(text=json.dumps({"error": str(e)}),
+                                             content_type="application/json") from None
+        if n and self.delivery:
+            self.delivery.wake()
+        return n
+
+    async def api_retry(self, request: web.Request) -> web.Response:
+        uid = request.match_info["id"]
+        n = await self._retry([uid])
+        if not n:
+            return error(404, f"no dead letter {uid!r}")
+        return web.json_response({"retried": [uid]}, status=202)
+
+    async def api_retry_all(self, request: web.Request) -> web.Response:
+        n = await self._retry(None)
+        return web.json_response({"retried": n}, status=202)
+
+    async def api_status(self, request: web.Request) -> web.Response:
+        assert self.store is not None
+        counts = await self._q(self.store.counts)
+        counts["now"] = self.clock.now()
+        counts["circuit"] = self.delivery.circuit.state(self.clock.now()) if self.delivery else None
+        return web.json_response(counts)
+
+    async def admin_clock(self, request: web.Request) -> web.Response:
+        """Virtual time: ``{"now": <unix s>}`` or ``{"advance": <s>}`` moves the manual
+        clock, then runs the closing and delivery due up to then."""
+        if not isinstance(self.clock, ManualClock):
+            return error(404, "the clock is not manual (start the service with --clock manual)")
+        try:
+            body = await request.json()
+        except ValueError:
+            return error(400, "malformed JSON")
+        if not isinstance(body, dict) or not (("now" in body) ^ ("advance" in body)):
+            return error(400, 'give {"now": <unix seconds>} or {"advance": <seconds>}')
+        v = body.get("now", body.get("advance"))
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            return error(400, "the time must be a number")
+        try:
+            if "now" in body:
+                self.clock.set(float(v))
+            else:
+                self.clock.advance(float(v))
+        except ValueError as e:
+            return error(400, str(e))
+        ran = await self.tick()
+        return web.json_response({"now": self.clock.now(), **ran})
+
+
+# --------------------------------------------------------------------------- running
+
+
+async def run_service(cfg: ServiceConfig, clock: Clock | None = None,
+                      ready: Callable[[int], None] | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    svc = CollectorService(cfg, clock)
+    runner = web.AppRunner(svc.app(), access_log=None, shutdown_timeout=cfg.shutdown_timeout)
+    await runner.setup()
+    site = web.TCPSite(runner, cfg.host, cfg.port, shutdown_timeout=cfg.shutdown_timeout)
+    try:
+        await site.start()
+    except OSError as e:
+        await runner.cleanup()
+        raise RuntimeError(f"cannot listen on {cfg.host}:{cfg.port}: {e.strerror or e}") from None
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    log.info("event=listening host=%s port=%d", cfg.host, port)
+    if ready:
+        ready(port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("event=shutting_down")
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
+
+
+async def start_service(cfg: ServiceConfig, clock: Clock | None = None) -> tuple[CollectorService, web.AppRunner, int]:
+    """Start the service in the running event loop (tests, scenarios); returns
+    ``(service, runner, port)``. Stop it with ``await runner.cleanup()``."""
+    svc = CollectorService(cfg, clock)
+    runner = web.AppRunner(svc.app(), access_log=None, shutdown_timeout=cfg.shutdown_timeout)
+    await runner.setup()
+    site = web.TCPSite(runner, cfg.host, cfg.port, shutdown_timeout=cfg.shutdown_timeout)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return svc, runner, port
