@@ -18,7 +18,6 @@ from collector.wire import (
     chunk_offset,
     decode_partial,
     fragment_count,
-    parse_fragment,
 )
 from collector.xmldoc import Transport, build_document, idempotency_key
 
@@ -41,10 +40,15 @@ class Outcome:
     code: str | None = None
     detail: str | None = None
     fragments_expected: int | None = None
-    #: what arrived: index, arrival time and the uplink with its metadata
-    fragments: list[dict] = field(default_factory=list)
+    #: what arrived (the held fragments, in index order)
+    held: list = field(default_factory=list, repr=False)
     first_received_ms: int | None = None
     last_received_ms: int | None = None
+
+    @property
+    def fragments(self) -> list[dict]:
+        """What arrived: index, arrival time and the uplink with its metadata."""
+        return [h.to_dict() for h in self.held]
 
     @property
     def state(self) -> str:
@@ -68,7 +72,7 @@ class Outcome:
             "code": self.code,
             "detail": self.detail,
             "fragmentsExpected": self.fragments_expected,
-            "fragmentsReceived": len(self.fragments),
+            "fragmentsReceived": len(self.held),
             "firstReceivedMs": self.first_received_ms,
             "lastReceivedMs": self.last_received_ms,
             "fragments": self.fragments,
@@ -94,7 +98,7 @@ def assemble(msg: Message) -> Outcome:
     """Decode a closed message and build its document, or say why it cannot be built."""
     frags = msg.fragments
     out = Outcome("document", msg.uid, msg.dev_eui, msg.msg_id, msg.close_reason)
-    out.fragments = [h.to_dict() for _, h in sorted(frags.items())]
+    out.held = [h for _, h in sorted(frags.items())]
     if frags:
         times = [h.uplink.received_ms for h in frags.values()]
         out.first_received_ms, out.last_received_ms = min(times), max(times)
@@ -104,7 +108,7 @@ def assemble(msg: Message) -> Outcome:
         return _incident(out, "fragment0_missing",
                          f"fragment 0 never arrived before {why}: the required section and the fragment "
                          f"count are missing (fragments held: {held})")
-    parsed = {i: parse_fragment(h.payload) for i, h in frags.items()}
+    parsed = {i: h.fragment for i, h in frags.items()}
     count = parsed[0].count or 0
     out.fragments_expected = count
     beyond = sorted(i for i in parsed if i >= count)
@@ -117,20 +121,24 @@ def assemble(msg: Message) -> Outcome:
         if bad or (last in frags and len(frags[last].payload) > size):
             i = bad[0] if bad else last
             return _incident(out, "length", f"fragment {i} is {len(frags[i].payload)} bytes; fragment 0 set S={size}")
-    # lay the chunks out at their record offsets
-    buf = bytearray()
-    have: list[tuple[int, int]] = []
-    for i in sorted(parsed):
-        start = chunk_offset(i, size) if size else 0
-        chunk = parsed[i].chunk
-        if len(buf) < start + len(chunk):
-            buf.extend(b"\0" * (start + len(chunk) - len(buf)))
-        buf[start : start + len(chunk)] = chunk
-        have.append((start, start + len(chunk)))
+    if len(parsed) == count:  # complete: the chunks in order are the record
+        buf = b"".join([parsed[i].chunk for i in range(count)])
+        have = [(0, len(buf))]
+    else:  # lay the chunks out at their record offsets
+        ba = bytearray()
+        have = []
+        for i in sorted(parsed):
+            start = chunk_offset(i, size) if size else 0
+            chunk = parsed[i].chunk
+            if len(ba) < start:
+                ba.extend(bytes(start - len(ba)))
+            ba[start : start + len(chunk)] = chunk
+            have.append((start, start + len(chunk)))
+        buf = bytes(ba)
     total = len(buf) if last in parsed else None
     out.missing_fragments = [i for i in range(count) if i not in parsed]
     try:
-        decoded = decode_partial(bytes(buf), have)
+        decoded = decode_partial(buf, have)
     except RequiredMissing as e:
         missing = ", ".join(map(str, out.missing_fragments))
         return _incident(out, "required_missing",

@@ -14,7 +14,7 @@ def example_record(samples: int = 144, channels: int = 2, blocks: bool = True) -
     K=144) with all four optional blocks: 658 bytes, the spec's worked example."""
     temp = [round(2137 + 300 * math.sin(2 * math.pi * i / samples)) for i in range(samples)]
     rh = [round(551 - 40 * math.sin(2 * math.pi * i / samples)) for i in range(samples)]
-    temp[7] = -32768  # one sample the sensor missed
+    temp[min(7, samples - 1)] = -32768  # one sample the sensor missed
     chans = [Channel(1, -2, temp), Channel(2, -1, rh), Channel(3, -1, [10132] * samples), Channel(4, -3, [3300] * samples)]
     rec = Record(
         device_serial=1234567, record_seq=4711, start_time=1795478400, interval_s=600,

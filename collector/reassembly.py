@@ -53,10 +53,12 @@ class Held:
     uplink: Uplink
     #: collector time of arrival
     arrived: float
+    #: the parsed fragment (derived from ``payload``)
+    fragment: Fragment | None = None
 
-    @property
-    def fragment(self) -> Fragment:
-        return parse_fragment(self.payload)
+    def __post_init__(self) -> None:
+        if self.fragment is None:
+            self.fragment = parse_fragment(self.payload)
 
     def to_dict(self) -> dict:
         return {"index": self.index, "arrived": self.arrived, "uplink": self.uplink.to_dict()}
@@ -82,6 +84,10 @@ class Message:
     size: int | None = None
     closed: float | None = None
     close_reason: CloseReason | None = None
+    #: highest index held
+    max_index: int = -1
+    #: index of a held fragment shorter than S (it must be the last), if any
+    short: int | None = None
 
     @property
     def complete(self) -> bool:
@@ -114,6 +120,9 @@ class Message:
         for hd in d["fragments"]:
             h = Held.from_dict(hd)
             m.fragments[h.index] = h
+            m.max_index = max(m.max_index, h.index)
+        if m.size is not None:
+            m.short = next((i for i, h in m.fragments.items() if len(h.payload) < m.size), None)
         return m
 
 
@@ -128,32 +137,36 @@ class FeedResult:
     closed: list[Message] = field(default_factory=list)
 
 
-def _inconsistency(msg: Message, frag: Fragment, length: int) -> str | None:
-    """Why ``frag`` cannot belong to ``msg`` (None when it can). Only called when the
-    index is not held yet."""
-    count = msg.count if msg.count is not None else frag.count
-    indices = [*msg.fragments, frag.index]
-    if count is not None:
-        beyond = [i for i in indices if i >= count]
-        if beyond:
-            return f"fragment index {max(beyond)} >= count {count}"
-    lengths = {i: len(h.payload) for i, h in msg.fragments.items()}
-    lengths[frag.index] = length
-    top = max(lengths)
-    last = count - 1 if count is not None else None
-    non_last = {i: n for i, n in lengths.items() if i != last and i != top}
-    sizes = set(non_last.values())
-    if msg.size is not None:
-        sizes.add(msg.size)
-    if last is not None and top != last:
-        sizes.add(lengths[top])
-    if len(sizes) > 1:
-        return f"fragment lengths disagree on the fragment size S ({', '.join(map(str, sorted(sizes)))})"
-    if sizes:
-        s = sizes.pop()
-        if lengths[top] > s:
-            return f"fragment {top} is {lengths[top]} bytes, longer than S={s}"
-    return None
+def _fits(m: Message, frag: Fragment, length: int) -> tuple[bool, int | None]:
+    """Whether ``frag`` (of total ``length``, index not held yet) can belong to ``m``,
+    and the fragment size S the message has with it. Constant time: all fragments
+    held but the last have length S, and at most one held fragment is shorter."""
+    count = m.count if m.count is not None else frag.count
+    top = max(m.max_index, frag.index)
+    if count is not None and top >= count:
+        return False, None
+    s = m.size
+    if s is None:
+        # at most one fragment is held, and it may be the last one
+        if not m.fragments:
+            return True, None
+        (h,) = m.fragments.values()
+        held_len = len(h.payload)
+        if frag.index > h.index:
+            return length <= held_len, held_len
+        return held_len <= length, length
+    if length > s:
+        return False, s
+    if length < s:  # only the last fragment may be short
+        if count is not None and frag.index != count - 1:
+            return False, s
+        if frag.index < top or (m.short is not None and m.short != frag.index):
+            return False, s
+    elif m.short is not None and frag.index > m.short:
+        return False, s
+    if frag.index == 0 and m.short is not None and m.short != (frag.count or 0) - 1:
+        return False, s
+    return True, s
 
 
 class Reassembler:
@@ -166,6 +179,8 @@ class Reassembler:
         self._per_device: dict[str, int] = {}
         self._heap: list[tuple[float, str, tuple[str, int]]] = []
         self.next_seq = 1
+        self._radio_cache: dict = {}
+        self._duration_cache: dict = {}
 
     # ------------------------------------------------------------------ queries
 
@@ -224,23 +239,35 @@ class Reassembler:
         s = self.settings
         if s.deadline_policy == "fixed":
             return m.opened + s.message_timeout
-        region = lorawan.region(up.region) if up.region in lorawan.REGIONS else lorawan.region(s.default_region)
-        dr = None
-        if up.data_rate:
-            try:
-                dr = region.dr_for(*lorawan.parse_data_rate_name(up.data_rate))
-            except ValueError:
-                dr = None
-        if dr is None:  # unknown: assume the slowest data rate of the region
-            dr = min(region.data_rates, key=lambda d: d.bw_hz / 2**d.sf)
+        dr, dc = self._radio(up.region, up.data_rate, up.frequency_hz)
         size = m.size or dr.max_payload
         if m.count is not None:
             n = m.count
         else:  # fragment 0 not seen yet: at least one more than the highest index held
             n = max(m.fragments) + 2 if m.fragments else 2
-        dc = region.duty_cycle(up.frequency_hz)
-        expected = lorawan.min_message_duration(dr, n, size, dc)
+        memo = (dr, n, size, dc)
+        expected = self._duration_cache.get(memo)
+        if expected is None:
+            expected = self._duration_cache[memo] = lorawan.min_message_duration(dr, n, size, dc)
         return max(m.deadline, m.opened + max(s.message_timeout, s.adaptive_margin * expected))
+
+    def _radio(self, region_name: str | None, data_rate: str | None, freq: int | None):
+        """(data rate, duty cycle) an uplink's metadata implies; cached."""
+        key = (region_name, data_rate, freq)
+        hit = self._radio_cache.get(key)
+        if hit is not None:
+            return hit
+        region = lorawan.REGIONS.get(region_name or "") or lorawan.region(self.settings.default_region)
+        dr = None
+        if data_rate:
+            try:
+                dr = region.dr_for(*lorawan.parse_data_rate_name(data_rate))
+            except ValueError:
+                dr = None
+        if dr is None:  # unknown: assume the slowest data rate of the region
+            dr = min(region.data_rates, key=lambda d: d.bw_hz / 2**d.sf)
+        hit = self._radio_cache[key] = (dr, region.duty_cycle(freq))
+        return hit
 
     def _reschedule(self, key: tuple[str, int], m: Message, up: Uplink) -> None:
         d = self._deadline(m, up)
@@ -285,8 +312,10 @@ class Reassembler:
             if old is not None and old.payload == up.payload:
                 return FeedResult("duplicate", message=r)
         if m is not None:
-            if held is None and _inconsistency(m, frag, len(up.payload)) is None:
-                return self._add(key, m, frag, up, now, closed)
+            if held is None:
+                fits, size = _fits(m, frag, len(up.payload))
+                if fits:
+                    return self._add(key, m, frag, up, now, closed, size)
             # a different fragment for an index already held, or one that cannot
             # belong to this message: the device restarted or wrapped its msg_id
             closed.append(self._close(key, now, "conflict"))
@@ -294,7 +323,7 @@ class Reassembler:
         m = Message(f"{up.dev_eui}-{frag.msg_id}-{self.next_seq}", up.dev_eui, frag.msg_id, now, now)
         self.next_seq += 1
         self._add_open(key, m)
-        return self._add(key, m, frag, up, now, closed)
+        return self._add(key, m, frag, up, now, closed, None)
 
     def _make_room(self, dev_eui: str, now: float) -> list[Message]:
         out = []
@@ -307,22 +336,19 @@ class Reassembler:
             out.append(self._close((oldest.dev_eui, oldest.msg_id), now, "evicted"))
         return out
 
-    def _add(self, key, m: Message, frag: Fragment, up: Uplink, now: float, closed: list[Message]) -> FeedResult:
-        m.fragments[frag.index] = Held(frag.index, up.payload, up, now)
+    def _add(self, key, m: Message, frag: Fragment, up: Uplink, now: float, closed: list[Message],
+             size: int | None) -> FeedResult:
+        m.fragments[frag.index] = Held(frag.index, up.payload, up, now, frag)
         if frag.index == 0:
             m.count = frag.count
-        if m.size is None:
-            m.size = self._infer_size(m)
+        m.max_index = max(m.max_index, frag.index)
+        m.size = size
+        if size is not None and m.short is None:
+            top = m.fragments[m.max_index]
+            if len(top.payload) < size:
+                m.short = m.max_index
         if m.complete:
             closed.append(self._close(key, now, "complete"))
         else:
             self._reschedule(key, m, up)
         return FeedResult("accepted", message=m, closed=closed)
-
-    @staticmethod
-    def _infer_size(m: Message) -> int | None:
-        top = max(m.fragments)
-        for i, h in m.fragments.items():
-            if i != top or (m.count is not None and i < m.count - 1):
-                return len(h.payload)
-        return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +27,7 @@ class Uplink:
     source: str = "generic"
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = {f: getattr(self, f) for f in self.__slots__}
         d["payload"] = base64.b64encode(self.payload).decode()
         return d
 

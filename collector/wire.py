@@ -82,7 +82,7 @@ def crc16(data: bytes) -> int:
 # --------------------------------------------------------------------------- fragments
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Fragment:
     msg_id: int
     index: int
@@ -434,10 +434,7 @@ class Decoded:
 
 def _covered(have: Sequence[tuple[int, int]], start: int, end: int) -> bool:
     """Whether [start, end) lies inside the union of the sorted, merged ``have`` ranges."""
-    for a, b in have:
-        if a <= start and end <= b:
-            return True
-    return False
+    return any(a <= start and end <= b for a, b in have)
 
 
 def _holes(have: Sequence[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
@@ -523,7 +520,7 @@ def decode_partial(data: bytes, have: Sequence[tuple[int, int]]) -> Decoded:
     channels = []
     pos = REQUIRED_HEADER_LEN
     descs = [struct.unpack_from(">Bb", data, pos + 2 * i) for i in range(c)]
-    for unit, exponent in descs:
+    for _unit, exponent in descs:
         if not -6 <= exponent <= 6:
             raise RecordError("exponent", f"channel exponent {exponent} outside -6..6")
     pos += 2 * c
@@ -594,6 +591,18 @@ def record_to_dict(rec: Record) -> dict:
     return d
 
 
+def _site_from_json(site) -> Site | None:
+    if site is None:
+        return None
+    try:
+        label = str(site["label"]).encode("latin-1")
+    except (KeyError, TypeError, UnicodeEncodeError):
+        raise ValueError("site: needs a 'label' of at most 16 Latin-1 characters") from None
+    if len(label) > 16:
+        raise ValueError(f"site: label is {len(label)} bytes; at most 16")
+    return Site(label.ljust(16, b"\0"))
+
+
 _RECORD_FIELDS = ("device_serial", "record_seq", "start_time", "interval_s", "channels")
 
 
@@ -630,6 +639,6 @@ def record_from_dict(d: dict) -> Record:
         location=block("location", Location),
         diagnostics=block("diagnostics", Diagnostics),
         config=block("config", Config),
-        site=Site(site["label"].encode("latin-1")) if site is not None else None,
+        site=_site_from_json(site),
         **kwargs,
     )

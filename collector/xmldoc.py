@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
+from pathlib import Path
 
 from lxml import etree
 
@@ -26,7 +26,7 @@ from collector.wire import (
 
 NAMESPACE = "urn:lora-collector:measurement-report:1"
 _NS = "{" + NAMESPACE + "}"
-XSD_RESOURCE = "measurement-report-1.xsd"
+XSD_PATH = Path(__file__).with_name("schema") / "measurement-report-1.xsd"
 
 
 @dataclass
@@ -63,9 +63,18 @@ def format_sample(raw: int, exponent: int) -> str:
     return _sample_formatter(exponent)(raw)
 
 
-def format_samples(samples: list[int], exponent: int) -> str:
+@cache
+def _sample_table(exponent: int) -> tuple[str, ...]:
+    """Every int16 sample's text at ``exponent``, laid out so that ``table[raw]``
+    works for negative ``raw`` too (Python's negative indexing)."""
     f = _sample_formatter(exponent)
-    return " ".join([f(v) for v in samples])
+    return tuple(f(raw) for raw in range(32768)) + tuple(f(raw) for raw in range(-32768, 0))
+
+
+def format_samples(samples: list[int], exponent: int) -> str:
+    """The text of a channel element: one table look-up per sample (the table is
+    built once per exponent from :func:`format_sample`)."""
+    return " ".join(map(_sample_table(exponent).__getitem__, samples))
 
 
 def unit_name(code: int) -> str:
@@ -87,53 +96,58 @@ def build_document(rec: Record, dev_eui: str, transport: Transport, complete: bo
     root.set("schemaVersion", str(rec.schema_version))
     root.set("complete", "true" if complete else "false")
     sub = etree.SubElement
-    sub(root, _NS + "device", devEui=dev_eui.upper(), serial=str(rec.device_serial),
-        firmware=f"{rec.fw_major}.{rec.fw_minor}")
-    sub(root, _NS + "record", sequence=str(rec.record_seq), start=format_s(rec.start_time),
-        intervalSeconds=str(rec.interval_s), samplesPerChannel=str(rec.sample_count))
-    status = sub(root, _NS + "status", batteryMillivolts=str(rec.battery_mv),
-                 internalTemperature=fixed(rec.temp_centi, 2))
-    flags = [name for bit, name in enumerate(FLAG_NAMES) if rec.flags & (1 << bit)]
-    if flags:
-        status.set("flags", " ".join(flags))
+    sub(root, _NS + "device", {"devEui": dev_eui.upper(), "serial": str(rec.device_serial),
+                               "firmware": f"{rec.fw_major}.{rec.fw_minor}"})
+    sub(root, _NS + "record", {"sequence": str(rec.record_seq), "start": format_s(rec.start_time),
+                               "intervalSeconds": str(rec.interval_s), "samplesPerChannel": str(rec.sample_count)})
+    status = {"batteryMillivolts": str(rec.battery_mv), "internalTemperature": fixed(rec.temp_centi, 2)}
+    if rec.flags & 0x0F:
+        status["flags"] = " ".join([name for bit, name in enumerate(FLAG_NAMES) if rec.flags & (1 << bit)])
+    sub(root, _NS + "status", status)
     for i, ch in enumerate(rec.channels):
-        el = sub(root, _NS + "channel", index=str(i), unit=unit_name(ch.unit))
+        el = sub(root, _NS + "channel", {"index": str(i), "unit": unit_name(ch.unit)})
         el.text = format_samples(ch.samples, ch.exponent)
     if rec.location is not None:
         loc = rec.location
-        sub(root, _NS + "location", latitude=fixed(loc.lat_e7, 7), longitude=fixed(loc.lon_e7, 7),
-            altitudeMeters=str(loc.alt_m), hdop=fixed(loc.hdop_dm, 1),
-            fix=FIX_NAMES[loc.fix] if loc.fix < len(FIX_NAMES) else f"code-{loc.fix}")
+        sub(root, _NS + "location", {
+            "latitude": fixed(loc.lat_e7, 7), "longitude": fixed(loc.lon_e7, 7), "altitudeMeters": str(loc.alt_m),
+            "hdop": fixed(loc.hdop_dm, 1), "fix": FIX_NAMES[loc.fix] if loc.fix < len(FIX_NAMES) else f"code-{loc.fix}",
+        })
     if rec.diagnostics is not None:
         d = rec.diagnostics
-        sub(root, _NS + "diagnostics", uptimeSeconds=str(d.uptime_s), resetCount=str(d.reset_count),
-            resetReason=RESET_REASONS.get(d.reset_reason, f"code-{d.reset_reason}"),
-            txFailures=str(d.tx_failures), lastDownlinkRssi=str(d.last_dl_rssi),
-            lastDownlinkSnr=fixed(d.last_dl_snr_q * 25, 2),
-            modemFirmware=f"{d.modem_fw_major}.{d.modem_fw_minor}", freeStorageKilobytes=str(d.free_storage_kb))
+        sub(root, _NS + "diagnostics", {
+            "uptimeSeconds": str(d.uptime_s), "resetCount": str(d.reset_count),
+            "resetReason": RESET_REASONS.get(d.reset_reason, f"code-{d.reset_reason}"),
+            "txFailures": str(d.tx_failures), "lastDownlinkRssi": str(d.last_dl_rssi),
+            "lastDownlinkSnr": fixed(d.last_dl_snr_q * 25, 2),
+            "modemFirmware": f"{d.modem_fw_major}.{d.modem_fw_minor}", "freeStorageKilobytes": str(d.free_storage_kb),
+        })
     if rec.config is not None:
         c = rec.config
         exp0 = rec.channels[0].exponent
-        sub(root, _NS + "config", version=str(c.config_version), uploadHour=str(c.upload_hour),
-            preferredDataRate=str(c.preferred_dr), alarmLow=format_sample(c.alarm_low, exp0),
-            alarmHigh=format_sample(c.alarm_high, exp0))
+        sub(root, _NS + "config", {
+            "version": str(c.config_version), "uploadHour": str(c.upload_hour),
+            "preferredDataRate": str(c.preferred_dr), "alarmLow": format_sample(c.alarm_low, exp0),
+            "alarmHigh": format_sample(c.alarm_high, exp0),
+        })
     if rec.site is not None:
-        sub(root, _NS + "site", label=site_label(rec.site.label))
+        sub(root, _NS + "site", {"label": site_label(rec.site.label)})
     t = transport
-    tr = sub(root, _NS + "transport", messageId=str(t.message_id), fragmentsExpected=str(t.fragments_expected),
-             fragmentsReceived=str(t.fragments_received), firstReceived=format_ms(t.first_received_ms),
-             lastReceived=format_ms(t.last_received_ms))
+    tr = {"messageId": str(t.message_id), "fragmentsExpected": str(t.fragments_expected),
+          "fragmentsReceived": str(t.fragments_received), "firstReceived": format_ms(t.first_received_ms),
+          "lastReceived": format_ms(t.last_received_ms)}
     if t.missing_fragments:
-        tr.set("missingFragments", " ".join(map(str, t.missing_fragments)))
+        tr["missingFragments"] = " ".join(map(str, t.missing_fragments))
     if t.missing_blocks:
         order = {name: i for i, name in enumerate(BLOCK_NAMES)}
-        tr.set("missingBlocks", " ".join(sorted(t.missing_blocks, key=order.__getitem__)))
+        tr["missingBlocks"] = " ".join(sorted(t.missing_blocks, key=order.__getitem__))
+    sub(root, _NS + "transport", tr)
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
 
 @cache
 def _schema() -> etree.XMLSchema:
-    data = resources.files("collector").joinpath("schema", XSD_RESOURCE).read_bytes()
+    data = XSD_PATH.read_bytes()
     return etree.XMLSchema(etree.fromstring(data))
 
 

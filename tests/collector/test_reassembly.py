@@ -1,0 +1,263 @@
+"""The reassembly state machine and the outcome of each message (wire-format.md §3)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from collector import wire
+from collector.assemble import assemble
+from collector.examples import example_record
+from collector.reassembly import Reassembler, Settings
+from collector.uplink import Uplink
+from collector.xmldoc import Transport, build_document
+
+from .conftest import records, sizes_for
+
+DEV = "70B3D57ED005A1B2"
+
+
+def up(payload: bytes, t_ms: int = 1_795_500_000_000, dev: str = DEV, dr: str | None = "SF12BW125",
+       fport: int = 16) -> Uplink:
+    return Uplink(dev, fport, payload, t_ms, data_rate=dr)
+
+
+def feed_all(r: Reassembler, payloads, now: float = 0.0):
+    closed = []
+    for i, p in enumerate(payloads):
+        closed += r.feed(up(p, 1_795_500_000_000 + i), now).closed
+    return closed
+
+
+# ---------------------------------------------------------------- properties
+
+
+@settings(max_examples=60, deadline=None)
+@given(records(), st.data())
+def test_any_permutation_with_duplicates_gives_the_identical_record_and_document(rec, d):
+    data = wire.encode_record(rec)
+    size = d.draw(sizes_for(len(data)))
+    frags = wire.fragment(5, data, size)
+    order = d.draw(st.permutations(frags + d.draw(st.lists(st.sampled_from(frags), max_size=4))))
+    r = Reassembler()
+    closed, statuses = [], []
+    for i, p in enumerate(order):
+        res = r.feed(up(p, 1000 + i), now=float(i))
+        statuses.append(res.status)
+        closed += res.closed
+    assert statuses.count("accepted") == len(frags)
+    assert len(closed) == 1 and closed[0].close_reason == "complete"
+    out = assemble(closed[0])
+    assert out.kind == "document" and out.complete
+    assert out.record == rec
+    accepted_at = [1000 + i for i, s in enumerate(statuses) if s == "accepted"]
+    expected = build_document(rec, DEV, Transport(5, len(frags), len(frags), accepted_at[0], accepted_at[-1]), True)
+    assert out.xml == expected
+    assert r.open_messages() == []
+
+
+def _expected_outcome(rec: wire.Record, data: bytes, size: int, delivered: set[int]):
+    """What §3 prescribes, computed straight from the spec's arithmetic."""
+    n = wire.fragment_count(len(data), size)
+    covered = set()
+    for i in delivered:
+        start = 0 if i == 0 else (size - 3) + (i - 1) * (size - 2)
+        end = min(len(data), start + (size - 3 if i == 0 else size - 2))
+        covered.update(range(start, end))
+    if 0 not in delivered:
+        return "incident", "fragment0_missing", None
+    req = wire.required_length(len(rec.channels), rec.sample_count)
+    if not set(range(req)) <= covered:
+        return "incident", "required_missing", None
+    missing_blocks, pos = [], req
+    for name, block_size, block in zip(wire.BLOCK_NAMES, wire.BLOCK_SIZES, rec.blocks, strict=True):
+        if block is None:
+            continue
+        if not set(range(pos, pos + block_size)) <= covered:
+            missing_blocks.append(name)
+        pos += block_size
+    return "document", [i for i in range(n) if i not in delivered], missing_blocks
+
+
+@settings(max_examples=80, deadline=None)
+@given(records(max_samples=12), st.data())
+def test_any_loss_pattern_gives_exactly_the_prescribed_outcome(rec, d):
+    data = wire.encode_record(rec)
+    size = d.draw(sizes_for(len(data)))
+    frags = wire.fragment(9, data, size)
+    n = len(frags)
+    delivered = d.draw(st.sets(st.integers(0, n - 1), min_size=1, max_size=n))
+    order = d.draw(st.permutations(sorted(delivered)))
+    r = Reassembler(Settings(message_timeout=60))
+    closed = []
+    for i in order:
+        closed += r.feed(up(frags[i]), now=0.0).closed
+    if len(delivered) < n:
+        assert closed == []
+        closed = r.expire(r.next_deadline())
+    assert len(closed) == 1
+    out = assemble(closed[0])
+    kind, a, b = _expected_outcome(rec, data, size, delivered)
+    assert out.kind == kind, out.detail
+    if kind == "incident":
+        assert out.code == a and out.detail
+        assert sorted(f["index"] for f in out.fragments) == sorted(delivered)
+        return
+    assert out.missing_fragments == a and out.missing_blocks == b
+    assert out.complete == (not a)
+    xml = out.xml.decode()
+    assert ('complete="true"' in xml) == (not a)
+    if a:
+        assert f'missingFragments="{" ".join(map(str, a))}"' in xml
+    if b:
+        assert f'missingBlocks="{" ".join(b)}"' in xml
+    # what did arrive is decoded faithfully
+    for name, block in zip(wire.BLOCK_NAMES, rec.blocks, strict=True):
+        got = getattr(out.record, name)
+        assert got == (None if name in b else block)
+    assert out.record.channels == rec.channels
+
+
+# ---------------------------------------------------------------- rules
+
+
+def example_frags(size: int = 51, msg_id: int = 17, **kw) -> list[bytes]:
+    return wire.fragment(msg_id, wire.encode_record(example_record(**kw)), size)
+
+
+def test_duplicates_change_nothing_also_shortly_after_close():
+    r = Reassembler()
+    frags = example_frags()
+    assert len(feed_all(r, frags)) == 1
+    res = r.feed(up(frags[3]), now=10.0)
+    assert res.status == "duplicate" and res.closed == [] and r.open_messages() == []
+
+
+def test_a_different_fragment_for_a_held_index_closes_and_restarts():
+    r = Reassembler()
+    old = example_frags(11, samples=8)  # 13 fragments; the required section is in 0..6
+    new = example_frags(11, samples=6)  # same msg_id, another record
+    feed_all(r, old[:8])
+    res = r.feed(up(new[2]), now=5.0)
+    assert res.status == "accepted"
+    assert [m.close_reason for m in res.closed] == ["conflict"]
+    assert len(r.open_messages()) == 1 and set(r.open_messages()[0].fragments) == {2}
+    out = assemble(res.closed[0])
+    assert out.kind == "document" and not out.complete and out.missing_fragments == list(range(8, 13))
+
+
+def test_a_fragment_that_cannot_belong_to_the_message_starts_a_new_one():
+    r = Reassembler()
+    small = wire.fragment(1, wire.encode_record(example_record(samples=4, blocks=False)), 51)  # 1 fragment? no
+    assert len(small) == 1
+    frags = example_frags(msg_id=1)
+    feed_all(r, frags[1:3])  # fragment 0 not yet: count unknown
+    res = r.feed(up(small[0]), now=1.0)  # count 1, but fragments 1 and 2 are held
+    assert [m.close_reason for m in res.closed] == ["conflict", "complete"]
+    assert assemble(res.closed[1]).complete
+
+
+def test_a_closed_msg_id_with_new_bytes_starts_a_new_message():
+    r = Reassembler()
+    feed_all(r, example_frags(msg_id=3))
+    other = example_frags(msg_id=3, samples=100)
+    res = r.feed(up(other[1]), now=20.0)
+    assert res.status == "accepted" and res.message.uid.endswith("-2")
+
+
+def test_late_fragment_after_deadline_is_a_duplicate_or_a_new_message():
+    r = Reassembler(Settings(message_timeout=60, deadline_policy="fixed"))
+    frags = example_frags()
+    feed_all(r, frags[:10])
+    (m,) = r.expire(60.0)
+    assert m.close_reason == "deadline"
+    assert r.feed(up(frags[4]), now=70.0).status == "duplicate"
+    res = r.feed(up(frags[12]), now=71.0)
+    assert res.status == "accepted" and res.message.uid != m.uid
+    # after the duplicate window the same bytes open a new message
+    r.expire(71.0 + 3601)
+    assert r.feed(up(frags[4]), now=71.0 + 3602).status == "accepted"
+
+
+def test_fixed_deadline_is_exactly_the_timeout_after_the_first_fragment():
+    r = Reassembler(Settings(message_timeout=120, deadline_policy="fixed"))
+    frags = example_frags()
+    r.feed(up(frags[5]), now=1000.0)
+    r.feed(up(frags[0]), now=1500.0)
+    assert r.next_deadline() == 1120.0
+    assert r.expire(1119.9) == []
+    assert len(r.expire(1120.0)) == 1
+
+
+def test_adaptive_deadline_does_not_cut_off_a_slow_sf12_device():
+    """A 14-fragment EU868 DR0 message under 1 % duty cycle takes about an hour."""
+    r = Reassembler(Settings(message_timeout=900))
+    frags = example_frags(51)
+    airtime = 2.793  # s, one 51-byte frame at SF12 (64-byte PHY payload)
+    t = 0.0
+    closed = []
+    for f in frags:
+        closed += r.feed(up(f, dr="SF12BW125"), now=t).closed
+        closed += r.expire(t)
+        t += airtime / 0.01
+    assert [m.close_reason for m in closed] == ["complete"]
+    assert t > 3600  # it really took about an hour
+
+
+def test_adaptive_deadline_never_earlier_than_the_timeout():
+    r = Reassembler(Settings(message_timeout=900))
+    r.feed(up(example_frags(242)[0], dr="SF7BW125"), now=0.0)
+    assert r.next_deadline() == 900.0
+
+
+def test_unknown_data_rate_assumes_the_slowest():
+    r = Reassembler(Settings(message_timeout=60))
+    r.feed(up(example_frags(51)[0], dr=None), now=0.0)
+    assert r.next_deadline() > 3600
+
+
+def test_other_fports_are_ignored_and_bad_headers_raise():
+    r = Reassembler()
+    res = r.feed(up(b"\x01\x02\x03", fport=1), now=0)
+    assert res.status == "ignored" and "fPort 1" in res.reason
+    with pytest.raises(wire.FragmentError):
+        r.feed(up(b"\x01\x00\x00\x05"), now=0)
+
+
+def test_open_message_cap_per_device_evicts_the_oldest():
+    r = Reassembler(Settings(max_open_per_device=3))
+    closed = []
+    for msg_id in range(5):
+        closed += r.feed(up(example_frags(msg_id=msg_id)[0]), now=float(msg_id)).closed
+    assert [m.msg_id for m in closed] == [0, 1]
+    assert all(m.close_reason == "evicted" for m in closed)
+    assert len(r.open_messages()) == 3
+    # other devices are not affected
+    r.feed(up(example_frags()[0], dev="0000000000000001"), now=9.0)
+    assert len(r.open_messages()) == 4
+
+
+def test_total_open_message_cap():
+    r = Reassembler(Settings(max_open_total=10))
+    for i in range(25):
+        r.feed(up(example_frags()[0], dev=f"{i:016X}"), now=float(i))
+    assert len(r.open_messages()) == 10
+
+
+def test_state_is_plain_data_and_survives_a_restart():
+    s = Settings(message_timeout=300)
+    r = Reassembler(s)
+    frags = example_frags()
+    feed_all(r, frags[:6])
+    feed_all(r, example_frags(msg_id=4)[:2])
+    saved = json.loads(json.dumps([m.to_dict() for m in r.open_messages() + r.recent_messages()]))
+    r2 = Reassembler(s)
+    r2.load(saved, r.next_seq)
+    assert r2.next_deadline() == r.next_deadline()
+    for f in frags[6:]:
+        res = r2.feed(up(f), now=10.0)
+    assert res.closed and assemble(res.closed[0]).record == example_record()
+    assert r2.feed(up(frags[0]), now=11.0).status == "duplicate"
