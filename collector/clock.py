@@ -82,3 +82,15 @@ def make_clock(kind: str, start: float | None = None) -> Clock:
     if kind == "manual":
         return ManualClock(time.time() if start is None else start)
     raise ValueError(f"unknown clock {kind!r}; use 'system' or 'manual'")
+
+
+async def wait_first(awaitables: list, timeout: float | None = None) -> None:
+    """Wait until the first of ``awaitables`` finishes (or ``timeout`` wall seconds),
+    then cancel the others - also when the waiter itself is cancelled."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            if not t.done():
+                t.cancel()

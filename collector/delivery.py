@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
+from collector.clock import wait_first
 from collector.store import AttemptResult, GroupCommitter, Store, StoreUnavailable, op_attempt
 
 if TYPE_CHECKING:
@@ -233,14 +234,12 @@ class DeliveryAgent:
             wake_at = await asyncio.to_thread(self.store.next_due, list(self._in_flight))
             if wake_at is not None and self.circuit.open_until is not None:
                 wake_at = max(wake_at, self.circuit.open_until)
-            waiters = [asyncio.ensure_future(self._wake.wait())]
+            waiters = [self._wake.wait()]
             if (wake_at is not None and len(self._in_flight) < self.cfg.delivery_concurrency
                     and not self.circuit.probing):
-                waiters.append(asyncio.ensure_future(self.clock.sleep_until(max(wake_at, now))))
+                waiters.append(self.clock.sleep_until(max(wake_at, now)))
             # a dead letter retried by command from another process is seen within 5 s
-            done, pending = await asyncio.wait(waiters, timeout=5.0, return_when=asyncio.FIRST_COMPLETED)
-            for w in pending:
-                w.cancel()
+            await wait_first(waiters, timeout=5.0)
 
     async def start_due(self) -> list[asyncio.Task]:
         """Start attempts for every due document the concurrency limit and the
@@ -268,18 +267,17 @@ class DeliveryAgent:
         return started
 
     async def run_due(self) -> int:
-        """Deliver everything due now, waiting for the attempts (the virtual-time tick)."""
-        n = 0
+        """Deliver everything due now and wait for those attempts, including any the
+        background loop already started (the virtual-time tick). Returns how many
+        attempts it waited for."""
+        seen: set[asyncio.Task] = set()
         while True:
-            tasks = await self.start_due()
-            if not tasks:
-                running = list(self._in_flight.values())
-                if running:
-                    await asyncio.wait(running)
-                    continue
-                return n
-            n += len(tasks)
-            await asyncio.wait(tasks)
+            await self.start_due()
+            running = [t for t in self._in_flight.values() if t not in seen]
+            if not running:
+                return len(seen)
+            seen.update(running)
+            await asyncio.wait(running)
 
     # ------------------------------------------------------------------ one attempt
 

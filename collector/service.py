@@ -33,7 +33,7 @@ from aiohttp import web
 
 from collector import ingest
 from collector.assemble import assemble
-from collector.clock import Clock, ManualClock, make_clock
+from collector.clock import Clock, ManualClock, make_clock, wait_first
 from collector.config import ServiceConfig
 from collector.delivery import DeliveryAgent
 from collector.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -375,13 +375,10 @@ class CollectorService:
             if self._retry_ops:
                 # the store failed: try again in a while (wall time)
                 self._agg_target = None
-            waiters = [asyncio.ensure_future(self._agg_wake.wait())]
+            waiters = [self._agg_wake.wait()]
             if self._agg_target is not None:
-                waiters.append(asyncio.ensure_future(self.clock.sleep_until(self._agg_target)))
-            timeout = 5.0 if self._retry_ops else None
-            _done, pending = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            for w in pending:
-                w.cancel()
+                waiters.append(self.clock.sleep_until(self._agg_target))
+            await wait_first(waiters, timeout=5.0 if self._retry_ops else None)
 
     async def _pruner(self) -> None:
         while not self._stopping:
@@ -543,7 +540,7 @@ async def run_service(cfg: ServiceConfig, clock: Clock | None = None,
     svc = CollectorService(cfg, clock)
     runner = web.AppRunner(svc.app(), access_log=None, shutdown_timeout=cfg.shutdown_timeout)
     await runner.setup()
-    site = web.TCPSite(runner, cfg.host, cfg.port, shutdown_timeout=cfg.shutdown_timeout)
+    site = web.TCPSite(runner, cfg.host, cfg.port)
     try:
         await site.start()
     except OSError as e:
@@ -572,7 +569,7 @@ async def start_service(cfg: ServiceConfig, clock: Clock | None = None) -> tuple
     svc = CollectorService(cfg, clock)
     runner = web.AppRunner(svc.app(), access_log=None, shutdown_timeout=cfg.shutdown_timeout)
     await runner.setup()
-    site = web.TCPSite(runner, cfg.host, cfg.port, shutdown_timeout=cfg.shutdown_timeout)
+    site = web.TCPSite(runner, cfg.host, cfg.port)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     return svc, runner, port
