@@ -92,17 +92,30 @@ def open_modem(module: str | None, port: str, *, credentials: Credentials | None
         return RN2483(port, credentials=credentials, timeouts=timeouts)
     if module == "rak3172":
         return RAK3172(port, credentials=credentials, timeouts=timeouts)
-    quick = Timeouts(command=1.0)
-    for cls in (RN2483, RAK3172):
-        m = cls(port, timeouts=quick)
+    detected = detect_module(port)
+    if detected is None:
+        raise ModemError(f"no RN2483/RN2903 or RAK3172 answered on {port}")
+    return open_modem(detected, port, credentials=credentials, timeouts=timeouts)
+
+
+def detect_module(port: str, timeout: float = 1.0) -> str | None:
+    """``rn2483`` when ``sys get ver`` at 57600 baud gets a version line, ``rak3172``
+    when ``AT`` at 115200 baud gets ``OK``; None otherwise."""
+    from hil.rn2483 import VERSION
+
+    with RN2483(port, timeouts=Timeouts(command=timeout)) as m:
         try:
-            m.probe()
+            if VERSION.match(m.link.command("sys get ver", lambda line: bool(line.strip()), timeout)):
+                return "rn2483"
         except ModemError:
-            m.close()
-            continue
-        m.close()
-        return cls(port, credentials=credentials, timeouts=timeouts)
-    raise ModemError(f"no RN2483/RN2903 or RAK3172 answered on {port}")
+            pass
+    with RAK3172(port, timeouts=Timeouts(command=timeout)) as m:
+        try:
+            if m.link.command("AT", {"OK"}, timeout) == "OK":
+                return "rak3172"
+        except ModemError:
+            pass
+    return None
 
 
 def _fail(e: Exception) -> None:
