@@ -9,10 +9,15 @@ Pure code: the caller supplies every time stamp and id.
 from __future__ import annotations
 
 import base64
+import functools
 import uuid
 from dataclasses import dataclass, field
 
-from collector.timefmt import format_ms, format_ns
+from collector.timefmt import format_ms as _format_ms
+from collector.timefmt import format_ns
+
+#: every gateway copy of a frame carries the same receive time: format each once
+format_ms = functools.lru_cache(maxsize=1024)(_format_ms)
 
 FORMATS = ("ttn", "chirpstack", "generic")
 PATHS = {"ttn": "/uplink/ttn", "chirpstack": "/uplink/chirpstack?event=up", "generic": "/uplink"}

@@ -15,14 +15,16 @@ time. Each device's draws come from its own stream keyed by its EUI.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from collector.lorawan import DataRate
 from collector.lorawan import region as lookup_region
 from collector.wire import FPORT
 from devicesim.config import Latency, NetworkConfig, Outage
@@ -30,7 +32,7 @@ from devicesim.formats import AppUplink, GatewayRx, uplink_body
 from devicesim.rng import NETWORK, eui_key, stream
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Frame:
     """One uplink as transmitted by a device."""
 
@@ -50,7 +52,7 @@ class Frame:
     tag: Any = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reception:
     """A gateway that demodulated the frame, with the link quality it measured."""
 
@@ -59,7 +61,7 @@ class Reception:
     snr: float = 9.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Delivery:
     """One uplink as the application receives it, at virtual time ``time``."""
 
@@ -83,10 +85,8 @@ class NetworkStats:
     duplicates: int = 0
 
 
-def sample_latency(rng: np.random.Generator, lat: Latency) -> float:
-    """One draw of ``lat`` (always consumes the same draws, whatever the settings)."""
-    u = rng.random()
-    z = rng.standard_normal()
+def sample_latency(lat: Latency, u: float, z: float) -> float:
+    """A delay of ``lat`` from one uniform ``u`` in [0, 1) and one standard normal ``z``."""
     if lat.jitter_s <= 0:
         return lat.base_s
     if lat.dist == "uniform":
@@ -104,13 +104,9 @@ def gateway_eui(index: int) -> str:
     return f"00800000A000{index:04X}"
 
 
-@dataclass(order=True)
-class _Pending:
-    at: float
-    seq: int
-    frame: Frame = field(compare=False)
-    copies: list = field(compare=False)
-    draws: tuple = field(compare=False)
+@functools.lru_cache(maxsize=64)
+def _data_rate(region: str, dr: int) -> DataRate:
+    return lookup_region(region).dr(dr)
 
 
 class NetworkServer:
@@ -126,7 +122,8 @@ class NetworkServer:
         self.start = start
         self.stats = NetworkStats()
         self._rngs: dict[str, np.random.Generator] = {}
-        self._heap: list[_Pending] = []
+        #: (process time, seq, frame, copies, draws)
+        self._heap: list[tuple] = []
         self._seq = 0
         self._last: dict[str, tuple[int, int]] = {}
         self._outages: dict[int, list[tuple[float, float]]] = {}
@@ -163,8 +160,14 @@ class NetworkServer:
         cfg = self.config
         rng = self._rng(frame.dev_eui)
         n = max(self.gateways, 1 + max((r.gateway for r in receptions or ()), default=0))
-        backhaul = [sample_latency(rng, cfg.backhaul) for _ in range(n)]
-        draws = (sample_latency(rng, cfg.delivery), rng.random(), sample_latency(rng, cfg.duplicate_delay))
+        # a fixed number of draws per frame, whatever was received: the device's later
+        # draws never depend on other devices or on the channel
+        u = rng.random(n + 3).tolist()
+        z = rng.standard_normal(n + 3).tolist()
+        bh = cfg.backhaul
+        backhaul = [sample_latency(bh, u[g], z[g]) for g in range(n)]
+        draws = (sample_latency(cfg.delivery, u[n], z[n]), u[n + 1],
+                 sample_latency(cfg.duplicate_delay, u[n + 2], z[n + 2]))
         self.stats.frames += 1
         if receptions is None:
             receptions = (Reception(0),)
@@ -180,14 +183,14 @@ class NetworkServer:
         copies = [r for t, _, r in arrivals if t <= close]
         self.stats.late_copies += len(arrivals) - len(copies)
         self._seq += 1
-        heapq.heappush(self._heap, _Pending(close, self._seq, frame, copies, draws))
+        heapq.heappush(self._heap, (close, self._seq, frame, copies, draws))
 
     def pop_due(self, until: float) -> list[Delivery]:
         """Process every frame whose dedup window closed by ``until``; returns the
         deliveries they cause (their times may lie after ``until``), in processing order."""
         out: list[Delivery] = []
         heap = self._heap
-        while heap and heap[0].at <= until:
+        while heap and heap[0][0] <= until:
             self._process(heapq.heappop(heap), out)
         return out
 
@@ -202,9 +205,9 @@ class NetworkServer:
         self.submit(frame, receptions)
         return self.drain()
 
-    def _process(self, p: _Pending, out: list[Delivery]) -> None:
+    def _process(self, p: tuple, out: list[Delivery]) -> None:
         cfg = self.config
-        f = p.frame
+        at, _, f, copies, draws = p
         if cfg.fcnt_check:
             last = self._last.get(f.dev_eui)
             if last is not None and (f.session, f.fcnt) <= last:
@@ -212,17 +215,17 @@ class NetworkServer:
                 return
             self._last[f.dev_eui] = (f.session, f.fcnt)
         self.stats.accepted += 1
-        up = self.app_uplink(f, p.copies, p.at)
-        delivery_latency, dup_u, dup_delay = p.draws
-        t = p.at + delivery_latency
+        up = self.app_uplink(f, copies, at)
+        delivery_latency, dup_u, dup_delay = draws
+        t = at + delivery_latency
         out.append(Delivery(t, up, f))
         if dup_u < cfg.duplicate_p:
             self.stats.duplicates += 1
             out.append(Delivery(t + dup_delay, up, f, duplicate=True))
 
     def app_uplink(self, f: Frame, copies: Iterable[Reception], received: float) -> AppUplink:
-        reg = lookup_region(f.region)
-        dr = reg.dr(f.dr)
+        """The :class:`AppUplink` the network server hands over for ``f``."""
+        dr = _data_rate(f.region, f.dr)
         end_ms = round(f.end_time * 1000)
         gws = tuple(
             GatewayRx(gateway_id(r.gateway), round(float(r.rssi)), round(float(r.snr), 1), end_ms,
@@ -232,7 +235,7 @@ class NetworkServer:
         airtime = f.airtime_s or dr.time_on_air(len(f.payload))
         return AppUplink(
             dev_eui=f.dev_eui, fport=f.fport, fcnt=f.fcnt, payload=f.payload,
-            received_ns=round(received * 1e9), region=reg.name, dr=dr.index, sf=dr.sf, bw_hz=dr.bw_hz,
+            received_ns=round(received * 1e9), region=dr.region, dr=dr.index, sf=dr.sf, bw_hz=dr.bw_hz,
             frequency_hz=f.frequency_hz, gateways=gws, application_id=self.config.application_id,
             dev_addr="26" + f.dev_eui[-6:].upper(), uid=(f.session << 32) | f.fcnt, airtime_s=airtime,
         )

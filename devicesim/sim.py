@@ -11,6 +11,7 @@ comes from a stream owned by one component and keyed by the device (see
 
 from __future__ import annotations
 
+import gc
 import math
 import struct
 from collections.abc import Callable, Iterator
@@ -312,6 +313,7 @@ class _DeviceRun:
         self.rng_loss = streams.stream(cfg.seed, streams.LOSS, i) if cfg.channel.model != "physical" else None
         self.times, self.hour = _record_times(cfg, i, sim.horizon)
         self.reboots = _reboot_times(cfg, i, sim.horizon)
+        self.toa: dict[int, float] = {}
         self.msg_id = 0
         self.fcnt = 0
         self.session = 0
@@ -384,8 +386,10 @@ class _DeviceRun:
         sim, dev = self.sim, self.dev
         chans = sim.chans
         free = [c for c, b in enumerate(chans.band) if self.band_free[b] <= t] or list(range(len(chans.freqs)))
-        c = free[int(self.rng_radio.integers(0, len(free)))]
-        toa = dev.dr.time_on_air(len(payload))
+        c = free[int(self.rng_radio.random() * len(free))]
+        toa = self.toa.get(len(payload))
+        if toa is None:
+            toa = self.toa[len(payload)] = dev.dr.time_on_air(len(payload))
         b = chans.band[c]
         if sim.cfg.devices.duty_cycle:
             self.band_free[b] = t + toa + off_time(toa, chans.dc[b])
@@ -553,6 +557,18 @@ def simulate(config: SimConfig, *, progress: Progress | None = None) -> SimResul
 
     ``progress`` is called with the fraction done (0..1) as the run proceeds.
     """
+    # the run allocates many long-lived small objects and frees almost none: cyclic
+    # garbage collection passes would only rescan them
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _simulate(config, progress)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _simulate(config: SimConfig, progress: Progress | None) -> SimResult:
     cfg = config.validate()
     sim = _Sim(cfg)
     tick = progress or (lambda f: None)

@@ -10,6 +10,8 @@ configuration give a byte-identical file.
 
 from __future__ import annotations
 
+import functools
+import gc
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +21,16 @@ from collector.timefmt import format_ns
 from devicesim.sim import RecordTruth, SimResult
 
 
+@functools.lru_cache(maxsize=4096)
+def _second(s: int) -> str:
+    return format_ns(s * 1_000_000_000)[:-11]
+
+
 def rfc3339(t: float) -> str:
-    """Unix seconds (float) -> RFC 3339 with nanoseconds, UTC."""
-    return format_ns(round(t * 1e9))
+    """Unix seconds (float) -> RFC 3339 with nanoseconds, UTC (as format_ns writes it)."""
+    ns = round(t * 1e9)
+    s, frac = divmod(ns, 1_000_000_000)
+    return f"{_second(s)}.{frac:09d}Z"
 
 
 def _dumps(obj: dict) -> str:
@@ -70,6 +79,16 @@ def write_trace(result: SimResult, out: str | Path | IO[str], fmt: str | None = 
     if isinstance(out, str | Path):
         with open(out, "w", encoding="ascii", newline="\n") as fp:
             return write_trace(result, fp, fmt)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _write(result, out, fmt)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _write(result: SimResult, out: IO[str], fmt: str | None) -> int:
     n = 0
     buf: list[str] = []
     for line in trace_lines(result, fmt):
