@@ -145,7 +145,7 @@ class RAK3172(Modem):
         cr = self.credentials
         self._set(f"AT+NJM={1 if mode == 'otaa' else 0}")
         if mode == "abp":
-            return Outcome.SENT  # RUI3 needs no join in ABP; the keys are the session
+            return Outcome.SENT  # RUI3 needs no join in ABP: the stored keys are used directly
         if cr.dev_eui:
             self._set(f"AT+DEVEUI={cr.dev_eui}")
         if cr.app_eui:

@@ -168,7 +168,7 @@ class ModuleModel:
         self._dl_lock = threading.Lock()
         self.split_writes = False
 
-    # -- helpers for subclasses
+    # -- building blocks for subclasses
 
     def line(self, at: float, text: str) -> Out:
         return Out(at, text.encode("ascii") + b"\r\n", epoch=self.epoch)
@@ -253,6 +253,7 @@ class PtyEmulator:
         self._master, self._slave = pty.openpty()
         tty.setraw(self._slave)
         tty.setraw(self._master)
+        os.set_blocking(self._master, False)
         self.path = os.ttyname(self._slave)
         self._wake_r, self._wake_w = os.pipe()
         self._heap: list[tuple[float, int, Out]] = []
@@ -301,12 +302,21 @@ class PtyEmulator:
             heapq.heappush(self._heap, (o.at, next(self._seq), o))
 
     def _write(self, data: bytes) -> None:
-        if self.model.split_writes:
-            for i in range(len(data)):
-                os.write(self._master, data[i : i + 1])
+        """Write to the line; what does not fit (nobody reads the port) is lost, as
+        on a UART, instead of blocking the module."""
+        chunks = [data[i : i + 1] for i in range(len(data))] if self.model.split_writes else [data]
+        for chunk in chunks:
+            view = memoryview(chunk)
+            try:
+                while view:
+                    view = view[os.write(self._master, view):]
+            except BlockingIOError:
+                log.warning("event=output_dropped path=%s bytes=%d", self.path, len(view))
+                return
+            except OSError:
+                return
+            if self.model.split_writes:
                 time.sleep(0.002)
-        else:
-            os.write(self._master, data)
 
     def _run(self) -> None:
         buf = bytearray()
@@ -336,7 +346,7 @@ class PtyEmulator:
             if self._master in ready:
                 try:
                     data = os.read(self._master, 4096)
-                except OSError:
+                except OSError:  # includes BlockingIOError
                     data = b""
                 buf += data
                 while (idx := buf.find(b"\r\n")) >= 0:
