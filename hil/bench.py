@@ -164,7 +164,14 @@ def verify(
     dead) or ``deadline_s`` passes; fills ``SentMessage.collector``."""
     end = clock() + deadline_s
     while True:
-        msgs = fetch_messages(base_url, dev_eui, token=token)
+        try:
+            msgs = fetch_messages(base_url, dev_eui, token=token)
+        except ApiError as e:  # the collector may be restarting: retry until the deadline
+            if clock() >= end:
+                raise
+            log.warning("event=api_retry reason=%r", str(e))
+            sleep(poll_s)
+            continue
         settled = True
         for s in sent:
             if s.status != "sent":

@@ -143,3 +143,25 @@ def test_gateway_command_forwards_p2p_frames(stand_in, until):
     assert r.exit_code == 0, r.output
     assert r.stdout.count("HTTP 202") == len(frags)
     assert stand_in.messages("70B3D57ED005A1B2")[0]["state"] == "complete"
+
+
+def test_send_records_says_what_the_collector_lacks(emulate_proc, stand_in):
+    """Nothing forwarded: the table names every record missing and the exit status is 1."""
+    _proc, path = emulate_proc("rn2483", "--region", "US915", "--speed", "0")
+    r = CliRunner().invoke(main, [
+        "send-records", "--port", path, "--module", "rn2483", "--count", "1", "--dr", "3",
+        "--first-msg-id", "5", "--collector", stand_in.base_url, "--verify-timeout", "0.5", *FAST,
+    ])
+    assert r.exit_code == 1
+    assert r.stdout.splitlines()[1].split()[-3:] == ["missing", "-", "-"]
+
+
+def test_send_records_with_a_wrong_token_is_a_clear_error(emulate_proc, stand_in):
+    stand_in.token = "right"
+    _proc, path = emulate_proc("rak3172", "--region", "US915", "--speed", "0")
+    r = CliRunner().invoke(main, [
+        "send-records", "--port", path, "--module", "rak3172", "--count", "1", "--dr", "3",
+        "--collector", stand_in.base_url, "--token", "wrong", "--verify-timeout", "0.5", *FAST,
+    ])
+    assert r.exit_code == 1
+    assert "HTTP 401" in r.output and "Traceback" not in r.output

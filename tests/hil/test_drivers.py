@@ -132,3 +132,18 @@ def test_confirmed_uplink_is_acknowledged(rig_factory):
     assert res.acked is True
     assert rig.model.tx_log[0].confirmed
 
+
+
+def test_pyserial_urls_work_too(tmp_path):
+    """``spy://`` (a hex dump of the traffic) wraps the same tty; URLs are not locked."""
+    from hil.emulator import EmulatorConfig, start_emulator
+    from hil.rn2483 import RN2483
+
+    emu = start_emulator("rn2483", EmulatorConfig(region="EU868", speed=0))
+    try:
+        with RN2483(f"spy://{emu.path}?file={tmp_path / 'spy.txt'}") as m:
+            assert m.probe().model == "RN2483"
+    finally:
+        emu.stop()
+    dump = (tmp_path / "spy.txt").read_text()
+    assert "sys get ver" in dump and " RX " in dump
