@@ -28,14 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-# run as a script from anywhere: make the checkout importable before the editable finder
-# turns the packages into namespace packages (which skips their __init__)
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from collector.lorawan import region as lookup_region  # noqa: E402
-from devicesim import SimConfig, simulate, write_trace  # noqa: E402
-from devicesim.channel import sensitivity  # noqa: E402
-from devicesim.config import DRPolicy, ScheduleConfig  # noqa: E402
+from collector.lorawan import region as lookup_region
+from devicesim.channel import sensitivity
+from devicesim.config import DRPolicy, ScheduleConfig, SimConfig
+from devicesim.sim import simulate
+from devicesim.trace import write_trace
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

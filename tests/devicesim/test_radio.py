@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from collector.lorawan import EU868, LORAWAN_PREAMBLE, off_time, time_on_air
-from devicesim.sim import simulate
 from devicesim.channel import CRITICAL_PREAMBLE_SYMBOLS, collisions, path_loss, sensitivity
 from devicesim.config import DRPolicy, ScheduleConfig, SimConfig
+from devicesim.sim import simulate
 
 
 @pytest.mark.parametrize(
