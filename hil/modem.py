@@ -182,11 +182,13 @@ class Step(enum.Enum):
 
 @dataclass(frozen=True)
 class RecoveryPolicy:
-    #: retries after busy/no_free_ch before giving up
-    busy_retries: int = 8
+    #: retries after busy/no_free_ch before giving up; the default waits up to about
+    #: 12 minutes in all, more than the 1 % off-time after the longest EU868 frame
+    #: (51 bytes at SF12: 2.8 s on air, 277 s off)
+    busy_retries: int = 12
     first_delay_s: float = 1.0
     factor: float = 2.0
-    max_delay_s: float = 60.0
+    max_delay_s: float = 120.0
     #: module resets (+ rejoin) per send after a missing reply or a reboot
     max_resets: int = 1
     #: rejoins per send after not_joined / frame_counter_err_rejoin_needed

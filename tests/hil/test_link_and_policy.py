@@ -133,3 +133,10 @@ def test_other_outcomes():
     assert next_step(Outcome.TOO_LONG, Counters(), P).step is Step.REFRAGMENT
     assert next_step(Outcome.REJECTED, Counters(), P).step is Step.FAIL
     assert next_step(Outcome.NACK, Counters(), P).step is Step.FAIL
+
+
+def test_default_policy_outlasts_the_longest_eu868_off_time():
+    from collector import lorawan
+
+    air = lorawan.region("EU868").dr(0).time_on_air(51)
+    assert RecoveryPolicy().worst_case_wait() > lorawan.off_time(air, 0.01)
