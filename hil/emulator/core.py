@@ -37,6 +37,7 @@ FAULTS = (
     "fcnt_err",  # answer frame_counter_err_rejoin_needed to the next transmit (RN2483)
     "lower_dr",  # after the next transmit, lower the DR by one (as an ADR command would)
     "stray_tx_ok",  # emit a stray "mac_tx_ok" line before the next reply (RN2483)
+    "nack",  # the next confirmed uplink gets no acknowledgement
 )
 
 

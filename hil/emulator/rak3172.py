@@ -184,6 +184,7 @@ class RAK3172Model(ModuleModel):
         self.busy_until = done
         lower = self.faults.take("lower_dr")
         port, fcnt, dr, confirmed = int(m.group(1)), self.fcnt, self.dr, bool(self.cfm)
+        nack = confirmed and self.faults.take("nack")
         self.fcnt += 1
 
         def transmit(t: float) -> list[Out]:
@@ -201,7 +202,10 @@ class RAK3172Model(ModuleModel):
             if dl:
                 rssi, snr = int(self.config.rssi), int(self.config.snr)
                 outs.append(self.line(t, f"+EVT:RX_1:{rssi}:{snr}:UNICAST:{dl[0]}:{dl[1].hex().upper()}"))
-            outs.append(self.line(t, "+EVT:SEND_CONFIRMED_OK" if confirmed else "+EVT:TX_DONE"))
+            if nack:
+                outs.append(self.line(t, "+EVT:SEND_CONFIRMED_FAILED(8)"))
+            else:
+                outs.append(self.line(t, "+EVT:SEND_CONFIRMED_OK" if confirmed else "+EVT:TX_DONE"))
             return outs
 
         return [self.line(now, "OK"), self.later(end, transmit), self.later(done, finish)]

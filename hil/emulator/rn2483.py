@@ -198,6 +198,7 @@ class RN2483Model(ModuleModel):
         done = end + self.delay(RX1_DELAY if dl else RX2_DELAY)
         self.busy_until = done
         lower = self.faults.take("lower_dr")
+        nack = kind == "cnf" and self.faults.take("nack")
         port = int(port_s)
         fcnt = self.fcnt
         self.fcnt += 1
@@ -214,6 +215,8 @@ class RN2483Model(ModuleModel):
         def second(t: float) -> list[Out]:
             if lower and self.dr > 0:
                 self.dr -= 1
+            if nack:
+                return [self.line(t, "mac_err")]
             if dl:
                 return [self.line(t, f"mac_rx {dl[0]} {dl[1].hex().upper()}")]
             return [self.line(t, "mac_tx_ok")]

@@ -148,3 +148,14 @@ def test_mac_tx_ok_is_never_taken_for_ok(rig_factory):
         rig.modem.join()
     assert e.value.reply == "invalid_param"
     assert "mac_tx_ok" in rig.modem.link.ignored
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_unacknowledged_confirmed_uplink_is_a_clear_error(rig_factory, module):
+    from hil.modem import NotAcknowledged
+
+    rig = joined(rig_factory, module)
+    rig.faults.inject("nack")
+    with pytest.raises(NotAcknowledged, match="not acknowledged"):
+        rig.modem.send(16, FRAME, confirmed=True)
+    assert rig.modem.send(16, FRAME, confirmed=True).acked is True
