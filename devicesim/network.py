@@ -241,4 +241,7 @@ class NetworkServer:
         )
 
 
-__all__ = ["Delivery", "Frame", "NetworkServer", "NetworkStats", "Outage", "Reception", "sample_latency"]
+__all__ = [
+    "Delivery", "Frame", "Latency", "NetworkConfig", "NetworkServer", "NetworkStats", "Outage", "Reception",
+    "sample_latency",
+]

@@ -614,18 +614,22 @@ def _network(sim: _Sim, devices, rssi, snr, heard, tick: Progress):
     ns = NetworkServer(cfg.network, seed=cfg.seed, gateways=sim.n_gw, start=cfg.start)
     ends = sim.arr_start + sim.arr_airtime
     order = np.argsort(ends, kind="stable")
-    snr_rep = np.minimum(snr, 15.0)
+    # plain Python values: per-frame numpy scalar access would dominate this loop
+    rssi_t = rssi.T.tolist()
+    snr_t = np.minimum(snr, 15.0).T.tolist()
+    heard_t = heard.T.tolist()
+    ends_l = (cfg.start + ends).tolist()
     freqs = sim.chans.freqs
     region = sim.reg.name
-    heard_t = heard.T
+    euis = [d.dev_eui for d in devices]
+    gw_range = range(sim.n_gw)
     out: list[Delivery] = []
     total = len(order)
     step = max(1, total // 20)
     for j, i in enumerate(order.tolist()):
-        dev = devices[ft.device[i]]
-        gws = np.flatnonzero(heard_t[i])
-        rec = [Reception(int(g), float(rssi[g, i]), float(snr_rep[g, i])) for g in gws]
-        frame = Frame(dev.dev_eui, ft.fcnt[i], ft.payload[i], cfg.start + float(ends[i]), ft.dr[i], region,
+        hi, ri, si = heard_t[i], rssi_t[i], snr_t[i]
+        rec = [Reception(g, ri[g], si[g]) for g in gw_range if hi[g]]
+        frame = Frame(euis[ft.device[i]], ft.fcnt[i], ft.payload[i], ends_l[i], ft.dr[i], region,
                       freqs[ft.channel[i]], session=ft.session[i], airtime_s=ft.airtime[i], tag=i)
         ns.submit(frame, rec)
         if j % step == 0:
