@@ -1,0 +1,68 @@
+"""Bounded fuzzing of the decoders: hypothesis always, atheris where it installs."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from collector import wire
+from collector.assemble import assemble
+from collector.reassembly import Reassembler, Settings
+from collector.uplink import Uplink
+
+HERE = Path(__file__).parent
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=800))
+def test_record_decoder_raises_only_its_own_errors(data):
+    try:
+        wire.decode_record(data)
+    except wire.RecordError:
+        pass
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=300))
+def test_fragment_parser_raises_only_its_own_errors(data):
+    try:
+        f = wire.parse_fragment(data)
+    except wire.FragmentError:
+        return
+    assert f.encode() == data
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 3), st.binary(max_size=60)), max_size=40))
+def test_reassembly_of_hostile_fragments_never_raises_anything_else(items):
+    """Fragments with arbitrary headers and bodies, msg_ids 0-3: every closed message
+    becomes a document or an incident."""
+    r = Reassembler(Settings(message_timeout=1, deadline_policy="fixed", max_open_per_device=3))
+    closed = []
+    for i, (msg_id, body) in enumerate(items):
+        payload = bytes([msg_id]) + body
+        try:
+            closed += r.feed(Uplink("0000000000000001", 16, payload, i), float(i)).closed
+        except wire.FragmentError:
+            continue
+    closed += r.expire(float("inf"))
+    for m in closed:
+        out = assemble(m)
+        assert out.kind in ("document", "incident")
+        assert (out.kind == "incident") == bool(out.code)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("atheris") is None, reason="atheris has no wheel for this platform")
+def test_atheris_bounded_run():
+    res = subprocess.run(
+        [sys.executable, str(HERE / "fuzz_decoders.py"), "-runs=20000", "-seed=1"],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Done 20000 runs" in res.stderr
