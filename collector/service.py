@@ -44,6 +44,7 @@ from collector.store import (
     Op,
     Store,
     StoreUnavailable,
+    message_header,
     op_close,
     op_device,
     op_fragment,
@@ -111,6 +112,7 @@ class CollectorService:
         self._agg_target: float | None = None
         self._expire_lock = asyncio.Lock()
         self._retry_ops: list[Op] = []
+        self._outcome_counters: dict[tuple[str, str], Any] = {}
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
 
@@ -185,11 +187,19 @@ class CollectorService:
             t.cancel()
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await t
-        if self.delivery is not None:
-            await self.delivery.stop()
-        if self.committer is not None:
-            await self.committer.close()
+                try:
+                    await t
+                except Exception:  # noqa: BLE001 - a failed task must not stop the shutdown
+                    log.exception("event=task_failed task=%s", t.get_name())
+        steps = [("delivery", self.delivery.stop if self.delivery else None),
+                 ("store", self.committer.close if self.committer else None)]
+        for name, step in steps:
+            if step is None:
+                continue
+            try:
+                await step()
+            except Exception:  # noqa: BLE001
+                log.exception("event=shutdown_step_failed step=%s", name)
         if self.store is not None:
             self.store.close()
         log.info("event=stopped")
@@ -227,13 +237,27 @@ class CollectorService:
     # ------------------------------------------------------------------ ingest
 
     def _ingest_handler(self, integration: str):
+        latency = self.metrics.ingest_latency.labels(integration)
+        by_code: dict[int, Any] = {}
+
         async def handler(request: web.Request) -> web.Response:
             t0 = time.perf_counter()
             resp = await self._ingest(request, integration)
-            self.metrics.requests.labels(integration, str(resp.status)).inc()
-            self.metrics.ingest_latency.labels(integration).observe(time.perf_counter() - t0)
+            c = by_code.get(resp.status)
+            if c is None:
+                c = by_code[resp.status] = self.metrics.requests.labels(integration, str(resp.status))
+            c.inc()
+            latency.observe(time.perf_counter() - t0)
             return resp
         return handler
+
+    def _outcome(self, integration: str, outcome: str) -> Any:
+        """The uplinks counter for (integration, outcome), its child cached."""
+        key = (integration, outcome)
+        c = self._outcome_counters.get(key)
+        if c is None:
+            c = self._outcome_counters[key] = self.metrics.uplinks.labels(integration, outcome)
+        return c
 
     def _ignored(self, integration: str, reason: str) -> web.Response:
         self.metrics.uplinks.labels(integration, "ignored").inc()
@@ -288,7 +312,7 @@ class CollectorService:
         index = up.payload[1]
         ops: list[Op] = [op_fragment(now, msg.uid, index, res.status, up.to_dict())]
         if msg.closed is None:
-            ops.append(op_open(msg.to_dict(), self.reasm.next_seq))
+            ops.append(op_open(message_header(msg), self.reasm.next_seq))
         close_ops = self._close_ops(res.closed, now)
         ops.extend(close_ops)
         try:
@@ -300,7 +324,7 @@ class CollectorService:
             self.metrics.uplinks.labels(integration, "unavailable").inc()
             log.error("event=store_unavailable integration=%s error=%r", integration, str(e))
             return error(503, f"the store cannot take the uplink now: {e}", {"Retry-After": "5"})
-        self.metrics.uplinks.labels(integration, res.status).inc()
+        self._outcome(integration, res.status).inc()
         if res.closed:
             self._after_close(res.closed)
         if msg.closed is None and (self._agg_target is None or msg.deadline < self._agg_target):
@@ -391,7 +415,7 @@ class CollectorService:
             n = await self.committer.submit(op_prune(self.clock.now() - self.cfg.retention))
         except StoreUnavailable:
             return {}
-        if any(n.values()):
+        if n and any(n.values()):
             log.info("event=pruned %s", " ".join(f"{k}={v}" for k, v in n.items()))
         return n
 

@@ -175,10 +175,19 @@ def op_fragment(arrived: float, message_uid: str | None, index: int | None, stat
     return run
 
 
-def op_open(msg: dict, next_seq: int) -> Op:
-    """Insert or replace the state of an open message (``Message.to_dict()``)."""
-    row = (msg["uid"], msg["dev_eui"], msg["msg_id"], msg["opened"], msg["deadline"], msg["count"],
-           len(msg["fragments"]), json.dumps(msg, separators=(",", ":")))
+def message_header(m: Any) -> dict:
+    """An open message's state without its fragments (those are rows of ``fragments``):
+    what :func:`op_open` writes on every fragment, so the cost per request stays
+    constant however many fragments the message holds."""
+    return {"uid": m.uid, "dev_eui": m.dev_eui, "msg_id": m.msg_id, "opened": m.opened, "deadline": m.deadline,
+            "count": m.count, "size": m.size, "closed": None, "close_reason": None, "received": len(m.fragments)}
+
+
+def op_open(header: dict, next_seq: int) -> Op:
+    """Insert or replace the state of an open message (:func:`message_header`); its
+    fragments are the ``accepted`` rows of ``fragments`` with its uid."""
+    row = (header["uid"], header["dev_eui"], header["msg_id"], header["opened"], header["deadline"], header["count"],
+           header["received"], json.dumps(header, separators=(",", ":")))
 
     def run(c: sqlite3.Connection) -> None:
         c.execute("INSERT OR REPLACE INTO open_messages(uid, dev_eui, msg_id, opened, deadline, count, received, state) "
@@ -188,14 +197,16 @@ def op_open(msg: dict, next_seq: int) -> Op:
 
 
 def op_close(msg: dict, outcome: dict, xml: bytes | None, now: float) -> Op:
-    """Record a closed message and its outcome: a document queued for delivery, or an
-    incident."""
+    """Record a closed message (``Message.to_dict()``) and its outcome
+    (``Outcome.to_dict()``): a document queued for delivery, or an incident. The
+    message's fragments are kept once, in the outcome."""
     state = outcome["state"]
     out = {k: v for k, v in outcome.items() if k != "xml"}
     delivery = "pending" if xml is not None else None
+    header = {k: v for k, v in msg.items() if k != "fragments"}
     mrow = (msg["uid"], msg["dev_eui"], msg["msg_id"], msg["opened"], msg["closed"] if msg["closed"] is not None else now,
             state, msg["close_reason"], outcome.get("fragmentsExpected"), len(msg["fragments"]), delivery,
-            json.dumps(out, separators=(",", ":")), json.dumps(msg, separators=(",", ":")))
+            json.dumps(out, separators=(",", ":")), json.dumps(header, separators=(",", ":")))
 
     def run(c: sqlite3.Connection) -> None:
         c.execute("DELETE FROM open_messages WHERE uid = ?", (msg["uid"],))
@@ -360,12 +371,33 @@ class Store:
         rows = self.query("SELECT value FROM meta WHERE key=?", (key,))
         return rows[0]["value"] if rows else default
 
+    def open_fragments(self, uid: str | None = None) -> dict[str, list[dict]]:
+        """The fragments held by open messages (all, or ``uid``'s), in
+        :meth:`Held.to_dict` form, by message uid."""
+        sql = ("SELECT message_uid, idx, arrived, uplink FROM fragments WHERE status='accepted' AND message_uid "
+               + ("= ?" if uid else "IN (SELECT uid FROM open_messages)") + " ORDER BY id")
+        out: dict[str, list[dict]] = {}
+        for r in self.query(sql, (uid,) if uid else ()):
+            out.setdefault(r["message_uid"], []).append(
+                {"index": r["idx"], "arrived": r["arrived"], "uplink": json.loads(r["uplink"])})
+        return out
+
     def restore_state(self, now: float, duplicate_window: float) -> tuple[list[dict], int]:
-        """Open messages and those closed within ``duplicate_window`` (for the
-        reassembler's :meth:`load`), and the next message sequence number."""
-        msgs = [json.loads(r["state"]) for r in self.query("SELECT state FROM open_messages")]
-        msgs += [json.loads(r["message"]) for r in self.query(
-            "SELECT message FROM messages WHERE closed >= ? AND message IS NOT NULL", (now - duplicate_window,))]
+        """Open messages and those closed within ``duplicate_window`` (as
+        :meth:`Message.to_dict` gives them, for the reassembler's ``load``), and the
+        next message sequence number."""
+        frags = self.open_fragments()
+        msgs = []
+        for r in self.query("SELECT state FROM open_messages"):
+            h = json.loads(r["state"])
+            h.pop("received", None)
+            h["fragments"] = sorted(frags.get(h["uid"], []), key=lambda f: f["index"])
+            msgs.append(h)
+        for r in self.query("SELECT message, outcome FROM messages WHERE closed >= ? AND message IS NOT NULL",
+                            (now - duplicate_window,)):
+            m = json.loads(r["message"])
+            m["fragments"] = json.loads(r["outcome"]).get("fragments", [])
+            msgs.append(m)
         return msgs, int(self.meta("next_seq", "1") or 1)
 
     # messages ----------------------------------------------------------
@@ -413,6 +445,7 @@ class Store:
         if rows:
             r = rows[0]
             st = json.loads(r["state"])
+            st["fragments"] = sorted(self.open_fragments(uid).get(uid, []), key=lambda f: f["index"])
             return {"id": uid, "devEui": r["dev_eui"], "msgId": r["msg_id"], "state": "open",
                     "fragmentsExpected": r["count"], "fragmentsReceived": r["received"], "delivery": None,
                     "opened": iso(r["opened"]), "closed": None, "deadline": iso(r["deadline"]),

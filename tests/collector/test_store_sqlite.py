@@ -11,7 +11,7 @@ from collector.store import GroupCommitter, Store, StoreUnavailable, op_close, o
 
 def open_msg(uid: str, dev: str = "70B3D57ED005A1B2", opened: float = 0.0) -> dict:
     return {"uid": uid, "dev_eui": dev, "msg_id": 1, "opened": opened, "deadline": opened + 900, "count": None,
-            "size": None, "closed": None, "close_reason": None, "fragments": []}
+            "size": None, "closed": None, "close_reason": None, "received": 0}
 
 
 def test_concurrent_writes_share_commits(tmp_path):
@@ -56,7 +56,7 @@ def test_a_failing_op_fails_only_its_own_request(tmp_path):
 def test_restore_state_and_prune(tmp_path):
     store = Store(tmp_path / "s.db")
     store.write(op_open(open_msg("open-1"), 5))
-    closed = {**open_msg("done-1"), "closed": 100.0, "close_reason": "complete"}
+    closed = {**open_msg("done-1"), "closed": 100.0, "close_reason": "complete", "fragments": []}
     outcome = {"state": "complete", "idempotencyKey": "K", "fragmentsExpected": 1}
     store.write(op_close(closed, outcome, b"<x/>", 100.0))
     store.write(op_device("70B3D57ED005A1B2", "t", "n", 0))
