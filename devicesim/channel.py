@@ -86,13 +86,24 @@ def collisions(
     """
     n = start.shape[0]
     power = np.atleast_2d(power).astype(np.float32)
-    lost = np.zeros(power.shape, dtype=bool)
     if n < 2:
-        return lost
+        return np.zeros(power.shape, dtype=bool)
     t0 = float(start.min())
     rel = start - t0
     big = float(2 ** math.ceil(math.log2(rel.max() + airtime.max() + 10.0)))
     ct = channel.astype(np.float64) * big + rel
+    # work in (channel, time) order: the binary searches below then walk memory in order
+    perm = np.argsort(ct, kind="stable")
+    lost_sorted = _collisions_sorted(ct[perm], airtime[perm], sf[perm], bw[perm], power[:, perm],
+                                     capture, capture_db)
+    lost = np.empty_like(lost_sorted)
+    lost[:, perm] = lost_sorted
+    return lost
+
+
+def _collisions_sorted(ct, airtime, sf, bw, power, capture: bool, capture_db: float) -> np.ndarray:
+    n = ct.shape[0]
+    lost = np.zeros(power.shape, dtype=bool)
     tsym = (2.0 ** sf) / bw
     cs = ct + (LORAWAN_PREAMBLE - CRITICAL_PREAMBLE_SYMBOLS) * tsym if capture else ct
     ce = ct + airtime
@@ -103,8 +114,7 @@ def collisions(
         fam_air = airtime[q]
         for d in np.unique(fam_air):
             members = q[fam_air == d]
-            order = np.argsort(ct[members], kind="stable")
-            mem = members[order]
+            mem = members  # already in (channel, time) order
             ctm = ct[mem]
             lo = np.searchsorted(ctm, q_cs - d, side="right")
             hi = np.searchsorted(ctm, q_ce, side="left")
