@@ -150,14 +150,12 @@ def example_record_cmd() -> None:
     click.echo(json.dumps(wire.record_to_dict(example_record()), indent=2))
 
 
-def _register_optional() -> None:
-    """Commands that live in other modules of the package."""
-    try:
-        from collector import cli_service
-    except ImportError:
-        return
+def _register_service_commands() -> None:
+    """The service's commands live in their own module."""
+    from collector import cli_service
+
     cli_service.register(cli)
 
 
-_register_optional()
+_register_service_commands()
 main = cli
