@@ -111,7 +111,7 @@ def decode(source, dev_eui: str, fport: int, as_json: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(["hex", "base64"]), default="hex", show_default=True)
 def encode(record_json, example: bool, size: int | None, region: str | None, dr: int | None,
            msg_id: int, fmt: str) -> None:
-    """Encode a record (JSON, as `--example --print-json` shows) into fragments, one per line.
+    """Encode a record (JSON, as `collector example-record` prints it) into fragments, one per line.
 
     The fragment size comes from --size, or from --region and --dr (the data rate's
     maximum payload N).
