@@ -33,8 +33,11 @@ def rfc3339(t: float) -> str:
     return f"{_second(s)}.{frac:09d}Z"
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, check_circular=False)
+
+
 def _dumps(obj: dict) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=True)
+    return _ENCODER.encode(obj)
 
 
 def record_line(r: RecordTruth) -> dict:
