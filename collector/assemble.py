@@ -117,8 +117,9 @@ def assemble(msg: Message) -> Outcome:
     size = len(frags[0].payload) if count > 1 else None
     last = count - 1
     if size is not None:
-        bad = sorted(i for i in parsed if i != last and len(frags[i].payload) != size)
+        bad = [i for i, h in frags.items() if i != last and len(h.payload) != size]
         if bad or (last in frags and len(frags[last].payload) > size):
+            bad.sort()
             i = bad[0] if bad else last
             return _incident(out, "length", f"fragment {i} is {len(frags[i].payload)} bytes; fragment 0 set S={size}")
     if len(parsed) == count:  # complete: the chunks in order are the record

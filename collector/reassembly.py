@@ -88,6 +88,8 @@ class Message:
     max_index: int = -1
     #: index of a held fragment shorter than S (it must be the last), if any
     short: int | None = None
+    #: what the deadline was last computed from (not state: recomputed as needed)
+    basis: tuple | None = field(default=None, repr=False, compare=False)
 
     @property
     def complete(self) -> bool:
@@ -235,24 +237,8 @@ class Reassembler:
 
     # ------------------------------------------------------------------ deadlines
 
-    def _deadline(self, m: Message, up: Uplink) -> float:
-        s = self.settings
-        if s.deadline_policy == "fixed":
-            return m.opened + s.message_timeout
-        dr, dc = self._radio(up.region, up.data_rate, up.frequency_hz)
-        size = m.size or dr.max_payload
-        if m.count is not None:
-            n = m.count
-        else:  # fragment 0 not seen yet: at least one more than the highest index held
-            n = max(m.fragments) + 2 if m.fragments else 2
-        memo = (dr, n, size, dc)
-        expected = self._duration_cache.get(memo)
-        if expected is None:
-            expected = self._duration_cache[memo] = lorawan.min_message_duration(dr, n, size, dc)
-        return max(m.deadline, m.opened + max(s.message_timeout, s.adaptive_margin * expected))
-
     def _radio(self, region_name: str | None, data_rate: str | None, freq: int | None):
-        """(data rate, duty cycle) an uplink's metadata implies; cached."""
+        """(data rate, duty cycle) an uplink's metadata implies; cached (bounded)."""
         key = (region_name, data_rate, freq)
         hit = self._radio_cache.get(key)
         if hit is not None:
@@ -266,12 +252,31 @@ class Reassembler:
                 dr = None
         if dr is None:  # unknown: assume the slowest data rate of the region
             dr = min(region.data_rates, key=lambda d: d.bw_hz / 2**d.sf)
+        if len(self._radio_cache) >= 1024:
+            self._radio_cache.clear()
         hit = self._radio_cache[key] = (dr, region.duty_cycle(freq))
         return hit
 
     def _reschedule(self, key: tuple[str, int], m: Message, up: Uplink) -> None:
-        d = self._deadline(m, up)
-        if d != m.deadline:
+        """Move the deadline later when what it depends on changed."""
+        s = self.settings
+        if s.deadline_policy == "fixed":
+            d = m.opened + s.message_timeout
+        else:
+            dr, dc = self._radio(up.region, up.data_rate, up.frequency_hz)
+            # fragment 0 not seen yet: at least one more than the highest index held
+            n = m.count if m.count is not None else m.max_index + 2
+            basis = (dr, n, m.size or dr.max_payload, dc)
+            if basis == m.basis:
+                return
+            m.basis = basis
+            expected = self._duration_cache.get(basis)
+            if expected is None:
+                if len(self._duration_cache) >= 4096:
+                    self._duration_cache.clear()
+                expected = self._duration_cache[basis] = lorawan.min_message_duration(*basis)
+            d = m.opened + max(s.message_timeout, s.adaptive_margin * expected)
+        if d > m.deadline:
             m.deadline = d
             heapq.heappush(self._heap, (d, m.uid, key))
 
@@ -341,7 +346,8 @@ class Reassembler:
         m.fragments[frag.index] = Held(frag.index, up.payload, up, now, frag)
         if frag.index == 0:
             m.count = frag.count
-        m.max_index = max(m.max_index, frag.index)
+        if frag.index > m.max_index:
+            m.max_index = frag.index
         m.size = size
         if size is not None and m.short is None:
             top = m.fragments[m.max_index]
