@@ -20,6 +20,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from collector import lorawan
 from collector.timefmt import parse_ms
 from collector.uplink import Uplink
@@ -54,6 +56,17 @@ def parse_json_body(body: bytes) -> dict:
     if not body:
         raise IngestError("the request body is empty; a JSON object is required")
     try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        doc = _parse_json_slow(body)  # the exact error, or what orjson does not read (NaN, ...)
+    if not isinstance(doc, dict):
+        raise IngestError(f"the JSON body must be an object, not {_kind(doc)}")
+    return doc
+
+
+def _parse_json_slow(body: bytes) -> Any:
+    """The standard library's reading of ``body``, and its error messages."""
+    try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as e:
         raise IngestError(f"the request body is not UTF-8 (byte {e.start})") from None
@@ -61,8 +74,6 @@ def parse_json_body(body: bytes) -> dict:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise IngestError(f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
-    if not isinstance(doc, dict):
-        raise IngestError(f"the JSON body must be an object, not {_kind(doc)}")
     return doc
 
 
