@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -74,6 +75,10 @@ def _parse_json_slow(body: bytes) -> Any:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise IngestError(f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise IngestError("malformed JSON: nested too deeply") from None
+    except ValueError as e:  # e.g. an integer literal with more than 4300 digits
+        raise IngestError(f"malformed JSON: {e}"[:200]) from None
     return doc
 
 
@@ -135,7 +140,10 @@ def _num(v: Any, name: str) -> float | None:
         return None
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise IngestError(f"field {name} must be a number, not {_kind(v)}")
-    return float(v)
+    f = float(v)
+    if not math.isfinite(f):  # NaN, Infinity, 1e400: no JSON shows them again
+        raise IngestError(f"field {name} must be a finite number, not {f}")
+    return f
 
 
 def _str(v: Any, name: str) -> str:
