@@ -1,48 +1,69 @@
 """Forward what an emulated module transmits to a collector, in a network server's
 JSON format (ttn | chirpstack | generic, see devicesim.formats).
 
-:func:`frame_to_uplink` is the one place a transmitted frame becomes what a network
-server hands the application (zero latency, one gateway ``bench-gw``); a network
-server model can take its place later. :class:`Forwarder` POSTs in its own thread
-so the emulator never waits on HTTP.
+Every transmitted frame goes through the simulator's network-server model
+(:class:`devicesim.network.NetworkServer`), so the frame-counter check, the
+deduplication and (when configured) latency, jitter and duplicate deliveries apply
+as in the field. By default the model is ideal: zero latency, no loss, one gateway
+``bench-gw``. :func:`frame_to_uplink` is that ideal conversion for one frame;
+:class:`Forwarder` runs the model and POSTs in its own thread so the emulator never
+waits on HTTP.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import heapq
+import itertools
 import json
 import logging
-import queue
 import threading
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from collector import lorawan
+from devicesim import network
+from devicesim.config import Latency, NetworkConfig
 from devicesim.formats import FORMATS, AppUplink, GatewayRx, uplink_body
 from hil.emulator.core import TxFrame
 
 log = logging.getLogger("hil.bridge")
 
 GATEWAY_ID = "bench-gw"
+#: link quality the bench gateway reports
+RSSI = -60.0
+SNR = 9.5
 
 
-def frame_to_uplink(frame: TxFrame, *, rssi: float = -60.0, snr: float = 9.5) -> AppUplink:
-    d = lorawan.region(frame.region).dr(frame.dr)
-    return AppUplink(
-        dev_eui=frame.dev_eui,
-        fport=frame.fport,
-        fcnt=frame.fcnt,
-        payload=frame.payload,
-        received_ns=frame.time_ns,
-        region=frame.region,
-        dr=frame.dr,
-        sf=d.sf,
-        bw_hz=d.bw_hz,
-        frequency_hz=frame.frequency_hz,
-        gateways=(GatewayRx(GATEWAY_ID, rssi, snr, frame.time_ns // 1_000_000),),
-        uid=frame.seq,
-        airtime_s=frame.airtime_s,
+def ns_frame(frame: TxFrame, session: int = 0) -> network.Frame:
+    """The network-server model's view of an emulated transmission."""
+    return network.Frame(
+        dev_eui=frame.dev_eui.upper(), fcnt=frame.fcnt, payload=frame.payload, end_time=frame.time_ns / 1e9,
+        dr=frame.dr, region=frame.region, frequency_hz=frame.frequency_hz, fport=frame.fport, session=session,
+        airtime_s=frame.airtime_s, tag=frame.seq,
     )
+
+
+def _bench_gateway(up: AppUplink) -> AppUplink:
+    """The model names its gateways ``gw-NN``; the bench has one, ``bench-gw``."""
+    gws = tuple(GatewayRx(GATEWAY_ID, g.rssi, g.snr, g.time_ms, g.gateway_eui, g.channel_index) for g in up.gateways)
+    return dataclasses.replace(up, gateways=gws)
+
+
+def network_config(*, latency_s: float = 0.0, jitter_s: float = 0.0, duplicate_p: float = 0.0,
+                   dedup_window_s: float = 0.0) -> NetworkConfig:
+    """An ideal network server (no backhaul delay, no outages) with the given delivery
+    latency (base plus exponential jitter of mean ``jitter_s``) and duplicate rate."""
+    return NetworkConfig(dedup_window_s=dedup_window_s, backhaul=Latency(0.0, 0.0),
+                         delivery=Latency(latency_s, jitter_s), duplicate_p=duplicate_p)
+
+
+def frame_to_uplink(frame: TxFrame, *, rssi: float = RSSI, snr: float = SNR, session: int = 0) -> AppUplink:
+    """What an ideal network server hands the application for ``frame``."""
+    (d,) = network.NetworkServer.ideal().uplink(ns_frame(frame, session), [network.Reception(0, rssi, snr)])
+    return _bench_gateway(d.uplink)
 
 
 @dataclass(frozen=True)
@@ -80,38 +101,107 @@ def deliver(base_url: str, fmt: str, up: AppUplink, *, token: str | None = None)
 
 
 class Forwarder:
-    """Hook for an emulator: ``Forwarder(url).submit`` as ``on_tx``."""
+    """Hook for an emulator: ``Forwarder(url).submit`` as ``on_tx``.
 
-    def __init__(self, base_url: str, fmt: str = "generic", *, token: str | None = None):
+    Frames go through ``network`` (default: an ideal :class:`NetworkServer`); each
+    delivery is POSTed when the wall clock reaches its delivery time. A frame whose
+    counter is back at 0 starts a new session, as after the join that reset it (an
+    emulated module resets its counter only when it joins), so a re-join is not
+    taken for a replay; any other repeated or lower counter is dropped.
+    """
+
+    def __init__(self, base_url: str, fmt: str = "generic", *, token: str | None = None,
+                 network_server: network.NetworkServer | None = None, clock: Callable[[], float] = time.time,
+                 poll_s: float = 0.05):
         if fmt not in FORMATS:
             raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
         self.base_url = base_url
         self.fmt = fmt
         self.token = token
+        self.ns = network_server or network.NetworkServer.ideal()
+        self.clock = clock
+        self.poll_s = poll_s
         self.deliveries: list[Delivery] = []
-        self._q: queue.Queue[TxFrame | None] = queue.Queue()
+        self._sessions: dict[str, tuple[int, int]] = {}
+        self._incoming: list[TxFrame] = []
+        self._due: list[tuple[float, int, network.Delivery]] = []
+        self._order = itertools.count()
+        self._posting = 0
+        self._closing = False
+        self._cv = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="forwarder", daemon=True)
         self._thread.start()
 
     def submit(self, frame: TxFrame) -> None:
-        self._q.put(frame)
+        with self._cv:
+            self._incoming.append(frame)
+            self._cv.notify_all()
+
+    def _session(self, frame: TxFrame) -> int:
+        eui = frame.dev_eui.upper()
+        session, last = self._sessions.get(eui, (0, -1))
+        if frame.fcnt == 0 and last >= 0:
+            session, last = session + 1, 0
+        self._sessions[eui] = (session, max(last, frame.fcnt))
+        return session
+
+    def _ns_pending(self) -> int:
+        s = self.ns.stats
+        return s.frames - s.unheard - s.accepted - s.dropped_fcnt
+
+    def _idle(self) -> bool:
+        return not (self._incoming or self._due or self._posting or self._ns_pending())
+
+    def _next(self) -> network.Delivery | None:
+        """Under the lock: the next delivery to POST, waiting until one is due; None
+        when closing and nothing is left."""
+        while True:
+            now = self.clock()
+            for f in self._incoming:
+                self.ns.submit(ns_frame(f, self._session(f)), [network.Reception(0, RSSI, SNR)])
+            self._incoming.clear()
+            for d in self.ns.pop_due(now):
+                heapq.heappush(self._due, (d.time, next(self._order), d))
+            if self._due and self._due[0][0] <= now:
+                self._posting += 1
+                return heapq.heappop(self._due)[2]
+            if self._closing:
+                return None
+            self._cv.notify_all()  # drain() waiters
+            timeout = None
+            if self._due:
+                timeout = self._due[0][0] - now
+            if self._ns_pending():
+                timeout = self.poll_s if timeout is None else min(timeout, self.poll_s)
+            self._cv.wait(timeout)
 
     def _run(self) -> None:
-        while (frame := self._q.get()) is not None:
+        while True:
+            with self._cv:
+                d = self._next()
+            if d is None:
+                return
             try:
-                self.deliveries.append(deliver(self.base_url, self.fmt, frame_to_uplink(frame), token=self.token))
+                self.deliveries.append(deliver(self.base_url, self.fmt, _bench_gateway(d.uplink), token=self.token))
             except Exception:  # noqa: BLE001 - keep forwarding whatever one frame does
                 log.exception("event=forward_failed")
             finally:
-                self._q.task_done()
+                with self._cv:
+                    self._posting -= 1
+                    self._cv.notify_all()
 
     def drain(self, timeout: float = 10.0) -> bool:
-        """Wait until every submitted frame was posted; False on timeout."""
-        done = threading.Event()
-        threading.Thread(target=lambda: (self._q.join(), done.set()), daemon=True).start()
-        return done.wait(timeout)
+        """Wait until every submitted frame was delivered (or dropped by the network
+        server); False on timeout."""
+        with self._cv:
+            return self._cv.wait_for(self._idle, timeout)
 
     def close(self, timeout: float = 10.0) -> None:
-        self.drain(timeout)
-        self._q.put(None)
+        if not self.drain(timeout):
+            log.warning("event=forwarder_closed_undelivered pending=%d", len(self._due) + self._ns_pending())
+        with self._cv:
+            self._closing = True
+            self._due.clear()
+            self._incoming.clear()
+            self._cv.notify_all()
         self._thread.join(timeout)

@@ -296,15 +296,26 @@ def _parse_faults(values: tuple[str, ...]) -> Faults:
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="generic", show_default=True,
               help="The network server format of the forwarded uplinks.")
 @click.option("--token", default=None, help="Bearer token for --forward-to.")
+@click.option("--ns-latency", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="Network server to application delay of each forwarded uplink, seconds.")
+@click.option("--ns-jitter", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="Mean of an exponential extra delay per uplink, seconds (reorders uplinks).")
+@click.option("--ns-duplicates", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="Probability that an uplink is delivered twice (1 s + exp(20 s) later).")
+@click.option("--ns-seed", default=0, show_default=True, type=int, help="Seed of the network server's draws.")
 @click.option("--fault", "faults", multiple=True, metavar="NAME[=N]",
               help=f"Inject a fault N times (default 1): {', '.join(FAULTS)}.")
-def emulate(module, region, speed, duty_cycle, dev_eui, dr, forward_to, fmt, token, faults) -> None:
+def emulate(module, region, speed, duty_cycle, dev_eui, dr, forward_to, fmt, token, ns_latency, ns_jitter,
+            ns_duplicates, ns_seed, faults) -> None:
     """Emulate MODULE on a pseudo-terminal: prints its path on the first line, then
     serves until interrupted (Ctrl-C / SIGTERM)."""
-    from hil.bridge import Forwarder
+    from devicesim.network import NetworkServer
+    from hil.bridge import Forwarder, network_config
 
     config = EmulatorConfig(region=region.upper(), speed=speed, duty_cycle=duty_cycle, dev_eui=dev_eui, dr=dr)
-    forwarder = Forwarder(forward_to, fmt, token=token) if forward_to else None
+    ns = NetworkServer(network_config(latency_s=ns_latency, jitter_s=ns_jitter, duplicate_p=ns_duplicates),
+                       seed=ns_seed)
+    forwarder = Forwarder(forward_to, fmt, token=token, network_server=ns) if forward_to else None
     with _Interrupted() as stop:
         emu = start_emulator(module, config, on_tx=forwarder.submit if forwarder else None,
                              faults=_parse_faults(faults))
