@@ -28,6 +28,8 @@ from collector.timefmt import parse_ms
 from collector.uplink import Uplink
 
 _HEX16 = re.compile(r"^[0-9A-Fa-f]{16}$")
+#: frame counters and frequencies (Hz) are 32-bit unsigned in LoRaWAN and both network servers
+U32 = 2**32 - 1
 
 #: TTS message types that may be posted to the same URL and are not uplinks
 _TTS_OTHER = (
@@ -237,11 +239,11 @@ def parse_ttn(doc: dict, now_ms: int, default_region: str = "EU868") -> Uplink:
     dev_eui = _eui(ids.get("dev_eui"), "end_device_ids.dev_eui")
     w = "uplink_message."
     fport = _int(up.get("f_port", 0), w + "f_port", 0, 255)
-    fcnt = _int(up["f_cnt"], w + "f_cnt", 0) if "f_cnt" in up else 0
+    fcnt = _int(up["f_cnt"], w + "f_cnt", 0, U32) if "f_cnt" in up else 0
     payload = _b64(up["frm_payload"], w + "frm_payload") if up.get("frm_payload") is not None else b""
 
     settings = _obj(up, "settings", w)
-    freq = _int(settings["frequency"], w + "settings.frequency", 0) if "frequency" in settings else None
+    freq = _int(settings["frequency"], w + "settings.frequency", 0, U32) if "frequency" in settings else None
     region = region_for_frequency(freq)
     dr_obj = _obj(settings, "data_rate", w + "settings.")
     lora = _obj(dr_obj, "lora", w + "settings.data_rate.")
@@ -288,7 +290,7 @@ def parse_chirpstack(doc: dict, now_ms: int, default_region: str = "EU868") -> U
     info = _obj(doc, "deviceInfo", "", required=True)
     dev_eui = _eui(info.get("devEui"), "deviceInfo.devEui")
     fport = _int(doc.get("fPort", 0), "fPort", 0, 255)
-    fcnt = _int(doc.get("fCnt", 0), "fCnt", 0)
+    fcnt = _int(doc.get("fCnt", 0), "fCnt", 0, U32)
     payload = _b64(doc["data"], "data") if doc.get("data") is not None else b""
 
     rx = _list(doc, "rxInfo", "")
@@ -301,7 +303,7 @@ def parse_chirpstack(doc: dict, now_ms: int, default_region: str = "EU868") -> U
                 region = _CS_REGIONS[name.upper()]
                 break
     tx = _obj(doc, "txInfo", "")
-    freq = _int(tx["frequency"], "txInfo.frequency", 0) if "frequency" in tx else None
+    freq = _int(tx["frequency"], "txInfo.frequency", 0, U32) if "frequency" in tx else None
     region = region or region_for_frequency(freq)
     mod = _obj(tx, "modulation", "txInfo.")
     lora = _obj(mod, "lora", "txInfo.modulation.")
@@ -346,7 +348,7 @@ def parse_generic(doc: dict, now_ms: int, default_region: str = "EU868") -> Upli
     dev_eui = _eui(doc["devEui"], "devEui")
     fport = _int(doc["fPort"], "fPort", 0, 255)
     payload = _b64(doc["payload"], "payload")
-    fcnt = _int(doc["fCnt"], "fCnt", 0) if doc.get("fCnt") is not None else None
+    fcnt = _int(doc["fCnt"], "fCnt", 0, U32) if doc.get("fCnt") is not None else None
     received_ms = _time_ms(doc["receivedAt"], "receivedAt") if doc.get("receivedAt") is not None else now_ms
     data_rate = None
     if doc.get("dataRate") is not None:
@@ -355,7 +357,7 @@ def parse_generic(doc: dict, now_ms: int, default_region: str = "EU868") -> Upli
         except ValueError as e:
             raise IngestError(f"field dataRate: {e}") from None
         data_rate = _dr_name(sf, bw)
-    freq = _int(doc["frequency"], "frequency", 0) if doc.get("frequency") is not None else None
+    freq = _int(doc["frequency"], "frequency", 0, U32) if doc.get("frequency") is not None else None
     region = None
     if doc.get("region") is not None:
         name = _str(doc["region"], "region").upper()
