@@ -41,6 +41,9 @@ class ServiceConfig:
     api_token: list[str] = field(default_factory=list)
     #: request bodies above this many bytes are answered 413
     body_limit: int = 64 * 1024
+    #: seconds a client gets to send a request body (408 and the connection closed after);
+    #: also how long a connection may sit without a complete request (then it is closed)
+    read_timeout: float = 60.0
     #: writes waiting for the store above which ingest is answered 503
     max_pending_writes: int = 20_000
     #: most requests committed in one transaction
@@ -95,6 +98,8 @@ class ServiceConfig:
             raise ValueError("message_timeout must be positive")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} outside 0..65535")
+        if self.read_timeout <= 0:
+            raise ValueError("read_timeout must be positive")
         if self.body_limit < 1024:
             raise ValueError("body_limit must be at least 1024 bytes")
         if self.delivery_concurrency < 1:

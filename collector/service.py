@@ -290,9 +290,13 @@ class CollectorService:
                 return self._ignored(integration, f"ChirpStack event {event!r} is not handled" if event
                                      else "no ChirpStack event given (?event=up)")
         try:
-            body = await request.read()
+            body = await asyncio.wait_for(request.read(), self.cfg.read_timeout)
         except web.HTTPRequestEntityTooLarge:
             return self._bad(integration, 413, f"the body exceeds the limit of {limit} bytes")
+        except TimeoutError:  # a client trickling its body must not hold a handler forever
+            resp = self._bad(integration, 408, f"the body did not arrive within {self.cfg.read_timeout:g} s")
+            resp.force_close()
+            return resp
         now = self.clock.now()
         try:
             doc = ingest.parse_json_body(body)
@@ -562,7 +566,8 @@ async def run_service(cfg: ServiceConfig, clock: Clock | None = None,
                       ready: Callable[[int], None] | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
     svc = CollectorService(cfg, clock)
-    runner = web.AppRunner(svc.app(), access_log=None, shutdown_timeout=cfg.shutdown_timeout)
+    runner = web.AppRunner(svc.app(), access_log=None, shutdown_timeout=cfg.shutdown_timeout,
+                           keepalive_timeout=cfg.read_timeout)
     await runner.setup()
     site = web.TCPSite(runner, cfg.host, cfg.port)
     try:
@@ -591,7 +596,8 @@ async def start_service(cfg: ServiceConfig, clock: Clock | None = None) -> tuple
     """Start the service in the running event loop (tests, scenarios); returns
     ``(service, runner, port)``. Stop it with ``await runner.cleanup()``."""
     svc = CollectorService(cfg, clock)
-    runner = web.AppRunner(svc.app(), access_log=None, shutdown_timeout=cfg.shutdown_timeout)
+    runner = web.AppRunner(svc.app(), access_log=None, shutdown_timeout=cfg.shutdown_timeout,
+                           keepalive_timeout=cfg.read_timeout)
     await runner.setup()
     site = web.TCPSite(runner, cfg.host, cfg.port)
     await site.start()
