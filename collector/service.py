@@ -29,6 +29,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from collector import ingest
@@ -47,9 +48,8 @@ from collector.store import (
     message_header,
     op_close,
     op_device,
-    op_fragment,
     op_incident,
-    op_open,
+    op_ingest,
     op_prune,
     op_retry_dead,
 )
@@ -112,6 +112,9 @@ class CollectorService:
         self._agg_target: float | None = None
         self._expire_lock = asyncio.Lock()
         self._retry_ops: list[Op] = []
+        #: messages the ingest path closed, waiting to be assembled (by the aggregator)
+        self._pending_close: list[Message] = []
+        self._close_lock = asyncio.Lock()
         self._outcome_counters: dict[tuple[str, str], Any] = {}
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
@@ -157,6 +160,8 @@ class CollectorService:
         now = self.clock.now()
         msgs, next_seq = await asyncio.to_thread(self.store.restore_state, now, cfg.duplicate_window)
         self.reasm.load(msgs, next_seq)
+        # closed by an acknowledged uplink, not yet assembled when the service stopped
+        self._pending_close = [Message.from_dict(d) for d in msgs if d.get("pending_close")]
         if cfg.devices_file:
             devices = load_file(cfg.devices_file)
             await self.committer.submit_many([op_device(d.dev_eui, d.token, d.name, now) for d in devices])
@@ -167,6 +172,9 @@ class CollectorService:
         log.info("event=started version=%s db=%r open_messages=%d next_seq=%d clock=%s webapp=%r policy=%s "
                  "timeout=%g", __version__, cfg.db, n_open, self.reasm.next_seq, cfg.clock, cfg.webapp_url or None,
                  cfg.deadline_policy, cfg.message_timeout)
+        if self._pending_close:
+            log.info("event=assembling_closed count=%d", len(self._pending_close))
+        await self.flush_closes()
         # messages whose deadline passed while the service was down close now
         await self.expire_due()
         loop = asyncio.get_running_loop()
@@ -191,7 +199,8 @@ class CollectorService:
                     await t
                 except Exception:  # noqa: BLE001 - a failed task must not stop the shutdown
                     log.exception("event=task_failed task=%s", t.get_name())
-        steps = [("delivery", self.delivery.stop if self.delivery else None),
+        steps = [("closing", self.flush_closes if self.committer else None),
+                 ("delivery", self.delivery.stop if self.delivery else None),
                  ("store", self.committer.close if self.committer else None)]
         for name, step in steps:
             if step is None:
@@ -231,6 +240,8 @@ class CollectorService:
         async def wrapped(request: web.Request) -> web.StreamResponse:
             if not self._authorised(request, self._api_tokens):
                 return error(401, "missing or wrong token (Authorization: Bearer <token>)")
+            if self._pending_close or self._close_lock.locked():
+                await self.flush_closes()  # what was acknowledged is what the API shows
             return await handler(request)
         return wrapped
 
@@ -314,33 +325,63 @@ class CollectorService:
         msg = res.message
         assert msg is not None
         index = up.payload[1]
-        ops: list[Op] = [op_fragment(now, msg.uid, index, res.status, up.to_dict())]
-        if msg.closed is None:
-            ops.append(op_open(message_header(msg), self.reasm.next_seq))
-        close_ops = self._close_ops(res.closed, now)
-        ops.extend(close_ops)
+        closed = res.closed
+        # The fragment and the new state of every message it changed are committed
+        # before the answer; a message it closed is recorded as closed (its header
+        # says so) and assembled by the aggregator afterwards - or, after a crash,
+        # at the next start.
+        headers = [message_header(msg)] if res.status == "accepted" else []
+        headers.extend(message_header(m) for m in closed if m is not msg)
+        ops: list[Op] = [op_ingest(now, msg.uid, index, res.status, up.to_dict(), headers, self.reasm.next_seq)]
+        if closed:
+            ops.extend(self._cap_ops(closed, now))
+            self._pending_close.extend(closed)
         try:
             assert self.committer is not None
-            await self.committer.submit_many(ops)
+            await (self.committer.submit_nowait(ops[0]) if len(ops) == 1 else self.committer.submit_many(ops))
         except StoreUnavailable as e:
-            # closed messages are gone from memory: keep trying to record them
-            self._retry_ops.extend(close_ops)
             self.metrics.uplinks.labels(integration, "unavailable").inc()
             log.error("event=store_unavailable integration=%s error=%r", integration, str(e))
             return error(503, f"the store cannot take the uplink now: {e}", {"Retry-After": "5"})
+        finally:
+            if closed:
+                # closed messages are gone from the open set: record them in any case
+                self._agg_wake.set()
         self._outcome(integration, res.status).inc()
-        if res.closed:
-            self._after_close(res.closed)
         if msg.closed is None and (self._agg_target is None or msg.deadline < self._agg_target):
             self._agg_wake.set()
-        log.debug("event=uplink integration=%s dev=%s status=%s message=%s index=%d", integration,
-                  up.dev_eui, res.status, msg.uid, index)
-        return web.json_response({"status": res.status, "message": msg.uid, "fragment": index,
-                                  "closed": [m.uid for m in res.closed]}, status=202)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("event=uplink integration=%s dev=%s status=%s message=%s index=%d", integration,
+                      up.dev_eui, res.status, msg.uid, index)
+        return web.Response(body=orjson.dumps({"status": res.status, "message": msg.uid, "fragment": index,
+                                               "closed": [m.uid for m in closed]}),
+                            status=202, content_type="application/json", charset="utf-8")
 
     # ------------------------------------------------------------------ closing
 
+    def _cap_ops(self, closed: list[Message], now: float) -> list[Op]:
+        """The incidents of messages an open-message cap closed early (decided at
+        once: they depend on what is open now)."""
+        ops: list[Op] = []
+        for m in closed:
+            if m.close_reason != "evicted":
+                continue
+            n = sum(1 for o in self.reasm.open_messages() if o.dev_eui == m.dev_eui)
+            if n >= self.cfg.max_open_per_device:
+                code, detail = "device_open_cap", (
+                    f"device {m.dev_eui} reached the cap of {self.cfg.max_open_per_device} open messages; "
+                    f"message {m.uid} (msg_id {m.msg_id}) was closed early")
+            else:
+                code, detail = "open_cap", (
+                    f"the collector reached the cap of {self.cfg.max_open_total} open messages; "
+                    f"message {m.uid} was closed early")
+            ops.append(op_incident(None, m.dev_eui, m.msg_id, now, code, detail, {"messageId": m.uid}))
+            self.metrics.incidents.labels(code).inc()
+            log.warning("event=open_cap dev=%s message=%s code=%s", m.dev_eui, m.uid, code)
+        return ops
+
     def _close_ops(self, closed: list[Message], now: float) -> list[Op]:
+        """Assemble closed messages: their documents or incidents, as store writes."""
         ops: list[Op] = []
         for m in closed:
             out = assemble(m)
@@ -349,19 +390,6 @@ class CollectorService:
             self.metrics.messages.labels(out.state, m.close_reason or "unknown").inc()
             if out.kind == "incident":
                 self.metrics.incidents.labels(out.code or "unknown").inc()
-            if m.close_reason == "evicted":
-                n = sum(1 for o in self.reasm.open_messages() if o.dev_eui == m.dev_eui)
-                if n >= self.cfg.max_open_per_device:
-                    code, detail = "device_open_cap", (
-                        f"device {m.dev_eui} reached the cap of {self.cfg.max_open_per_device} open messages; "
-                        f"message {m.uid} (msg_id {m.msg_id}) was closed early")
-                else:
-                    code, detail = "open_cap", (
-                        f"the collector reached the cap of {self.cfg.max_open_total} open messages; "
-                        f"message {m.uid} was closed early")
-                ops.append(op_incident(None, m.dev_eui, m.msg_id, now, code, detail, {"messageId": m.uid}))
-                self.metrics.incidents.labels(code).inc()
-                log.warning("event=open_cap dev=%s message=%s code=%s", m.dev_eui, m.uid, code)
             log.info("event=message_closed message=%s dev=%s msg_id=%d reason=%s outcome=%s fragments=%d/%s%s",
                      m.uid, m.dev_eui, m.msg_id, m.close_reason, out.state, len(m.fragments),
                      out.fragments_expected, f" code={out.code}" if out.code else "")
@@ -370,6 +398,28 @@ class CollectorService:
     def _after_close(self, closed: list[Message]) -> None:
         if self.delivery is not None:
             self.delivery.wake()
+
+    async def flush_closes(self) -> int:
+        """Assemble the messages the ingest path closed and record their outcomes
+        (committed before this returns); returns how many."""
+        done = 0
+        async with self._close_lock:
+            while self._pending_close:
+                batch, self._pending_close = self._pending_close, []
+                assert self.committer is not None
+                try:
+                    await self.committer.submit_many(self._close_ops(batch, self.clock.now()))
+                except StoreUnavailable as e:
+                    # still recorded as closed in the store: the aggregator tries again
+                    self._pending_close[:0] = batch
+                    log.error("event=close_not_recorded count=%d error=%r", len(batch), str(e))
+                    return done
+                except BaseException:
+                    self._pending_close[:0] = batch
+                    raise
+                done += len(batch)
+                self._after_close(batch)
+        return done
 
     async def expire_due(self) -> int:
         """Close the messages whose deadline has passed and record their outcomes
@@ -396,17 +446,18 @@ class CollectorService:
         while not self._stopping:
             self._agg_wake.clear()
             try:
+                await self.flush_closes()
                 await self.expire_due()
             except Exception:  # noqa: BLE001 - the aggregator must keep running
                 log.exception("event=aggregator_error")
             self._agg_target = self.reasm.next_deadline()
-            if self._retry_ops:
+            if self._retry_ops or self._pending_close:
                 # the store failed: try again in a while (wall time)
                 self._agg_target = None
             waiters = [self._agg_wake.wait()]
             if self._agg_target is not None:
                 waiters.append(self.clock.sleep_until(self._agg_target))
-            await wait_first(waiters, timeout=5.0 if self._retry_ops else None)
+            await wait_first(waiters, timeout=5.0 if self._retry_ops or self._pending_close else None)
 
     async def _pruner(self) -> None:
         while not self._stopping:
@@ -425,6 +476,7 @@ class CollectorService:
 
     async def tick(self) -> dict:
         """Run what is due at the current clock time: close messages, deliver."""
+        await self.flush_closes()
         closed = await self.expire_due()
         delivered = await self.delivery.run_due() if self.delivery is not None else 0
         return {"closed": closed, "attempts": delivered}
@@ -445,6 +497,7 @@ class CollectorService:
 
     async def metrics_handler(self, request: web.Request) -> web.Response:
         assert self.store is not None
+        await self.flush_closes()
         counts = await self._q(self.store.counts)
         m = self.metrics
         m.open_messages.set(len(self.reasm.open_messages()))

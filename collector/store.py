@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from collector.timefmt import format_ms
 
 log = logging.getLogger("collector.store")
@@ -178,9 +180,66 @@ def op_fragment(arrived: float, message_uid: str | None, index: int | None, stat
 def message_header(m: Any) -> dict:
     """An open message's state without its fragments (those are rows of ``fragments``):
     what :func:`op_open` writes on every fragment, so the cost per request stays
-    constant however many fragments the message holds."""
+    constant however many fragments the message holds.
+
+    A message the ingest path closed carries ``closed`` and ``close_reason``: its row
+    stays in ``open_messages`` until the aggregator has assembled it and recorded the
+    outcome (:func:`op_close`); after a restart such a row is assembled then
+    (:meth:`Store.restore_state` marks it ``"pending_close"``)."""
     return {"uid": m.uid, "dev_eui": m.dev_eui, "msg_id": m.msg_id, "opened": m.opened, "deadline": m.deadline,
-            "count": m.count, "size": m.size, "closed": None, "close_reason": None, "received": len(m.fragments)}
+            "count": m.count, "size": m.size, "closed": m.closed, "close_reason": m.close_reason,
+            "received": len(m.fragments)}
+
+
+_SQL_FRAGMENT = ("INSERT INTO fragments(arrived, message_uid, dev_eui, idx, status, source, received_ms, uplink) "
+                 "VALUES (?,?,?,?,?,?,?,?)")
+_SQL_OPEN = ("INSERT OR REPLACE INTO open_messages(uid, dev_eui, msg_id, opened, deadline, count, received, state) "
+             "VALUES (?,?,?,?,?,?,?,?)")
+_SQL_SEQ = "INSERT OR REPLACE INTO meta(key, value) VALUES ('next_seq', ?)"
+
+
+def _header_row(header: dict) -> tuple:
+    return (header["uid"], header["dev_eui"], header["msg_id"], header["opened"], header["deadline"],
+            header["count"], header["received"], orjson.dumps(header).decode())
+
+
+class IngestWrite:
+    """What one ingest request commits: its fragment row, the new state of the
+    messages it changed (:func:`message_header`) and the next message sequence
+    number. :meth:`Store.apply` writes consecutive ones of a batch with one
+    ``executemany`` per table; called alone it writes its own rows."""
+
+    __slots__ = ("fragment", "headers", "next_seq")
+
+    def __init__(self, fragment: tuple, headers: list[tuple], next_seq: int | None):
+        self.fragment = fragment
+        self.headers = headers
+        self.next_seq = next_seq
+
+    def __call__(self, c: sqlite3.Connection) -> None:
+        _write_ingest(c, [self])
+
+
+def op_ingest(arrived: float, message_uid: str | None, index: int | None, status: str, uplink: dict,
+              headers: Iterable[dict] = (), next_seq: int | None = None) -> IngestWrite:
+    """The fragment (as :func:`op_fragment`) and the message headers (as
+    :func:`op_open`) of one ingest request."""
+    row = (arrived, message_uid, uplink["dev_eui"], index, status, uplink.get("source"), uplink.get("received_ms"),
+           orjson.dumps(uplink).decode())
+    return IngestWrite(row, [_header_row(h) for h in headers], next_seq)
+
+
+def _write_ingest(c: sqlite3.Connection, writes: list[IngestWrite]) -> None:
+    c.executemany(_SQL_FRAGMENT, [w.fragment for w in writes])
+    headers = [h for w in writes for h in w.headers]
+    if headers:
+        c.executemany(_SQL_OPEN, headers)
+    seq = None
+    for w in writes:
+        if w.next_seq is not None:
+            seq = w.next_seq
+    if seq is not None:
+        c.execute(_SQL_SEQ, (str(seq),))
 
 
 def op_open(header: dict, next_seq: int) -> Op:
@@ -322,6 +381,24 @@ def op_prune(before: float) -> Op:
     return run
 
 
+def _run_ops(c: sqlite3.Connection, ops: list[Op]) -> list[Any]:
+    """Run ``ops`` in order; consecutive :class:`IngestWrite` s go in together."""
+    results: list[Any] = []
+    run: list[IngestWrite] = []
+    for op in ops:
+        if type(op) is IngestWrite:
+            run.append(op)
+            results.append(None)
+            continue
+        if run:
+            _write_ingest(c, run)
+            run = []
+        results.append(op(c))
+    if run:
+        _write_ingest(c, run)
+    return results
+
+
 # --------------------------------------------------------------------------- the store
 
 
@@ -350,7 +427,7 @@ class Store:
             c = self._w
             c.execute("BEGIN IMMEDIATE")
             try:
-                results = [op(c) for op in ops]
+                results = _run_ops(c, ops)
                 c.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
@@ -391,6 +468,8 @@ class Store:
         for r in self.query("SELECT state FROM open_messages"):
             h = json.loads(r["state"])
             h.pop("received", None)
+            if h.get("closed") is not None:
+                h["pending_close"] = True  # closed by the ingest path, not assembled yet
             h["fragments"] = sorted(frags.get(h["uid"], []), key=lambda f: f["index"])
             msgs.append(h)
         for r in self.query("SELECT message, outcome FROM messages WHERE closed >= ? AND message IS NOT NULL",
