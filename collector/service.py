@@ -64,6 +64,8 @@ except importlib.metadata.PackageNotFoundError:  # running from a source tree
 
 INTEGRATIONS = {"ttn": "/uplink/ttn", "chirpstack": "/uplink/chirpstack", "generic": "/uplink"}
 MESSAGE_STATES = ("open", "complete", "partial", "incident")
+#: clock seconds between sweeps of closed messages older than the duplicate window
+SWEEP_INTERVAL = 10.0
 
 
 def error(status: int, message: str, headers: dict | None = None, **extra: Any) -> web.Response:
@@ -110,6 +112,8 @@ class CollectorService:
                                                                      *cfg.chirpstack_token, *cfg.generic_token])]
         self._agg_wake = asyncio.Event()
         self._agg_target: float | None = None
+        #: clock time of the next sweep of closed messages past the duplicate window
+        self._next_sweep = 0.0
         self._expire_lock = asyncio.Lock()
         self._retry_ops: list[Op] = []
         #: messages the ingest path closed, waiting to be assembled (by the aggregator)
@@ -301,7 +305,11 @@ class CollectorService:
                 return self._ignored(integration, f"ChirpStack event {event!r} is not handled" if event
                                      else "no ChirpStack event given (?event=up)")
         try:
-            body = await asyncio.wait_for(request.read(), self.cfg.read_timeout)
+            if request.content.is_eof():  # the whole body has arrived: reading it cannot wait
+                body = await request.read()
+            else:
+                async with asyncio.timeout(self.cfg.read_timeout):
+                    body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return self._bad(integration, 413, f"the body exceeds the limit of {limit} bytes")
         except TimeoutError:  # a client trickling its body must not hold a handler forever
@@ -447,7 +455,12 @@ class CollectorService:
             self._agg_wake.clear()
             try:
                 await self.flush_closes()
-                await self.expire_due()
+                now = self.clock.now()
+                due = self.reasm.next_deadline()
+                # woken by an uplink: expire only when something is due (the sweep is O(closed))
+                if self._retry_ops or (due is not None and due <= now) or now >= self._next_sweep:
+                    self._next_sweep = now + SWEEP_INTERVAL
+                    await self.expire_due()
             except Exception:  # noqa: BLE001 - the aggregator must keep running
                 log.exception("event=aggregator_error")
             self._agg_target = self.reasm.next_deadline()

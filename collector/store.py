@@ -265,7 +265,7 @@ def op_close(msg: dict, outcome: dict, xml: bytes | None, now: float) -> Op:
     header = {k: v for k, v in msg.items() if k != "fragments"}
     mrow = (msg["uid"], msg["dev_eui"], msg["msg_id"], msg["opened"], msg["closed"] if msg["closed"] is not None else now,
             state, msg["close_reason"], outcome.get("fragmentsExpected"), len(msg["fragments"]), delivery,
-            json.dumps(out, separators=(",", ":")), json.dumps(header, separators=(",", ":")))
+            orjson.dumps(out).decode(), orjson.dumps(header).decode())
 
     def run(c: sqlite3.Connection) -> None:
         c.execute("DELETE FROM open_messages WHERE uid = ?", (msg["uid"],))
