@@ -27,7 +27,7 @@ from collector import lorawan
 from collector.timefmt import parse_ms
 from collector.uplink import Uplink
 
-_HEX16 = re.compile(r"^[0-9A-Fa-f]{16}$")
+_HEX16 = re.compile(r"^[0-9A-Fa-f]{16}\Z")
 #: frame counters and frequencies (Hz) are 32-bit unsigned in LoRaWAN and both network servers
 U32 = 2**32 - 1
 
