@@ -142,9 +142,38 @@ class Air:
 
 TxHook = Callable[[TxFrame], None]
 
+#: the network's join-accept delay and the RX windows, seconds after the uplink
+JOIN_ACCEPT_DELAY = 5.0
+RX1_DELAY = 1.0
+RX2_DELAY = 2.0
+JOIN_REQUEST_PHY = 23
+
+
+@dataclass(frozen=True)
+class Replies:
+    """The words a module answers the shared join / transmit steps with."""
+
+    ok: str
+    busy: str
+    #: every sub-band closed by the duty cycle
+    no_free_ch: str
+    #: payload above N of the current data rate
+    too_long: str
+    joined: str
+    denied: str
+
 
 class ModuleModel:
-    """State and replies of one module; subclasses implement :meth:`_command`."""
+    """State and replies of one module; subclasses implement :meth:`_command`,
+    :meth:`_reboot` and :meth:`_tx_result` and set :attr:`REPLIES`."""
+
+    REPLIES: Replies
+    # LoRaWAN state, set by the subclass's boot
+    dr: int
+    fcnt: int
+    joined: bool
+    hung: bool
+    busy_until: float
 
     def __init__(
         self,
@@ -224,6 +253,85 @@ class ModuleModel:
                 self.on_tx(frame)
             except Exception:  # noqa: BLE001 - a failing consumer must not kill the module
                 log.exception("event=tx_hook_failed")
+
+    # -- LoRaWAN join and transmit, in the words of :attr:`REPLIES`
+
+    def start_join(self, now: float) -> list[Out]:
+        """An OTAA join the module's own checks let through: the join request on a free
+        channel, then the join-accept (or the ``deny_join`` fault) after the delay."""
+        words = self.REPLIES
+        freq = self.pick_channel(now)
+        if freq is None:
+            return [self.line(now, words.no_free_ch)]
+        d = self.region.dr(self.dr)
+        air = lorawan.time_on_air(d.sf, d.bw_hz, JOIN_REQUEST_PHY)
+        end = now + self.delay(air)
+        self.close_band(freq, air, end)
+        done = end + self.delay(JOIN_ACCEPT_DELAY)
+        self.busy_until = done
+        deny = self.faults.take("deny_join")
+
+        def finish(t: float) -> list[Out]:
+            if deny:
+                return [self.line(t, words.denied)]
+            self.joined, self.fcnt = True, 0
+            return [self.line(t, words.joined)]
+
+        return [self.line(now, words.ok), self.later(done, finish)]
+
+    def start_tx(self, now: float, port: int, payload: bytes, confirmed: bool, dev_eui: str) -> list[Out]:
+        """An uplink the module's own checks let through: the one-shot faults, the
+        payload limit of the DR and the duty cycle, then the frame on the air and the
+        second reply (:meth:`_tx_result`) after the RX windows."""
+        words = self.REPLIES
+        if self.faults.take("busy"):
+            return [self.line(now, words.busy)]
+        if self.faults.take("no_free_ch"):
+            return [self.line(now, words.no_free_ch)]
+        d = self.region.dr(self.dr)
+        if len(payload) > d.max_payload:
+            return [self.line(now, words.too_long)]
+        freq = self.pick_channel(now)
+        if freq is None:
+            return [self.line(now, words.no_free_ch)]
+        if self.faults.take("drop_second_reply"):
+            self.hung = True
+            return [self.line(now, words.ok)]
+        air = d.time_on_air(len(payload))
+        end = now + self.delay(air)
+        if self.faults.take("reboot"):
+            return [self.line(now, words.ok), self.later(now + self.delay(air / 2), self._reboot)]
+        self.close_band(freq, air, end)
+        dl = self.take_downlink()
+        done = end + self.delay(RX1_DELAY if dl else RX2_DELAY)
+        self.busy_until = done
+        lower = self.faults.take("lower_dr")
+        nack = confirmed and self.faults.take("nack")
+        fcnt, dr = self.fcnt, self.dr
+        self.fcnt += 1
+
+        def transmit(t: float) -> list[Out]:
+            self.emit_tx(TxFrame(
+                dev_eui=dev_eui, fport=port, fcnt=fcnt, payload=payload, dr=dr,
+                region=self.region.name, frequency_hz=freq, time_ns=self.wall_ns(), airtime_s=air,
+                confirmed=confirmed,
+            ))
+            return []
+
+        def finish(t: float) -> list[Out]:
+            if lower and self.dr > 0:
+                self.dr -= 1
+            return self._tx_result(t, dl, confirmed, nack)
+
+        return [self.line(now, words.ok), self.later(end, transmit), self.later(done, finish)]
+
+    def _reboot(self, t: float) -> list[Out]:
+        """Boot again (reset or crash) and return what the module prints then."""
+        raise NotImplementedError
+
+    def _tx_result(self, t: float, dl: tuple[int, bytes] | None, confirmed: bool, nack: bool) -> list[Out]:
+        """The second reply of a transmit: downlink, acknowledgement or failure."""
+        raise NotImplementedError
 
     # -- interface
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from collector import lorawan
-from hil.emulator.core import EmulatorConfig, ModuleModel, Out, TxFrame
+from hil.emulator.core import EmulatorConfig, ModuleModel, Out, Replies
 
 FIRMWARE = "RUI_4.0.6_RAK3172-E"
 #: what RUI3 prints when it boots
@@ -14,16 +14,15 @@ BANNER = ("RAKwireless RAK3172-E Example", "------------------------------------
           "Current Work Mode: LoRaWAN.")
 BANDS = {4: "EU868", 5: "US915"}
 DEFAULT_DR = {"EU868": 0, "US915": 0}
-JOIN_ACCEPT_DELAY = 5.0
-RX1_DELAY = 1.0
-RX2_DELAY = 2.0
-JOIN_REQUEST_PHY = 23
 
 _HEX = re.compile(r"^(?:[0-9A-Fa-f]{2})+$")
 _KEYS = {"DEVEUI": 16, "APPEUI": 16, "APPKEY": 32, "DEVADDR": 8, "APPSKEY": 32, "NWKSKEY": 32}
 
 
 class RAK3172Model(ModuleModel):
+    REPLIES = Replies(ok="OK", busy="AT_BUSY_ERROR", no_free_ch="AT_DUTYCYCLE_RESTRICTED",
+                      too_long="AT_PARAM_ERROR", joined="+EVT:JOINED", denied="+EVT:JOIN_FAILED_RX_TIMEOUT")
+
     def __init__(self, config: EmulatorConfig, **kw):
         super().__init__(config, **kw)
         self.keys: dict[str, str] = {"DEVEUI": config.dev_eui.upper()}
@@ -54,8 +53,7 @@ class RAK3172Model(ModuleModel):
         if text == "AT":
             return ok
         if text == "ATZ":
-            self._boot()
-            return self._banner(now)
+            return self._reboot(now)
         m = re.fullmatch(r"AT\+([A-Z]+)=(.*)", text)
         if not m:
             return [self.line(now, "AT_ERROR")]
@@ -128,24 +126,7 @@ class RAK3172Model(ModuleModel):
             return [self.line(now, "AT_PARAM_ERROR")]
         if self.hung or self.busy_until > now:
             return [self.line(now, "AT_BUSY_ERROR")]
-        freq = self.pick_channel(now)
-        if freq is None:
-            return [self.line(now, "AT_DUTYCYCLE_RESTRICTED")]
-        d = self.region.dr(self.dr)
-        air = lorawan.time_on_air(d.sf, d.bw_hz, JOIN_REQUEST_PHY)
-        end = now + self.delay(air)
-        self.close_band(freq, air, end)
-        done = end + self.delay(JOIN_ACCEPT_DELAY)
-        self.busy_until = done
-        deny = self.faults.take("deny_join")
-
-        def finish(t: float) -> list[Out]:
-            if deny:
-                return [self.line(t, "+EVT:JOIN_FAILED_RX_TIMEOUT")]
-            self.joined, self.fcnt = True, 0
-            return [self.line(t, "+EVT:JOINED")]
-
-        return [self.line(now, "OK"), self.later(done, finish)]
+        return self.start_join(now)
 
     def _send(self, value: str, now: float) -> list[Out]:
         err = [self.line(now, "AT_PARAM_ERROR")]
@@ -156,56 +137,19 @@ class RAK3172Model(ModuleModel):
             return [self.line(now, "AT_BUSY_ERROR")]
         if not (self.joined or self._abp_ready()):
             return [self.line(now, "AT_NO_NETWORK_JOINED")]
-        if self.faults.take("busy"):
-            return [self.line(now, "AT_BUSY_ERROR")]
-        if self.faults.take("no_free_ch"):
-            return [self.line(now, "AT_DUTYCYCLE_RESTRICTED")]
-        payload = bytes.fromhex(m.group(2))
-        d = self.region.dr(self.dr)
-        if len(payload) > d.max_payload:
-            return err
-        freq = self.pick_channel(now)
-        if freq is None:
-            return [self.line(now, "AT_DUTYCYCLE_RESTRICTED")]
-        if self.faults.take("drop_second_reply"):
-            self.hung = True
-            return [self.line(now, "OK")]
-        air = d.time_on_air(len(payload))
-        end = now + self.delay(air)
-        if self.faults.take("reboot"):
-            def reboot(t: float) -> list[Out]:
-                self._boot()
-                return self._banner(t)
+        return self.start_tx(now, int(m.group(1)), bytes.fromhex(m.group(2)), bool(self.cfm), self.keys["DEVEUI"])
 
-            return [self.line(now, "OK"), self.later(now + self.delay(air / 2), reboot)]
-        self.close_band(freq, air, end)
-        dl = self.take_downlink()
-        done = end + self.delay(RX1_DELAY if dl else RX2_DELAY)
-        self.busy_until = done
-        lower = self.faults.take("lower_dr")
-        port, fcnt, dr, confirmed = int(m.group(1)), self.fcnt, self.dr, bool(self.cfm)
-        nack = confirmed and self.faults.take("nack")
-        self.fcnt += 1
+    def _reboot(self, t: float) -> list[Out]:
+        self._boot()
+        return self._banner(t)
 
-        def transmit(t: float) -> list[Out]:
-            self.emit_tx(TxFrame(
-                dev_eui=self.keys["DEVEUI"], fport=port, fcnt=fcnt, payload=payload, dr=dr,
-                region=self.region.name, frequency_hz=freq, time_ns=self.wall_ns(), airtime_s=air,
-                confirmed=confirmed,
-            ))
-            return []
-
-        def finish(t: float) -> list[Out]:
-            if lower and self.dr > 0:
-                self.dr -= 1
-            outs = []
-            if dl:
-                rssi, snr = int(self.config.rssi), int(self.config.snr)
-                outs.append(self.line(t, f"+EVT:RX_1:{rssi}:{snr}:UNICAST:{dl[0]}:{dl[1].hex().upper()}"))
-            if nack:
-                outs.append(self.line(t, "+EVT:SEND_CONFIRMED_FAILED(8)"))
-            else:
-                outs.append(self.line(t, "+EVT:SEND_CONFIRMED_OK" if confirmed else "+EVT:TX_DONE"))
-            return outs
-
-        return [self.line(now, "OK"), self.later(end, transmit), self.later(done, finish)]
+    def _tx_result(self, t: float, dl: tuple[int, bytes] | None, confirmed: bool, nack: bool) -> list[Out]:
+        outs = []
+        if dl:
+            rssi, snr = int(self.config.rssi), int(self.config.snr)
+            outs.append(self.line(t, f"+EVT:RX_1:{rssi}:{snr}:UNICAST:{dl[0]}:{dl[1].hex().upper()}"))
+        if nack:
+            outs.append(self.line(t, "+EVT:SEND_CONFIRMED_FAILED(8)"))
+        else:
+            outs.append(self.line(t, "+EVT:SEND_CONFIRMED_OK" if confirmed else "+EVT:TX_DONE"))
+        return outs

@@ -5,22 +5,20 @@ from __future__ import annotations
 import re
 
 from collector import lorawan
-from hil.emulator.core import EmulatorConfig, ModuleModel, Out, TxFrame
+from hil.emulator.core import EmulatorConfig, ModuleModel, Out, Replies
 
 VERSIONS = {"EU868": "RN2483 1.0.5 Oct 31 2018 15:06:52", "US915": "RN2903 1.0.5 Nov 06 2018 10:45:27"}
 DEFAULT_DR = {"EU868": 5, "US915": 0}
 PAUSE_MS = "4294967245"
-#: the network's join-accept delay and the RX windows, seconds after the uplink
-JOIN_ACCEPT_DELAY = 5.0
-RX1_DELAY = 1.0
-RX2_DELAY = 2.0
-JOIN_REQUEST_PHY = 23
 
 _HEX = re.compile(r"^(?:[0-9A-Fa-f]{2})*$")
 _KEYS = {"deveui": 16, "appeui": 16, "appkey": 32, "devaddr": 8, "nwkskey": 32, "appskey": 32}
 
 
 class RN2483Model(ModuleModel):
+    REPLIES = Replies(ok="ok", busy="busy", no_free_ch="no_free_ch", too_long="invalid_data_len",
+                      joined="accepted", denied="denied")
+
     def __init__(self, config: EmulatorConfig, **kw):
         super().__init__(config, **kw)
         self.version = VERSIONS[self.region.name]
@@ -58,8 +56,7 @@ class RN2483Model(ModuleModel):
         if text == "sys get ver":
             return stray + [self.line(now, self.version)]
         if text == "sys reset":
-            self._boot()
-            return [self.line(now, self.version)]
+            return self._reboot(now)
         if text == "sys get hweui":
             return [self.line(now, self.hweui)]
         if head == "mac reset":
@@ -138,24 +135,7 @@ class RN2483Model(ModuleModel):
         if mode == "abp":
             self.joined, self.fcnt = True, 0
             return [self.line(now, "ok"), self.line(now, "accepted")]
-        freq = self.pick_channel(now)
-        if freq is None:
-            return [self.line(now, "no_free_ch")]
-        d = self.region.dr(self.dr)
-        air = lorawan.time_on_air(d.sf, d.bw_hz, JOIN_REQUEST_PHY)
-        end = now + self.delay(air)
-        self.close_band(freq, air, end)
-        done = end + self.delay(JOIN_ACCEPT_DELAY)
-        self.busy_until = done
-        deny = self.faults.take("deny_join")
-
-        def finish(t: float) -> list[Out]:
-            if deny:
-                return [self.line(t, "denied")]
-            self.joined, self.fcnt = True, 0
-            return [self.line(t, "accepted")]
-
-        return [self.line(now, "ok"), self.later(done, finish)]
+        return self.start_join(now)
 
     def _tx(self, kind: str, port_s: str, hexdata: str, now: float) -> list[Out]:
         bad = [self.line(now, "invalid_param")]
@@ -171,57 +151,18 @@ class RN2483Model(ModuleModel):
             return [self.line(now, "not_joined")]
         if self.faults.take("fcnt_err"):
             return [self.line(now, "frame_counter_err_rejoin_needed")]
-        if self.faults.take("busy"):
-            return [self.line(now, "busy")]
-        if self.faults.take("no_free_ch"):
-            return [self.line(now, "no_free_ch")]
-        payload = bytes.fromhex(hexdata)
-        d = self.region.dr(self.dr)
-        if len(payload) > d.max_payload:
-            return [self.line(now, "invalid_data_len")]
-        freq = self.pick_channel(now)
-        if freq is None:
-            return [self.line(now, "no_free_ch")]
-        if self.faults.take("drop_second_reply"):
-            self.hung = True
-            return [self.line(now, "ok")]
-        air = d.time_on_air(len(payload))
-        end = now + self.delay(air)
-        if self.faults.take("reboot"):
-            def reboot(t: float) -> list[Out]:
-                self._boot()
-                return [self.line(t, self.version)]
+        return self.start_tx(now, int(port_s), bytes.fromhex(hexdata), kind == "cnf", self.keys["deveui"])
 
-            return [self.line(now, "ok"), self.later(now + self.delay(air / 2), reboot)]
-        self.close_band(freq, air, end)
-        dl = self.take_downlink()
-        done = end + self.delay(RX1_DELAY if dl else RX2_DELAY)
-        self.busy_until = done
-        lower = self.faults.take("lower_dr")
-        nack = kind == "cnf" and self.faults.take("nack")
-        port = int(port_s)
-        fcnt = self.fcnt
-        self.fcnt += 1
-        dr = self.dr
+    def _reboot(self, t: float) -> list[Out]:
+        self._boot()
+        return [self.line(t, self.version)]
 
-        def transmit(t: float) -> list[Out]:
-            self.emit_tx(TxFrame(
-                dev_eui=self.keys["deveui"], fport=port, fcnt=fcnt, payload=payload, dr=dr,
-                region=self.region.name, frequency_hz=freq, time_ns=self.wall_ns(), airtime_s=air,
-                confirmed=kind == "cnf",
-            ))
-            return []
-
-        def second(t: float) -> list[Out]:
-            if lower and self.dr > 0:
-                self.dr -= 1
-            if nack:
-                return [self.line(t, "mac_err")]
-            if dl:
-                return [self.line(t, f"mac_rx {dl[0]} {dl[1].hex().upper()}")]
-            return [self.line(t, "mac_tx_ok")]
-
-        return [self.line(now, "ok"), self.later(end, transmit), self.later(done, second)]
+    def _tx_result(self, t: float, dl: tuple[int, bytes] | None, confirmed: bool, nack: bool) -> list[Out]:
+        if nack:
+            return [self.line(t, "mac_err")]
+        if dl:
+            return [self.line(t, f"mac_rx {dl[0]} {dl[1].hex().upper()}")]
+        return [self.line(t, "mac_tx_ok")]
 
     # -- radio (point to point)
 
