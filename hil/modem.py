@@ -400,18 +400,25 @@ class Modem(ABC):
     """
 
     model = "modem"
+    #: the module's default UART rate (set by each driver)
+    baudrate: int
 
     def __init__(
         self,
-        link: SerialLink,
+        url: str,
         *,
         region: str | None = None,
         timeouts: Timeouts | None = None,
         policy: RecoveryPolicy | None = None,
         credentials: Credentials | None = None,
+        clock: Clock = time.monotonic,
         sleep: Sleep = time.sleep,
+        baudrate: int | None = None,
     ):
-        self.link = link
+        """Open ``url`` (a device path or any pyserial URL) at ``baudrate`` (default:
+        the module's); raises :class:`ModemError` naming the port when it cannot."""
+        port = open_port(url, self.baudrate if baudrate is None else baudrate)
+        self.link = SerialLink(port, is_unsolicited=self.is_unsolicited, clock=clock, name=url)
         self.region = region.upper() if region else None
         self.timeouts = timeouts or Timeouts()
         self.policy = policy or RecoveryPolicy()
@@ -424,6 +431,12 @@ class Modem(ABC):
         self._downlinks: deque[Downlink] = deque()
 
     # -- module specific
+
+    @staticmethod
+    def is_unsolicited(line: str) -> bool:
+        """Whether ``line`` is one the module prints on its own (downlinks, events),
+        kept when it turns up between replies."""
+        return False
 
     @abstractmethod
     def probe(self) -> ModuleInfo: ...

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 
 from hil.modem import (
-    Clock,
-    Credentials,
     Downlink,
     Modem,
     ModemError,
@@ -16,12 +13,7 @@ from hil.modem import (
     ModemTimeout,
     ModuleInfo,
     Outcome,
-    RecoveryPolicy,
-    SerialLink,
-    Sleep,
-    Timeouts,
     TxAttempt,
-    open_port,
 )
 
 log = logging.getLogger("hil.rn2483")
@@ -59,22 +51,10 @@ class RN2483(Modem):
     """RN2483 / RN2903 over ``url`` (a device path or any pyserial URL)."""
 
     model = "rn2483"
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        region: str | None = None,
-        timeouts: Timeouts | None = None,
-        policy: RecoveryPolicy | None = None,
-        credentials: Credentials | None = None,
-        clock: Clock = time.monotonic,
-        sleep: Sleep = time.sleep,
-        baudrate: int = BAUD,
-    ):
-        link = SerialLink(open_port(url, baudrate), is_unsolicited=is_unsolicited, clock=clock, name=url)
-        super().__init__(link, region=region, timeouts=timeouts, policy=policy, credentials=credentials, sleep=sleep)
-        self.version = ""
+    baudrate = BAUD
+    is_unsolicited = staticmethod(is_unsolicited)
+    #: the last version line the module printed
+    version = ""
 
     # -- plumbing
 
