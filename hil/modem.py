@@ -287,10 +287,12 @@ class SerialLink:
 
     # -- reading
 
-    def _fill(self) -> None:
+    def _fill(self, wait: bool = True) -> None:
+        """Append what the port has to the buffer: with ``wait``, the next byte (up to
+        the port's read timeout) and what came with it; else only what is waiting."""
         try:
-            data = self.port.read(1)
-            if data:
+            data = self.port.read(1) if wait else b""
+            if data or not wait:
                 waiting = self.port.in_waiting
                 if waiting:
                     data += self.port.read(waiting)
@@ -327,12 +329,7 @@ class SerialLink:
     def flush(self) -> None:
         """Drain input that arrived before the next command: keep unsolicited lines,
         drop the rest (and any partial line) so it cannot answer the wrong command."""
-        try:
-            waiting = self.port.in_waiting
-            if waiting:
-                self._buf += self.port.read(waiting)
-        except (serial.SerialException, OSError) as e:
-            raise ModemError(f"serial port {self.name} failed: {e}") from None
+        self._fill(wait=False)
         while (line := self._pop_line()) is not None:
             self._keep_or_ignore(line, "flush")
         if self._buf:
@@ -357,11 +354,7 @@ class SerialLink:
 
     def write_line(self, text: str) -> None:
         log.debug("event=send port=%s line=%r", self.name, text)
-        try:
-            self.port.write(text.encode("ascii") + b"\r\n")
-            self.port.flush()
-        except (serial.SerialException, OSError) as e:
-            raise ModemError(f"cannot write to serial port {self.name}: {e}") from None
+        self.write_raw(text.encode("ascii") + b"\r\n")
 
     def command(self, text: str, accept: Callable[[str], bool] | Collection[str], timeout: float) -> str:
         """Flush stale input, send ``text``, return its (first) reply."""
