@@ -1,0 +1,189 @@
+"""``scenarios``: run scenario files against the real collector and show the outcome.
+
+    scenarios run scenarios/files/quickstart.toml
+    scenarios run scenarios/files/*.toml --json results.json --quiet
+    scenarios list
+    scenarios check FILE...
+
+Flags may also come from environment variables ``SCENARIOS_<COMMAND>_<OPTION>``
+(e.g. ``SCENARIOS_RUN_JSON=out.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from scenarios.spec import Scenario, ScenarioError, files_dir, load_scenario, shipped_files
+
+
+def resolve(arg: str) -> Path:
+    """A path, or the name of a shipped scenario (``quickstart``)."""
+    p = Path(arg)
+    if p.exists():
+        return p
+    shipped = files_dir() / (arg if arg.endswith(".toml") else arg + ".toml")
+    if shipped.exists():
+        return shipped
+    raise click.BadParameter(f"no scenario file {arg!r} (and no shipped scenario of that name; see "
+                             "`scenarios list`)", param_hint="FILE")
+
+
+class Bar:
+    """A one-line progress bar on standard error."""
+
+    def __init__(self, label: str, enabled: bool, width: int = 30):
+        self.label = label
+        self.enabled = enabled
+        self.width = width
+        self.t0 = time.monotonic()
+        self.last = ""
+
+    def __call__(self, frac: float, text: str) -> None:
+        if not self.enabled:
+            return
+        frac = min(1.0, max(0.0, frac))
+        n = int(frac * self.width)
+        line = (f"\r{self.label:<28.28} [{'#' * n}{'.' * (self.width - n)}] {frac:4.0%} "
+                f"{time.monotonic() - self.t0:5.1f}s {text:<22.22}")
+        if line != self.last:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            self.last = line
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if v != v:
+            return "nan"
+        return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
+    return str(v)
+
+
+def expectation_table(result) -> str:
+    rows = [("expectation", "value", "limit", "result")]
+    for e in result.expectations:
+        rows.append((e.name, _fmt(e.value), f"{e.op} {e.limit:g}", "pass" if e.passed else "FAIL"))
+    w = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * x for x in w))
+    return "\n".join(lines)
+
+
+def summary(result) -> str:
+    v = result.values
+    lat = (f"latency p50 {_fmt(v.get('latency_p50_s'))} s, p95 {_fmt(v.get('latency_p95_s'))} s, "
+           f"max {_fmt(v.get('latency_max_s'))} s (virtual)")
+    return "\n".join([
+        f"records {v['records']} ({v['records_reached']} reached the collector), uplinks {v['uplinks']} "
+        f"({v['uplinks_acked']} acknowledged, {v['uplinks_refused']} refused while down, "
+        f"{v['ingest_errors']} errors)",
+        f"documents {v['documents']} ({v['documents_complete']} complete, {v['documents_partial']} partial) of "
+        f"{v['expected_documents']} due; incidents {v['incidents']} ({v['expected_incidents']} due); "
+        f"dead letters {v['dead_letters']}",
+        lat,
+        f"wall time {result.timings['total_s']:.1f} s (simulate {result.timings['plan_s']:.1f} s, "
+        f"post {result.timings.get('post_s', 0):.1f} s, drain {result.timings.get('drain_s', 0):.1f} s)",
+    ])
+
+
+@click.group(context_settings={"auto_envvar_prefix": "SCENARIOS", "help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Declarative loss/reorder scenarios run end to end through the real collector."""
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the results as JSON here.")
+@click.option("--quiet", is_flag=True, help="No progress bar; print only the tables.")
+@click.option("--keep", type=click.Path(file_okay=False), help="Keep each run's database and logs under DIR/<name>.")
+def run(files: tuple[str, ...], json_out: str | None, quiet: bool, keep: str | None) -> None:
+    """Run scenario FILES (paths, or names of shipped scenarios) and check their expectations.
+
+    Exits 1 when any expectation fails, 2 on a bad file.
+    """
+    from scenarios.runner import RunError, run_scenario
+
+    scenarios: list[Scenario] = []
+    for f in files:
+        try:
+            scenarios.append(load_scenario(resolve(f)))
+        except ScenarioError as e:
+            raise click.UsageError(str(e)) from None
+    results = []
+    t0 = time.monotonic()
+    failed = 0
+    for sc in scenarios:
+        bar = Bar(sc.name, not quiet)
+        try:
+            res = run_scenario(sc, workdir=Path(keep) / sc.name if keep else None, progress=bar)
+        except RunError as e:
+            bar.done()
+            click.echo(f"\n== {sc.name}: ERROR\n{e}")
+            failed += 1
+            results.append({"name": sc.name, "path": sc.path, "passed": False, "error": str(e)})
+            continue
+        bar.done()
+        click.echo(f"\n== {sc.name}: {'passed' if res.passed else 'FAILED'}  ({sc.path})")
+        if sc.description:
+            click.echo(sc.description.strip().splitlines()[0])
+        click.echo(summary(res))
+        click.echo(expectation_table(res))
+        if not res.passed:
+            failed += 1
+            for m in res.details.get("mismatches", [])[:5]:
+                click.echo(f"  mismatch: {m}")
+            for m in res.details.get("missing_documents", [])[:5]:
+                click.echo(f"  missing: {m}")
+            for m in res.details.get("ingest_errors", [])[:5]:
+                click.echo(f"  ingest error: {m}")
+        results.append(res.to_dict())
+    wall = time.monotonic() - t0
+    if len(scenarios) > 1:
+        click.echo(f"\n{len(scenarios) - failed}/{len(scenarios)} scenarios passed in {wall:.1f} s")
+    if json_out:
+        Path(json_out).write_text(json.dumps({"wall_s": round(wall, 3), "scenarios": results}, indent=1) + "\n",
+                                  encoding="utf-8")
+    sys.exit(1 if failed else 0)
+
+
+@main.command("list")
+def list_() -> None:
+    """List the shipped scenario files."""
+    for p in shipped_files():
+        try:
+            sc = load_scenario(p)
+            first = sc.description.strip().splitlines()[0] if sc.description.strip() else ""
+            click.echo(f"{p.stem:<24} {first}")
+        except ScenarioError as e:
+            click.echo(f"{p.stem:<24} INVALID: {e}")
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True)
+def check(files: tuple[str, ...]) -> None:
+    """Check scenario FILES without running them."""
+    bad = 0
+    for f in files:
+        try:
+            sc = load_scenario(resolve(f))
+            click.echo(f"{sc.name}: ok ({len(sc.expect)} expectations)")
+        except ScenarioError as e:
+            click.echo(str(e), err=True)
+            bad += 1
+    sys.exit(2 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
