@@ -8,9 +8,11 @@ work on the same database file as a running service (SQLite WAL allows it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -97,8 +99,42 @@ def _open_store(config: str | None, db: str | None) -> Store:
         raise click.ClickException(f"cannot open database {cfg.db!r}: {e}") from None
 
 
+def _open_rw(config: str | None, db: str | None) -> Store:
+    """The store for a command that writes (the database is created if missing)."""
+    return Store(_load(config, {"db": db}).db)
+
+
+@contextlib.contextmanager
+def _store(config: str | None, db: str | None, *, create: bool = False) -> Iterator[Store]:
+    """The store of ``--config``/``--db``, closed afterwards; without ``create`` the
+    database must exist already."""
+    store = _open_rw(config, db) if create else _open_store(config, db)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
 def _echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=False))
+
+
+def _echo_rows(rows: list[dict], as_json: bool, key: str, empty: str, line: Callable[[dict], str]) -> None:
+    """A listing: JSON ``{key: rows}``, or one ``line(row)`` a row (``empty`` for none)."""
+    if as_json:
+        _echo_json({key: rows})
+        return
+    if not rows:
+        click.echo(empty)
+    for r in rows:
+        click.echo(line(r))
+
+
+def _dev_eui(value: str) -> str:
+    try:
+        return check_eui(value, "DEV_EUI")
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 # --------------------------------------------------------------------------- serve
@@ -134,11 +170,8 @@ def serve(config: str | None, **overrides: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status(config: str | None, db: str | None, as_json: bool) -> None:
     """Counts of open and closed messages, documents, incidents and dead letters."""
-    store = _open_store(config, db)
-    try:
+    with _store(config, db) as store:
         c = store.counts()
-    finally:
-        store.close()
     if as_json:
         _echo_json(c)
         return
@@ -167,18 +200,10 @@ def incidents(ctx: click.Context, config, db, device, limit, as_json) -> None:
     ctx.obj = {"config": config, "db": db}
     if ctx.invoked_subcommand is not None:
         return
-    store = _open_store(config, db)
-    try:
+    with _store(config, db) as store:
         rows = store.list_incidents(device, limit)
-    finally:
-        store.close()
-    if as_json:
-        _echo_json({"incidents": rows})
-        return
-    if not rows:
-        click.echo("no incidents")
-    for r in rows:
-        click.echo(f"{r['id']:>6}  {r['created']}  {r['devEui']}  msg {r['msgId']}  {r['code']}: {r['detail']}")
+    _echo_rows(rows, as_json, "incidents", "no incidents",
+               lambda r: f"{r['id']:>6}  {r['created']}  {r['devEui']}  msg {r['msgId']}  {r['code']}: {r['detail']}")
 
 
 @incidents.command("show")
@@ -186,11 +211,8 @@ def incidents(ctx: click.Context, config, db, device, limit, as_json) -> None:
 @click.pass_context
 def incidents_show(ctx: click.Context, ident: str) -> None:
     """Show one incident (by number or message id) with all that arrived."""
-    store = _open_store(ctx.obj["config"], ctx.obj["db"])
-    try:
+    with _store(**ctx.obj) as store:
         d = store.get_incident(ident)
-    finally:
-        store.close()
     if d is None:
         raise click.ClickException(f"no incident {ident!r}")
     _echo_json(d)
@@ -214,19 +236,11 @@ def deadletters(ctx: click.Context, config, db) -> None:
 @click.pass_context
 def deadletters_list(ctx: click.Context, limit: int, as_json: bool) -> None:
     """List dead letters, newest first."""
-    store = _open_store(ctx.obj["config"], ctx.obj["db"])
-    try:
+    with _store(**ctx.obj) as store:
         rows = store.list_documents("dead", limit)
-    finally:
-        store.close()
-    if as_json:
-        _echo_json({"deadletters": rows})
-        return
-    if not rows:
-        click.echo("no dead letters")
-    for r in rows:
-        click.echo(f"{r['id']}  {r['deadAt']}  {r['idempotencyKey']}  attempts {r['attempts']}  "
-                   f"{r['deadReason']}")
+    _echo_rows(rows, as_json, "deadletters", "no dead letters",
+               lambda r: f"{r['id']}  {r['deadAt']}  {r['idempotencyKey']}  attempts {r['attempts']}  "
+                         f"{r['deadReason']}")
 
 
 @deadletters.command("show")
@@ -234,11 +248,8 @@ def deadletters_list(ctx: click.Context, limit: int, as_json: bool) -> None:
 @click.pass_context
 def deadletters_show(ctx: click.Context, uid: str) -> None:
     """Show one dead letter: the document, every attempt and the last response."""
-    store = _open_store(ctx.obj["config"], ctx.obj["db"])
-    try:
+    with _store(**ctx.obj) as store:
         d = store.get_document(uid)
-    finally:
-        store.close()
     if d is None or d["state"] != "dead":
         raise click.ClickException(f"no dead letter {uid!r}")
     _echo_json(d)
@@ -252,11 +263,8 @@ def deadletters_retry(ctx: click.Context, uids: tuple[str, ...], all_: bool) -> 
     """Queue dead letters for delivery again (a running service sends them within seconds)."""
     if bool(uids) == all_:
         raise click.UsageError("give dead-letter ids or --all")
-    store = _open_store(ctx.obj["config"], ctx.obj["db"])
-    try:
+    with _store(**ctx.obj) as store:
         n = store.write(op_retry_dead(None if all_ else list(uids), time.time()))
-    finally:
-        store.close()
     if not all_ and n < len(uids):
         click.echo(f"queued {n} of {len(uids)} (the others are not dead letters)", err=True)
         if n == 0:
@@ -276,28 +284,15 @@ def devices(ctx: click.Context, config, db) -> None:
     ctx.obj = {"config": config, "db": db}
 
 
-def _open_rw(ctx: click.Context) -> Store:
-    cfg = _load(ctx.obj["config"], {"db": ctx.obj["db"]})
-    return Store(cfg.db)
-
-
 @devices.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def devices_list(ctx: click.Context, as_json: bool) -> None:
     """List registered devices (tokens are not shown)."""
-    store = _open_store(ctx.obj["config"], ctx.obj["db"])
-    try:
+    with _store(**ctx.obj) as store:
         rows = store.list_devices()
-    finally:
-        store.close()
-    if as_json:
-        _echo_json({"devices": rows})
-        return
-    if not rows:
-        click.echo("no devices registered")
-    for r in rows:
-        click.echo(f"{r['devEui']}  token: {'yes' if r['hasToken'] else 'no '}  {r['name'] or ''}")
+    _echo_rows(rows, as_json, "devices", "no devices registered",
+               lambda r: f"{r['devEui']}  token: {'yes' if r['hasToken'] else 'no '}  {r['name'] or ''}")
 
 
 @devices.command("add")
@@ -307,15 +302,9 @@ def devices_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def devices_add(ctx: click.Context, dev_eui: str, token: str | None, name: str | None) -> None:
     """Register a device (or replace its token)."""
-    try:
-        eui = check_eui(dev_eui, "DEV_EUI")
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
-    store = _open_rw(ctx)
-    try:
+    eui = _dev_eui(dev_eui)
+    with _store(**ctx.obj, create=True) as store:
         store.write(op_device(eui, token, name, time.time()))
-    finally:
-        store.close()
     click.echo(f"device {eui} registered")
 
 
@@ -324,15 +313,9 @@ def devices_add(ctx: click.Context, dev_eui: str, token: str | None, name: str |
 @click.pass_context
 def devices_remove(ctx: click.Context, dev_eui: str) -> None:
     """Remove a device from the registry."""
-    try:
-        eui = check_eui(dev_eui, "DEV_EUI")
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
-    store = _open_rw(ctx)
-    try:
+    eui = _dev_eui(dev_eui)
+    with _store(**ctx.obj, create=True) as store:
         n = store.write(op_device_remove(eui))
-    finally:
-        store.close()
     if not n:
         raise click.ClickException(f"device {eui} is not registered")
     click.echo(f"device {eui} removed")
@@ -347,12 +330,9 @@ def devices_import(ctx: click.Context, path: str) -> None:
         devs = load_file(path)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
-    store = _open_rw(ctx)
     now = time.time()
-    try:
+    with _store(**ctx.obj, create=True) as store:
         store.apply([op_device(d.dev_eui, d.token, d.name, now) for d in devs])
-    finally:
-        store.close()
     click.echo(f"imported {len(devs)} device(s)")
 
 
