@@ -48,32 +48,26 @@ def test_join_dr_and_max_payload(rig_factory, module):
 
 
 @pytest.mark.parametrize("module", MODULES)
-def test_full_record_74_fragments_at_us915_dr0(rig_factory, module):
+@pytest.mark.parametrize(
+    ("dr", "msg_id", "seq", "fragments", "size"),
+    [(0, 17, 1, 74, 11), (3, 200, 2, 3, 242)],
+    ids=["74-fragments-at-us915-dr0", "3-fragments-at-us915-dr3"],
+)
+def test_full_record_is_fragmented_to_n_of_the_dr(rig_factory, module, dr, msg_id, seq, fragments, size):
     rig = rig_factory(module, "US915")
     rig.modem.join()
-    rig.modem.set_dr(0)
-    record = wire.encode_record(bench.make_record(42, 1))
+    rig.modem.set_dr(dr)
+    record = wire.encode_record(bench.make_record(42, seq))
     assert len(record) == 658
-    sent = bench.send_record(rig.modem, 17, record)
-    assert (sent.fragments, sent.size, sent.dr, sent.restarts) == (74, 11, 0, 0)
+    sent = bench.send_record(rig.modem, msg_id, record)
+    assert (sent.fragments, sent.size, sent.dr, sent.restarts) == (fragments, size, dr, 0)
     frames = rig.model.tx_log
-    assert len(frames) == 74
-    assert [f.fcnt for f in frames] == list(range(74))
-    assert {(f.fport, f.dr, f.region) for f in frames} == {(16, 0, "US915")}
-    assert all(len(f.payload) <= 11 for f in frames)
-    assert sent_record(rig, 17) == record
-
-
-@pytest.mark.parametrize("module", MODULES)
-def test_record_3_fragments_at_us915_dr3(rig_factory, module):
-    rig = rig_factory(module, "US915")
-    rig.modem.join()
-    rig.modem.set_dr(3)
-    record = wire.encode_record(bench.make_record(42, 2))
-    sent = bench.send_record(rig.modem, 200, record)
-    assert (sent.fragments, sent.size) == (3, 242)
-    assert [len(f.payload) for f in rig.model.tx_log] == wire.fragment_lengths(658, 242)
-    assert sent_record(rig, 200) == record
+    assert len(frames) == fragments
+    assert [f.fcnt for f in frames] == list(range(fragments))
+    assert {(f.fport, f.dr, f.region) for f in frames} == {(16, dr, "US915")}
+    assert all(len(f.payload) <= size for f in frames)
+    assert [len(f.payload) for f in frames] == wire.fragment_lengths(658, size)
+    assert sent_record(rig, msg_id) == record
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -131,7 +125,6 @@ def test_confirmed_uplink_is_acknowledged(rig_factory):
     res = rig.modem.send(16, b"\x01\x00\x01\xaa", confirmed=True)
     assert res.acked is True
     assert rig.model.tx_log[0].confirmed
-
 
 
 def test_pyserial_urls_work_too(tmp_path):
