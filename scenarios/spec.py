@@ -193,7 +193,9 @@ def scenario_from_dict(data: dict, *, where: str = "scenario", path: str | None 
     try:
         sc.sim = config_from_dict({**sim, "seed": sc.seed, "hours": sc.hours})
     except ConfigError as e:
-        raise _err(where, f"devicesim.{e}" if not str(e).startswith("devicesim") else str(e)) from None
+        msg = str(e)
+        msg = "devicesim:" + msg[len("config:"):] if msg.startswith("config:") else "devicesim." + msg
+        raise _err(where, msg) from None
 
     if sc.source == "hil":
         h = _table(data, "hil", where)
