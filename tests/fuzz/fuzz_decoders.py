@@ -14,10 +14,10 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
+    # the script's folder is first on sys.path when it runs as a script
+    from hostile import reassemble_hostile
+
     from collector import wire
-    from collector.assemble import assemble
-    from collector.reassembly import Reassembler, Settings
-    from collector.uplink import Uplink
 
 
 def _fragments(data: bytes) -> list[bytes]:
@@ -40,17 +40,7 @@ def one_input(data: bytes) -> None:
         elif target == 1:
             wire.parse_fragment(body)
         else:
-            r = Reassembler(Settings(message_timeout=1, deadline_policy="fixed", max_open_per_device=4))
-            closed = []
-            for i, p in enumerate(_fragments(body)):
-                try:
-                    closed += r.feed(Uplink("0000000000000001", 16, p, i), float(i)).closed
-                except wire.FragmentError:
-                    pass
-            closed += r.expire(float("inf"))
-            for m in closed:
-                out = assemble(m)
-                assert (out.kind == "document") == (out.xml is not None)
+            reassemble_hostile(_fragments(body), max_open_per_device=4)
     except wire.WireError:
         pass
 
