@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import subprocess
 import sys
@@ -19,10 +20,8 @@ HERE = Path(__file__).parent
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=800))
 def test_record_decoder_raises_only_its_own_errors(data):
-    try:
+    with contextlib.suppress(wire.RecordError):
         wire.decode_record(data)
-    except wire.RecordError:
-        pass
 
 
 @settings(max_examples=400, deadline=None)
