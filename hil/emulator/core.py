@@ -168,7 +168,11 @@ class ModuleModel:
     :meth:`_reboot` and :meth:`_tx_result` and set :attr:`REPLIES`."""
 
     REPLIES: Replies
-    # LoRaWAN state, set by the subclass's boot
+    #: the DR after power-on, per region
+    DEFAULT_DR: dict[str, int]
+    #: the names of DevEUI, AppEUI and AppKey among :attr:`keys`
+    OTAA_KEYS: tuple[str, str, str]
+    # LoRaWAN state, set by :meth:`_boot`
     dr: int
     fcnt: int
     joined: bool
@@ -197,6 +201,23 @@ class ModuleModel:
         self._downlinks: list[tuple[int, bytes]] = []
         self._dl_lock = threading.Lock()
         self.split_writes = False
+        dev, app, key = self.OTAA_KEYS
+        self.keys: dict[str, str] = {dev: config.dev_eui.upper()}
+        if config.provisioned:
+            self.keys.update({app: config.app_eui.upper(), key: config.app_key.upper()})
+        self._boot()
+        if config.dr is not None:
+            self.dr = config.dr
+
+    def _boot(self) -> None:
+        """State after power-on / reset (keys are kept, as after ``mac save``);
+        subclasses add their own."""
+        self.epoch += 1
+        self.dr = self.DEFAULT_DR[self.region.name]
+        self.joined = False
+        self.hung = False
+        self.busy_until = 0.0
+        self.fcnt = 0
 
     # -- building blocks for subclasses
 

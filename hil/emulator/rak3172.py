@@ -23,26 +23,15 @@ class RAK3172Model(ModuleModel):
     REPLIES = Replies(ok="OK", busy="AT_BUSY_ERROR", no_free_ch="AT_DUTYCYCLE_RESTRICTED",
                       too_long="AT_PARAM_ERROR", joined="+EVT:JOINED", denied="+EVT:JOIN_FAILED_RX_TIMEOUT")
 
+    DEFAULT_DR = DEFAULT_DR
+    OTAA_KEYS = ("DEVEUI", "APPEUI", "APPKEY")
+
     def __init__(self, config: EmulatorConfig, **kw):
         super().__init__(config, **kw)
-        self.keys: dict[str, str] = {"DEVEUI": config.dev_eui.upper()}
-        if config.provisioned:
-            self.keys.update(APPEUI=config.app_eui.upper(), APPKEY=config.app_key.upper())
         self.band = {v: k for k, v in BANDS.items()}[self.region.name]
         self.njm = 1
         self.adr = 0
         self.cfm = 0
-        self._boot()
-        if config.dr is not None:
-            self.dr = config.dr
-
-    def _boot(self) -> None:
-        self.epoch += 1
-        self.dr = DEFAULT_DR[self.region.name]
-        self.joined = False
-        self.hung = False
-        self.busy_until = 0.0
-        self.fcnt = 0
 
     def _banner(self, t: float) -> list[Out]:
         return [self.line(t, text) for text in BANNER]

@@ -18,28 +18,19 @@ _KEYS = {"deveui": 16, "appeui": 16, "appkey": 32, "devaddr": 8, "nwkskey": 32, 
 class RN2483Model(ModuleModel):
     REPLIES = Replies(ok="ok", busy="busy", no_free_ch="no_free_ch", too_long="invalid_data_len",
                       joined="accepted", denied="denied")
+    DEFAULT_DR = DEFAULT_DR
+    OTAA_KEYS = ("deveui", "appeui", "appkey")
 
     def __init__(self, config: EmulatorConfig, **kw):
         super().__init__(config, **kw)
         self.version = VERSIONS[self.region.name]
         self.hweui = config.dev_eui.upper()
-        self.keys: dict[str, str] = {"deveui": self.hweui}
-        if config.provisioned:
-            self.keys.update(appeui=config.app_eui.upper(), appkey=config.app_key.upper())
-        self._boot()
-        if config.dr is not None:
-            self.dr = config.dr
 
     def _boot(self) -> None:
         """State after power-on / ``sys reset`` (keys are kept, as after ``mac save``)."""
-        self.epoch += 1
-        self.dr = DEFAULT_DR[self.region.name]
+        super()._boot()
         self.adr = False
-        self.joined = False
         self.paused = False
-        self.hung = False
-        self.busy_until = 0.0
-        self.fcnt = 0
         self.radio_sf = 12
         self.wdt_ms = 15000
         self.rx_waiting = False
