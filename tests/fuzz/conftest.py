@@ -1,10 +1,9 @@
-"""Shared helpers of the fuzz tests: the hostile-reassembly module (also used by
-``fuzz_decoders.py``, which runs as a script)."""
+"""Shared helpers of the fuzz tests: :func:`reassemble_hostile` from hostile.py (a
+plain file, because fuzz_decoders.py, which runs as a script, uses it too)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import runpy
 from pathlib import Path
 
 import pytest
@@ -12,19 +11,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 
 
-def _load_hostile():
-    name = "fuzz_hostile"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, HERE / "hostile.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="session")
-def hostile():
-    """The hostile module (:func:`reassemble_hostile`)."""
-    return _load_hostile()
+def reassemble_hostile():
+    """hostile.reassemble_hostile(payloads, max_open_per_device) -> assembled outcomes."""
+    return runpy.run_path(str(HERE / "hostile.py"))["reassemble_hostile"]

@@ -1,5 +1,5 @@
 """Reassembly of hostile fragments: shared by the hypothesis test (through the
-``hostile`` fixture of conftest.py) and the atheris fuzzer (fuzz_decoders.py)."""
+``reassemble_hostile`` fixture of conftest.py) and the atheris fuzzer (fuzz_decoders.py)."""
 
 from __future__ import annotations
 

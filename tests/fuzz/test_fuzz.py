@@ -36,10 +36,10 @@ def test_fragment_parser_raises_only_its_own_errors(data):
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.integers(0, 3), st.binary(max_size=60)), max_size=40))
-def test_reassembly_of_hostile_fragments_never_raises_anything_else(hostile, items):
+def test_reassembly_of_hostile_fragments_never_raises_anything_else(reassemble_hostile, items):
     """Fragments with arbitrary headers and bodies, msg_ids 0-3: every closed message
     becomes a document or an incident."""
-    hostile.reassemble_hostile((bytes([msg_id]) + body for msg_id, body in items), max_open_per_device=3)
+    reassemble_hostile((bytes([msg_id]) + body for msg_id, body in items), max_open_per_device=3)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("atheris") is None, reason="atheris has no wheel for this platform")
