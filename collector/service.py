@@ -33,7 +33,7 @@ import orjson
 from aiohttp import web
 
 from collector import ingest
-from collector.assemble import assemble
+from collector.aggregator import Assembler
 from collector.clock import Clock, ManualClock, make_clock, wait_first
 from collector.config import ServiceConfig
 from collector.delivery import DeliveryAgent
@@ -46,7 +46,7 @@ from collector.store import (
     Store,
     StoreUnavailable,
     message_header,
-    op_close,
+    op_closed,
     op_device,
     op_incident,
     op_ingest,
@@ -119,6 +119,8 @@ class CollectorService:
         #: messages the ingest path closed, waiting to be assembled (by the aggregator)
         self._pending_close: list[Message] = []
         self._close_lock = asyncio.Lock()
+        #: assembles closed messages (in a worker process while closes come fast)
+        self.assembler = Assembler()
         self._outcome_counters: dict[tuple[str, str], Any] = {}
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
@@ -204,6 +206,7 @@ class CollectorService:
                 except Exception:  # noqa: BLE001 - a failed task must not stop the shutdown
                     log.exception("event=task_failed task=%s", t.get_name())
         steps = [("closing", self.flush_closes if self.committer else None),
+                 ("assembler", self.assembler.close),
                  ("delivery", self.delivery.stop if self.delivery else None),
                  ("store", self.committer.close if self.committer else None)]
         for name, step in steps:
@@ -388,19 +391,18 @@ class CollectorService:
             log.warning("event=open_cap dev=%s message=%s code=%s", m.dev_eui, m.uid, code)
         return ops
 
-    def _close_ops(self, closed: list[Message], now: float) -> list[Op]:
-        """Assemble closed messages: their documents or incidents, as store writes."""
+    async def _close_ops(self, closed: list[Message], now: float) -> list[Op]:
+        """Assemble closed messages (:class:`~collector.aggregator.Assembler`): their
+        documents or incidents, as store writes."""
         ops: list[Op] = []
-        for m in closed:
-            out = assemble(m)
-            d = out.to_dict()
-            ops.append(op_close(m.to_dict(), d, out.xml, now))
-            self.metrics.messages.labels(out.state, m.close_reason or "unknown").inc()
-            if out.kind == "incident":
-                self.metrics.incidents.labels(out.code or "unknown").inc()
+        for cm in await self.assembler.run(closed):
+            ops.append(op_closed(cm, now))
+            self.metrics.messages.labels(cm.state, cm.close_reason or "unknown").inc()
+            if cm.state == "incident":
+                self.metrics.incidents.labels(cm.code or "unknown").inc()
             log.info("event=message_closed message=%s dev=%s msg_id=%d reason=%s outcome=%s fragments=%d/%s%s",
-                     m.uid, m.dev_eui, m.msg_id, m.close_reason, out.state, len(m.fragments),
-                     out.fragments_expected, f" code={out.code}" if out.code else "")
+                     cm.uid, cm.dev_eui, cm.msg_id, cm.close_reason, cm.state, cm.fragments_received,
+                     cm.fragments_expected, f" code={cm.code}" if cm.code else "")
         return ops
 
     def _after_close(self, closed: list[Message]) -> None:
@@ -416,7 +418,7 @@ class CollectorService:
                 batch, self._pending_close = self._pending_close, []
                 assert self.committer is not None
                 try:
-                    await self.committer.submit_many(self._close_ops(batch, self.clock.now()))
+                    await self.committer.submit_many(await self._close_ops(batch, self.clock.now()))
                 except StoreUnavailable as e:
                     # still recorded as closed in the store: the aggregator tries again
                     self._pending_close[:0] = batch
@@ -435,7 +437,7 @@ class CollectorService:
         async with self._expire_lock:
             now = self.clock.now()
             closed = self.reasm.expire(now)
-            ops = self._retry_ops + self._close_ops(closed, now)
+            ops = self._retry_ops + await self._close_ops(closed, now)
             if not ops:
                 return 0
             assert self.committer is not None

@@ -255,35 +255,71 @@ def op_open(header: dict, next_seq: int) -> Op:
     return run
 
 
+@dataclass(frozen=True, slots=True)
+class ClosedMessage:
+    """A closed message and its outcome, serialised for the store (plain, picklable
+    data: it may be prepared in another process)."""
+
+    uid: str
+    dev_eui: str
+    msg_id: int
+    opened: float
+    closed: float | None
+    #: "complete", "partial" or "incident"
+    state: str
+    close_reason: str | None
+    fragments_expected: int | None
+    fragments_received: int
+    #: ``Outcome.to_dict()`` and the message without its fragments, as JSON text
+    outcome_json: str
+    message_json: str
+    xml: bytes | None
+    idempotency_key: str | None
+    code: str | None
+    detail: str | None
+
+
+def closed_message(msg: dict, outcome: dict, xml: bytes | None) -> ClosedMessage:
+    """A closed message (``Message.to_dict()``) and its outcome (``Outcome.to_dict()``)
+    as :func:`op_closed` records them."""
+    out = {k: v for k, v in outcome.items() if k != "xml"}
+    header = {k: v for k, v in msg.items() if k != "fragments"}
+    return ClosedMessage(msg["uid"], msg["dev_eui"], msg["msg_id"], msg["opened"], msg["closed"], outcome["state"],
+                         msg["close_reason"], outcome.get("fragmentsExpected"), len(msg["fragments"]),
+                         orjson.dumps(out).decode(), orjson.dumps(header).decode(), xml,
+                         outcome.get("idempotencyKey"), outcome.get("code"), outcome.get("detail"))
+
+
 def op_close(msg: dict, outcome: dict, xml: bytes | None, now: float) -> Op:
     """Record a closed message (``Message.to_dict()``) and its outcome
     (``Outcome.to_dict()``): a document queued for delivery, or an incident. The
     message's fragments are kept once, in the outcome."""
-    state = outcome["state"]
-    out = {k: v for k, v in outcome.items() if k != "xml"}
-    delivery = "pending" if xml is not None else None
-    header = {k: v for k, v in msg.items() if k != "fragments"}
-    mrow = (msg["uid"], msg["dev_eui"], msg["msg_id"], msg["opened"], msg["closed"] if msg["closed"] is not None else now,
-            state, msg["close_reason"], outcome.get("fragmentsExpected"), len(msg["fragments"]), delivery,
-            orjson.dumps(out).decode(), orjson.dumps(header).decode())
+    return op_closed(closed_message(msg, outcome, xml), now)
+
+
+def op_closed(cm: ClosedMessage, now: float) -> Op:
+    """Record a :class:`ClosedMessage` (see :func:`op_close`)."""
+    delivery = "pending" if cm.xml is not None else None
+    mrow = (cm.uid, cm.dev_eui, cm.msg_id, cm.opened, cm.closed if cm.closed is not None else now, cm.state,
+            cm.close_reason, cm.fragments_expected, cm.fragments_received, delivery, cm.outcome_json,
+            cm.message_json)
 
     def run(c: sqlite3.Connection) -> None:
-        c.execute("DELETE FROM open_messages WHERE uid = ?", (msg["uid"],))
+        c.execute("DELETE FROM open_messages WHERE uid = ?", (cm.uid,))
         cur = c.execute(
             "INSERT OR IGNORE INTO messages(uid, dev_eui, msg_id, opened, closed, state, close_reason, "
             "fragments_expected, fragments_received, delivery, outcome, message) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             mrow)
         if cur.rowcount == 0:
             return  # already recorded (closed twice is a no-op)
-        if xml is not None:
+        if cm.xml is not None:
             c.execute("INSERT OR IGNORE INTO documents(uid, dev_eui, idempotency_key, xml, state, created, next_attempt) "
                       "VALUES (?,?,?,?, 'pending', ?, ?)",
-                      (msg["uid"], msg["dev_eui"], outcome["idempotencyKey"], xml, now, now))
-        if state == "incident":
+                      (cm.uid, cm.dev_eui, cm.idempotency_key, cm.xml, now, now))
+        if cm.state == "incident":
             c.execute("INSERT OR IGNORE INTO incidents(uid, dev_eui, msg_id, created, code, detail, outcome) "
                       "VALUES (?,?,?,?,?,?,?)",
-                      (msg["uid"], msg["dev_eui"], msg["msg_id"], now, outcome.get("code") or "unknown",
-                       outcome.get("detail"), mrow[10]))
+                      (cm.uid, cm.dev_eui, cm.msg_id, now, cm.code or "unknown", cm.detail, cm.outcome_json))
     return run
 
 
