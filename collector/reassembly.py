@@ -11,6 +11,7 @@ spec leaves open are written down in ``docs/reassembly.md``.
 from __future__ import annotations
 
 import heapq
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -35,6 +36,9 @@ class Settings:
     duplicate_window: float = 3600.0
     max_open_per_device: int = 32
     max_open_total: int = 50_000
+    #: closed messages remembered for duplicates at most (oldest forgotten first;
+    #: None: as many as ``max_open_total``), so a flood cannot grow memory for an hour
+    max_recent: int | None = None
     fport: int = FPORT
 
     def __post_init__(self) -> None:
@@ -176,8 +180,9 @@ class Reassembler:
 
     def __init__(self, settings: Settings | None = None):
         self.settings = settings or Settings()
-        self._open: dict[tuple[str, int], Message] = {}
-        self._recent: dict[tuple[str, int], Message] = {}
+        #: in opening order (OrderedDict: taking the oldest is O(1) however many are open)
+        self._open: OrderedDict[tuple[str, int], Message] = OrderedDict()
+        self._recent: OrderedDict[tuple[str, int], Message] = OrderedDict()
         self._per_device: dict[str, int] = {}
         self._heap: list[tuple[float, str, tuple[str, int]]] = []
         self.next_seq = 1
@@ -208,7 +213,7 @@ class Reassembler:
         """Restore open and recently closed messages (as :meth:`Message.to_dict` gave
         them) after a restart."""
         self.next_seq = max(self.next_seq, next_seq)
-        for d in messages:
+        for d in sorted(messages, key=lambda d: d["opened"]):  # open ones in opening order
             m = Message.from_dict(d)
             key = (m.dev_eui, m.msg_id)
             if m.closed is None:
@@ -217,6 +222,9 @@ class Reassembler:
                 old = self._recent.get(key)
                 if old is None or (old.closed or 0) <= m.closed:
                     self._recent[key] = m
+        cap = self.settings.max_recent or self.settings.max_open_total
+        if len(self._recent) > cap:  # keep the newest, in closing order
+            self._recent = OrderedDict(sorted(self._recent.items(), key=lambda kv: kv[1].closed or 0)[-cap:])
 
     def _add_open(self, key: tuple[str, int], m: Message) -> None:
         self._open[key] = m
@@ -232,7 +240,10 @@ class Reassembler:
             del self._per_device[m.dev_eui]
         m.closed = now
         m.close_reason = reason
+        self._recent.pop(key, None)  # re-insert last: the dict stays in closing order
         self._recent[key] = m
+        if len(self._recent) > (self.settings.max_recent or self.settings.max_open_total):
+            self._recent.popitem(last=False)
         return m
 
     # ------------------------------------------------------------------ deadlines
@@ -334,10 +345,12 @@ class Reassembler:
         out = []
         s = self.settings
         if self._per_device.get(dev_eui, 0) >= s.max_open_per_device:
-            oldest = min((m for m in self._open.values() if m.dev_eui == dev_eui), key=lambda m: m.opened)
+            # msg_id is one byte: look at the device's at most 256 keys, not at every open message
+            mine = (m for i in range(256) if (m := self._open.get((dev_eui, i))) is not None)
+            oldest = min(mine, key=lambda m: m.opened)
             out.append(self._close((oldest.dev_eui, oldest.msg_id), now, "evicted"))
         if len(self._open) >= s.max_open_total:
-            oldest = min(self._open.values(), key=lambda m: m.opened)
+            oldest = next(iter(self._open.values()))  # the first opened
             out.append(self._close((oldest.dev_eui, oldest.msg_id), now, "evicted"))
         return out
 
