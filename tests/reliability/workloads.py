@@ -549,7 +549,8 @@ def bounds_run(workdir: Path, *, per_device_messages: int = 1000, devices: int =
         rec = wire.encode_record(example_record())
         frags = wire.fragment(0, rec, 51)  # many small fragments: 14+ per message
         one_dev = "70B3D5FFFF000001"
-        phase("one_device", [frag_body(one_dev, bytes([i % 256]) + frags[0][1:], i)
+        # msg_id cycles through 0..255; the last byte makes every message distinct
+        phase("one_device", [frag_body(one_dev, bytes([i % 256]) + frags[0][1:-1] + bytes([i // 256 % 256]), i)
                              for i in range(per_device_messages)])
         phase("many_devices", [frag_body(f"70B3D5EE{i:08X}", frags[0], 10_000 + i) for i in range(devices)])
         huge = []
