@@ -194,6 +194,10 @@ class Reassembler:
     def open_messages(self) -> list[Message]:
         return list(self._open.values())
 
+    def open_count(self, dev_eui: str | None = None) -> int:
+        """Open messages of one device (all devices when None), without a scan."""
+        return len(self._open) if dev_eui is None else self._per_device.get(dev_eui, 0)
+
     def recent_messages(self) -> list[Message]:
         """Closed messages still remembered for duplicate detection."""
         return list(self._recent.values())
