@@ -377,7 +377,7 @@ class CollectorService:
         for m in closed:
             if m.close_reason != "evicted":
                 continue
-            n = sum(1 for o in self.reasm.open_messages() if o.dev_eui == m.dev_eui)
+            n = self.reasm.open_count(m.dev_eui)
             if n >= self.cfg.max_open_per_device:
                 code, detail = "device_open_cap", (
                     f"device {m.dev_eui} reached the cap of {self.cfg.max_open_per_device} open messages; "
