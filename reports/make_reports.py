@@ -1,0 +1,567 @@
+"""Regenerate the benchmark and scenario reports (Markdown with PNG figures).
+
+    .venv/bin/python reports/make_reports.py            # everything (a few minutes)
+    .venv/bin/python reports/make_reports.py --quick    # smoke run: small sweeps, reuse saved numbers
+
+Sections, each a Markdown file next to this script with its figures:
+
+- ``reassembly.md``: reassembly + decode + XML throughput (messages/s, fragments/s) vs
+  fragment size S, pipeline vs the construct baseline, from a pytest-benchmark run of
+  tests/benchmarks (``results/reassembly.json``);
+- ``ingest.md``: ingest throughput of the service against the bare aiohttp handler
+  (``reports/bench_ingest.py`` when wrk is installed and not ``--quick``, else the last
+  ``results/ingest.json``, and the report says so);
+- ``simulator.md``: simulator speed (``reports/bench_devicesim.py``; ``--quick`` reuses
+  ``results/bench_devicesim.json``);
+- ``scenarios.md``: delivery outcome (complete / partial / incident) vs Bernoulli loss
+  for EU868 DR0/DR3/DR5 through the real collector (the scenario runner), the latency
+  distributions of the shipped scenarios and their expectation tables;
+- ``README.md``: the index, with the machine and versions.
+
+Every section names the machine, the versions and the command its numbers came from.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+import click
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+
+PACKAGES = ("aiohttp", "lxml", "construct", "simpy", "numpy", "matplotlib", "pytest-benchmark")
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def machine() -> dict:
+    """Where and with what the numbers are measured."""
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for p in PACKAGES:
+        try:
+            versions[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            versions[p] = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"cpus": os.cpu_count(), "cpu": cpu, "platform": platform.platform(), "python": platform.python_version(),
+            "versions": versions, "commit": commit, "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def machine_line(m: dict | None) -> str:
+    if not m:
+        return "Machine: not recorded."
+    parts = [f"{m.get('cpus', '?')} CPUs"]
+    if m.get("cpu"):
+        parts.append(str(m["cpu"]))
+    parts.append(f"Python {m.get('python', '?')}")
+    if m.get("platform"):
+        parts.append(str(m["platform"]))
+    vers = m.get("versions") or {k: m[k] for k in ("numpy",) if k in m}
+    if vers:
+        parts.append(", ".join(f"{k} {v}" for k, v in vers.items() if v))
+    if m.get("commit"):
+        parts.append(f"commit {m['commit']}")
+    if m.get("date"):
+        parts.append(str(m["date"]))
+    return "Measured on: " + "; ".join(parts) + "."
+
+
+def md_table(head: list[str], rows: list[list]) -> str:
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def _save(fig, name: str, out: Path) -> str:
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+# --------------------------------------------------------------------------- reassembly
+
+
+def run_reassembly_bench(out_json: Path) -> None:
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "tests" / "benchmarks"), "-q", "-p", "no:cacheprovider",
+           "--benchmark-enable", f"--benchmark-json={out_json}"]
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=900)
+
+
+def reassembly_rows(bench: dict) -> list[dict]:
+    """pytest-benchmark JSON -> ``{impl, size, fragments, batch, mean_s, messages_per_s, fragments_per_s}``."""
+    rows = []
+    for b in bench.get("benchmarks", []):
+        name = b.get("name", "")
+        impl = "pipeline" if "pipeline" in name else "baseline" if "baseline" in name else name
+        info = b.get("extra_info", {})
+        size = info.get("size") or (b.get("params") or {}).get("size")
+        mean = b["stats"]["mean"]
+        batch = info.get("batch", 1)
+        frags = info.get("fragments", 0)
+        rows.append({"impl": impl, "size": size, "fragments": frags, "batch": batch, "mean_s": mean,
+                     "messages_per_s": batch / mean, "fragments_per_s": frags / mean})
+    return sorted(rows, key=lambda r: (r["impl"], r["size"]))
+
+
+def plot_reassembly(rows: list[dict], out: Path) -> str:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for impl, style in (("pipeline", "o-"), ("baseline", "s--")):
+        rs = [r for r in rows if r["impl"] == impl]
+        if not rs:
+            continue
+        xs = [r["size"] for r in rs]
+        axes[0].plot(xs, [r["messages_per_s"] for r in rs], style, label=impl)
+        axes[1].plot(xs, [r["fragments_per_s"] for r in rs], style, label=impl)
+    for ax, what in zip(axes, ("messages/s", "fragments/s"), strict=True):
+        ax.set_xlabel("fragment size S (bytes)")
+        ax.set_ylabel(what)
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    axes[0].set_title("658-byte records reassembled, decoded, XML built")
+    axes[1].set_title("fragments processed")
+    return _save(fig, "reassembly_throughput.png", out)
+
+
+def reassembly_section(out: Path, quick: bool, log: Callable[[str], None]) -> str:
+    path = RESULTS / "reassembly.json"
+    note = ""
+    try:
+        log("reassembly: running tests/benchmarks with --benchmark-enable")
+        run_reassembly_bench(path)
+    except (subprocess.SubprocessError, OSError) as e:
+        if not path.exists():
+            raise
+        note = f"\n*The benchmark run failed ({e}); the figures use the last saved results.*\n"
+    bench = json.loads(path.read_text())
+    rows = reassembly_rows(bench)
+    png = plot_reassembly(rows, out)
+    if note:  # the saved results: say what pytest-benchmark recorded about their machine
+        m = bench.get("machine_info", {})
+        mach = {"cpus": (m.get("cpu") or {}).get("count"), "cpu": (m.get("cpu") or {}).get("brand_raw"),
+                "python": m.get("python_version"), "platform": f"{m.get('system', '')} {m.get('release', '')}".strip(),
+                "date": bench.get("datetime", "")[:16].replace("T", " ")}
+    else:
+        mach = machine()
+    table = md_table(["implementation", "S", "fragments / batch", "messages/s", "fragments/s"],
+                     [[r["impl"], r["size"], r["fragments"], f"{r['messages_per_s']:,.0f}",
+                       f"{r['fragments_per_s']:,.0f}"] for r in rows])
+    ratio = ""
+    by = {(r["impl"], r["size"]): r for r in rows}
+    sizes = sorted({r["size"] for r in rows})
+    if all(("pipeline", s) in by and ("baseline", s) in by for s in sizes):
+        ratio = "Pipeline / baseline: " + ", ".join(
+            f"S={s}: {by[('pipeline', s)]['messages_per_s'] / by[('baseline', s)]['messages_per_s']:.1f}x"
+            for s in sizes) + "."
+    return f"""# Reassembly throughput
+
+The 658-byte record (two channels of 144 samples, all four optional blocks) in shuffled
+fragments of S bytes, 50 messages per round: reassembly, decoding and the XML document
+(`collector.reassembly` + `collector.assemble`), against a baseline that collects the
+fragments, joins them and parses with the construct reference declaration.
+{note}
+![reassembly throughput]({png})
+
+{table}
+
+{ratio}
+
+Command: `pytest tests/benchmarks --benchmark-enable --benchmark-json=reports/results/reassembly.json`
+(run by `python reports/make_reports.py`).
+
+{machine_line(mach)}
+"""
+
+
+# --------------------------------------------------------------------------- ingest
+
+
+def plot_ingest(data: dict, out: Path) -> str:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    names = ["bare aiohttp", "collector"]
+    vals = [data["bare"]["requests_per_s"], data["collector"]["requests_per_s"]]
+    bars = axes[0].bar(names, vals, color=["#999999", "#1f77b4"])
+    for b, v in zip(bars, vals, strict=True):
+        axes[0].annotate(f"{v:,.0f}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom")
+    axes[0].set_ylabel("requests/s")
+    axes[0].set_title("ingest throughput (TTS bodies, keep-alive)")
+    qs = ["p50", "p90", "p99"]
+    x = range(len(qs))
+    w = 0.38
+    for k, (name, key, color) in enumerate((("bare aiohttp", "bare", "#999999"), ("collector", "collector", "#1f77b4"))):
+        lat = data[key].get("latency_ms", {})
+        axes[1].bar([i + (k - 0.5) * w for i in x], [lat.get(q, 0) or 0 for q in qs], w, label=name, color=color)
+    axes[1].set_xticks(list(x), qs)
+    axes[1].set_ylabel("latency (ms)")
+    axes[1].set_title("request latency")
+    axes[1].legend()
+    return _save(fig, "ingest_throughput.png", out)
+
+
+def ingest_section(out: Path, quick: bool, log: Callable[[str], None]) -> str:
+    path = RESULTS / "ingest.json"
+    note = ""
+    if not quick and shutil.which("wrk"):
+        log("ingest: running reports/bench_ingest.py (wrk)")
+        try:
+            subprocess.run([sys.executable, str(HERE / "bench_ingest.py"), "--duration", "5", "--repeat", "2"],
+                           cwd=ROOT, check=True, capture_output=True, timeout=900)
+            note = "Measured in this run (`python reports/bench_ingest.py --duration 5 --repeat 2`)."
+        except (subprocess.SubprocessError, OSError) as e:
+            note = f"*The ingest benchmark failed in this run ({e}); these are the last saved results.*"
+    else:
+        why = "--quick" if quick else "wrk is not installed (`apt-get install -y wrk`)"
+        note = f"*Not measured in this run ({why}): these are the last results saved in `results/ingest.json`.*"
+    if not path.exists():
+        return "# Ingest throughput\n\nNo results yet: run `python reports/bench_ingest.py` (needs wrk).\n"
+    data = json.loads(path.read_text())
+    png = plot_ingest(data, out)
+    b, c = data["bare"], data["collector"]
+    rows = [[name, f"{d['requests_per_s']:,.0f}", *(d.get("latency_ms", {}).get(q, "-") for q in ("p50", "p90", "p99"))]
+            for name, d in (("bare aiohttp handler", b), ("collector (durable commit)", c))]
+    ratio = data.get("ratio") or c["requests_per_s"] / b["requests_per_s"]
+    params = data.get("parameters", {})
+    return f"""# Ingest throughput
+
+The collector (parse, reassemble, commit fragment and message state to SQLite with
+`synchronous=FULL` and group commit, answer 202 after the commit) against a bare aiohttp
+handler that only parses the JSON, both as their own process under the same wrk load
+({params.get('connections', '?')} connections, {params.get('duration_s', '?')} s per run).
+{note}
+
+![ingest throughput]({png})
+
+{md_table(["server", "requests/s", "p50 ms", "p90 ms", "p99 ms"], rows)}
+
+Collector / bare: **{ratio:.2f}** (target in the benchmark: {data.get('target_ratio', '-')}).
+
+Command: `{data.get('command', 'python reports/bench_ingest.py')}`.
+
+{machine_line(data.get("machine"))}
+"""
+
+
+# --------------------------------------------------------------------------- simulator
+
+
+def plot_simulator(data: dict, out: Path) -> str:
+    res = data["results"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    labels = [f"{r['workload']}\n{r['devices']:,} dev" for r in res]
+    ups = [r["uplinks_per_s"] for r in res]
+    bars = axes[0].bar(labels, ups, color=["#1f77b4" if r["workload"] == "lorasim" else "#ff7f0e" for r in res])
+    for bar, v in zip(bars, ups, strict=True):
+        axes[0].annotate(f"{v:,.0f}", (bar.get_x() + bar.get_width() / 2, v), ha="center", va="bottom", fontsize=8)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("simulated uplinks per wall second")
+    axes[0].set_title("simulator speed")
+    dd = [(f"{r['workload']}\n{r['devices']:,} dev", r["devices"] * r["hours"] / 24 / r["wall_s"]) for r in res]
+    bars = axes[1].bar([a for a, _ in dd], [b for _, b in dd], color="#2ca02c")
+    for bar, (_, v) in zip(bars, dd, strict=True):
+        axes[1].annotate(f"{v:,.0f}", (bar.get_x() + bar.get_width() / 2, v), ha="center", va="bottom", fontsize=8)
+    axes[1].set_yscale("log")
+    axes[1].set_ylabel("device-days per wall second")
+    axes[1].set_title("device-days simulated per second")
+    return _save(fig, "simulator_speed.png", out)
+
+
+def simulator_section(out: Path, quick: bool, log: Callable[[str], None]) -> str:
+    path = RESULTS / "bench_devicesim.json"
+    if quick:
+        note = "*Not measured in this run (--quick): the last results saved in `results/bench_devicesim.json`.*"
+    else:
+        log("simulator: running reports/bench_devicesim.py")
+        try:
+            subprocess.run([sys.executable, str(HERE / "bench_devicesim.py")], cwd=ROOT, check=True,
+                           capture_output=True, timeout=1200)
+            note = "Measured in this run (`python reports/bench_devicesim.py`)."
+        except (subprocess.SubprocessError, OSError) as e:
+            note = f"*The simulator benchmark failed in this run ({e}); these are the last saved results.*"
+    if not path.exists():
+        return "# Simulator speed\n\nNo results yet: run `python reports/bench_devicesim.py`.\n"
+    data = json.loads(path.read_text())
+    png = plot_simulator(data, out)
+    rows = []
+    for r in data["results"]:
+        rows.append([r["workload"], f"{r['devices']:,}", r["hours"], f"{r['uplinks']:,}", r["wall_s"],
+                     f"{r['uplinks_per_s']:,.0f}", f"{r['devices'] * r['hours'] / 24 / r['wall_s']:,.0f}",
+                     r.get("der", "-")])
+    return f"""# Simulator speed
+
+`lorasim`: the LoRaSim radio workload (N devices, SF12, 20-byte frames, Poisson with a
+mean interval of 1000 s, 24 h, collisions with capture, radio only). `fleet`: 10,000
+EU868 devices for 24 h, ADR, one 658-byte record a day each, duty cycle, the full
+network-server model and the trace written. One process.
+{note}
+
+![simulator speed]({png})
+
+{md_table(["workload", "devices", "hours", "uplinks", "wall s", "uplinks/s", "device-days/s", "DER"], rows)}
+
+Command: `{data.get('command', 'python reports/bench_devicesim.py')}`.
+
+{machine_line(data.get("machine"))}
+"""
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def loss_scenario(dr: int, p: float, quick: bool) -> dict:
+    """A small EU868 fleet at one DR with Bernoulli loss ``p`` (TOML form)."""
+    devices = 8 if quick else 20
+    if dr <= 2:  # 14 fragments, about an hour per message under the duty cycle
+        hours, every = (3, 90) if quick else (6, 90)
+    else:
+        hours, every = (2, 30) if quick else (4, 30)
+    return {
+        "name": f"loss-dr{dr}-p{int(round(p * 100))}", "seed": 100 + dr, "hours": hours,
+        "devicesim": {"region": "EU868", "format": "ttn",
+                      "devices": {"count": devices, "radius_m": 200, "dr": {"kind": "fixed", "dr": dr},
+                                  "schedule": {"kind": "every", "every_min": every}},
+                      "channel": {"model": "bernoulli", "p": p}},
+        "run": {"max_step_s": 120},
+        "expect": {"delivered_ratio": ">= 1.0", "complete_documents_exact": "== 1.0",
+                   "partial_documents_exact": "== 1.0", "incidents_for_lost_required": "== 1.0"},
+    }
+
+
+def outcome_fractions(values: dict) -> dict:
+    """Complete / partial / incident fractions of the records that reached the collector."""
+    n = values.get("records_reached") or 0
+    if not n:
+        return {"complete": 0.0, "partial": 0.0, "incident": 0.0, "n": 0}
+    return {"complete": values["documents_complete"] / n, "partial": values["documents_partial"] / n,
+            "incident": values["incidents"] / n, "n": n}
+
+
+def run_loss_sweep(drs: list[int], losses: list[float], quick: bool, log: Callable[[str], None]) -> list[dict]:
+    from collector.lorawan import region
+    from collector.wire import fragment_count
+    from scenarios.runner import run_scenario
+    from scenarios.spec import scenario_from_dict
+
+    rows = []
+    for dr in drs:
+        n_frag = fragment_count(658, region("EU868").dr(dr).max_payload)
+        for p in losses:
+            log(f"loss sweep: DR{dr} p={p:.2f}")
+            res = run_scenario(scenario_from_dict(loss_scenario(dr, p, quick)))
+            rows.append({"dr": dr, "loss": p, "fragments": n_frag, "passed": res.passed,
+                         **outcome_fractions(res.values), "wall_s": res.timings["total_s"]})
+    return rows
+
+
+def plot_loss(rows: list[dict], out: Path) -> str:
+    drs = sorted({r["dr"] for r in rows})
+    fig, axes = plt.subplots(1, len(drs), figsize=(4.2 * len(drs), 4), sharey=True, squeeze=False)
+    for ax, dr in zip(axes[0], drs, strict=True):
+        rs = sorted((r for r in rows if r["dr"] == dr), key=lambda r: r["loss"])
+        xs = [100 * r["loss"] for r in rs]
+        ax.plot(xs, [r["complete"] for r in rs], "o-", color="#2ca02c", label="complete")
+        ax.plot(xs, [r["partial"] for r in rs], "s-", color="#ff7f0e", label="partial")
+        ax.plot(xs, [r["incident"] for r in rs], "^-", color="#d62728", label="incident")
+        n = rs[0]["fragments"]
+        ax.plot(xs, [(1 - r["loss"]) ** n for r in rs], ":", color="#2ca02c", label=f"(1-p)^{n}")
+        ax.set_title(f"EU868 DR{dr}: {n} fragments per record")
+        ax.set_xlabel("independent uplink loss (%)")
+        ax.grid(True, alpha=0.3)
+        ax.set_ylim(-0.02, 1.02)
+    axes[0][0].set_ylabel("fraction of records reaching the collector")
+    axes[0][-1].legend(loc="center right")
+    return _save(fig, "outcome_vs_loss.png", out)
+
+
+def plot_latency(results: list[dict], out: Path) -> str:
+    """Empirical CDFs of the collector-to-Web-App latency per scenario (symlog x)."""
+    fig, ax = plt.subplots(figsize=(10, 5))
+    for r in results:
+        lat = sorted(r.get("details", {}).get("latencies_s", []))
+        if not lat:
+            continue
+        ys = [(i + 1) / len(lat) for i in range(len(lat))]
+        ax.step(lat, ys, where="post", label=f"{r['name']} (n={len(lat)})")
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlabel("Web App store time - last fragment's arrival (virtual s)")
+    ax.set_ylabel("fraction of documents")
+    ax.set_title("delivery latency per scenario (empirical CDF)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, "latency_cdf.png", out)
+
+
+def run_shipped(quick: bool, log: Callable[[str], None]) -> tuple[list[dict], float]:
+    from scenarios.runner import run_scenario
+    from scenarios.spec import load_scenario, shipped_files
+
+    files = shipped_files()
+    if quick:
+        files = [p for p in files if p.stem in ("quickstart", "loss_20pct", "webapp_outage")]
+    out = []
+    t0 = time.monotonic()
+    for p in files:
+        log(f"scenario: {p.stem}")
+        out.append(run_scenario(load_scenario(p)).to_dict())
+    return out, time.monotonic() - t0
+
+
+def _v(x) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.3f}" if abs(x) < 100 else f"{x:.0f}"
+    return str(x)
+
+
+def scenarios_section(out: Path, quick: bool, log: Callable[[str], None]) -> str:
+    drs = [0, 5] if quick else [0, 3, 5]
+    losses = [0.0, 0.2, 0.4] if quick else [0.0, 0.1, 0.2, 0.3, 0.4]
+    sweep = run_loss_sweep(drs, losses, quick, log)
+    shipped, wall = run_shipped(quick, log)
+    data = {"machine": machine(), "quick": quick, "loss_sweep": sweep, "scenarios": shipped,
+            "scenarios_wall_s": round(wall, 1)}
+    (RESULTS / ("scenarios-quick.json" if quick else "scenarios.json")).write_text(
+        json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    loss_png = plot_loss(sweep, out)
+    lat_png = plot_latency(shipped, out)
+    sweep_rows = [[f"DR{r['dr']}", r["fragments"], f"{100 * r['loss']:.0f} %", r["n"], f"{r['complete']:.3f}",
+                   f"{r['partial']:.3f}", f"{r['incident']:.3f}", "pass" if r["passed"] else "FAIL"]
+                  for r in sweep]
+    scen_rows = []
+    for s in shipped:
+        v = s["values"]
+        scen_rows.append([s["name"], "pass" if s["passed"] else "FAIL", v["records_reached"], v["uplinks"],
+                          v["documents_complete"], v["documents_partial"], v["incidents"],
+                          _v(v["latency_p50_s"]), _v(v["latency_p95_s"]), _v(v["latency_max_s"]),
+                          f"{s['timings']['total_s']:.1f}"])
+    failed = [f"{s['name']}: " + ", ".join(f"{e['name']}={_v(e['value'])} (limit {e['op']} {e['limit']:g})"
+                                           for e in s["expectations"] if not e["passed"])
+              for s in shipped if not s["passed"]]
+    scope = "the quick subset" if quick else "every shipped scenario"
+    return f"""# Scenarios: delivery outcome and latency
+
+Measured through the real collector (its own process, SQLite, HTTP) and the stand-in
+Web App in virtual time, by the scenario runner (docs/scenarios.md).
+
+## Outcome vs loss rate
+
+Small EU868 fleets ({'8' if quick else '20'} devices, a 658-byte record every 30 min
+at DR3/DR5 or every 90 min at DR0, where a message takes about an hour under the duty
+cycle) with independent (Bernoulli) uplink loss. Fractions of the records that reached
+the collector: complete documents, partial documents (the required section arrived,
+an optional block or the tail did not) and incidents (required bytes lost). The dotted
+line is (1-p)^n, the probability that all n fragments arrive. Each point also checks
+the run's expectations (exact documents, an incident for every lost required
+section): the last column.
+
+![outcome vs loss]({loss_png})
+
+{md_table(["DR", "fragments", "loss", "records", "complete", "partial", "incident", "expectations"], sweep_rows)}
+
+## Latency
+
+Per document: the virtual time the Web App stored it minus the virtual time the last
+fragment of its record that the collector acknowledged arrived. Complete messages are
+delivered at once (0 s); partial ones wait for the deadline (15 min, longer for slow
+data rates); an unavailable Web App adds its outage and the retry backoff.
+
+![latency CDF]({lat_png})
+
+## The scenarios ({scope})
+
+{md_table(["scenario", "result", "records", "uplinks", "complete", "partial", "incidents", "latency p50 s",
+           "p95 s", "max s", "wall s"], scen_rows)}
+
+{"All expectations held." if not failed else "Failed expectations:" + chr(10) + chr(10).join("- " + f for f in failed)}
+Wall time for these scenarios: {wall:.0f} s (`scenarios run scenarios/files/*.toml`).
+Raw results: `reports/results/{'scenarios-quick.json' if quick else 'scenarios.json'}`.
+
+{machine_line(data["machine"])}
+"""
+
+
+# --------------------------------------------------------------------------- main
+
+
+SECTIONS: dict[str, tuple[str, Callable[[Path, bool, Callable[[str], None]], str]]] = {
+    "reassembly": ("Reassembly throughput vs fragment size", reassembly_section),
+    "ingest": ("Ingest throughput vs a bare aiohttp handler", ingest_section),
+    "simulator": ("Simulator speed", simulator_section),
+    "scenarios": ("Delivery outcome vs loss, latency, scenario results", scenarios_section),
+}
+
+
+def index(done: dict[str, float], quick: bool) -> str:
+    m = machine()
+    rows = [[f"[{title}]({name}.md)", f"{done[name]:.0f} s"] for name, (title, _) in SECTIONS.items() if name in done]
+    return f"""# Reports
+
+Regenerated by `python reports/make_reports.py{' --quick' if quick else ''}` (each report says where its numbers
+come from; `--quick` reuses the saved ingest and simulator numbers and runs smaller sweeps).
+
+{md_table(["report", "generation time"], rows)}
+
+{machine_line(m)}
+"""
+
+
+@click.command()
+@click.option("--quick", is_flag=True, help="Smoke run: small sweeps; reuse the saved ingest and simulator results.")
+@click.option("--only", type=click.Choice(list(SECTIONS)), multiple=True, help="Regenerate only these sections.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=HERE, show_default=True,
+              help="Directory for the Markdown files and figures.")
+def main(quick: bool, only: tuple[str, ...], out: Path) -> None:
+    """Regenerate reports/*.md and their PNG figures."""
+    out.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    t_all = time.monotonic()
+
+    def log(msg: str) -> None:
+        click.echo(f"[{time.monotonic() - t_all:6.1f}s] {msg}", err=True)
+
+    done: dict[str, float] = {}
+    for name, (_title, fn) in SECTIONS.items():
+        if only and name not in only:
+            continue
+        t0 = time.monotonic()
+        text = fn(out, quick, log)
+        (out / f"{name}.md").write_text(text, encoding="utf-8")
+        done[name] = time.monotonic() - t0
+        log(f"wrote {name}.md ({done[name]:.0f} s)")
+    if not only:
+        (out / "README.md").write_text(index(done, quick), encoding="utf-8")
+    log("done")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""The report generator's pure parts on tiny inputs: parsing a pytest-benchmark JSON,
+outcome fractions, Markdown tables, and that every figure is written as a PNG."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def rep():
+    spec = importlib.util.spec_from_file_location("make_reports", ROOT / "reports" / "make_reports.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _png(path: Path) -> bool:
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 2000
+
+
+def test_reassembly_rows_and_plot(rep, tmp_path):
+    bench = {"benchmarks": [
+        {"name": "test_reassembly_pipeline[11]", "params": {"size": 11}, "stats": {"mean": 0.05},
+         "extra_info": {"size": 11, "batch": 50, "fragments": 3700}},
+        {"name": "test_baseline_construct_decode[11]", "params": {"size": 11}, "stats": {"mean": 0.1},
+         "extra_info": {"size": 11, "batch": 50, "fragments": 3700}},
+    ]}
+    rows = rep.reassembly_rows(bench)
+    assert [(r["impl"], r["messages_per_s"], r["fragments_per_s"]) for r in rows] == [
+        ("baseline", 500.0, 37000.0), ("pipeline", 1000.0, 74000.0)]
+    assert _png(tmp_path / rep.plot_reassembly(rows, tmp_path))
+
+
+def test_outcome_fractions_and_loss_plot(rep, tmp_path):
+    f = rep.outcome_fractions({"records_reached": 10, "documents_complete": 6, "documents_partial": 1, "incidents": 3})
+    assert (f["complete"], f["partial"], f["incident"], f["n"]) == (0.6, 0.1, 0.3, 10)
+    assert rep.outcome_fractions({"records_reached": 0})["n"] == 0
+    rows = [{"dr": dr, "loss": p, "fragments": 3, "complete": (1 - p) ** 3, "partial": 0.1, "incident": 0.2, "n": 5,
+             "passed": True} for dr in (0, 5) for p in (0.0, 0.2)]
+    assert _png(tmp_path / rep.plot_loss(rows, tmp_path))
+
+
+def test_latency_ingest_and_simulator_plots(rep, tmp_path):
+    res = [{"name": "a", "details": {"latencies_s": [0.0, 0.0, 900.0]}}, {"name": "b", "details": {}}]
+    assert _png(tmp_path / rep.plot_latency(res, tmp_path))
+    ingest = {"bare": {"requests_per_s": 5000, "latency_ms": {"p50": 5, "p90": 7, "p99": 20}},
+              "collector": {"requests_per_s": 1200, "latency_ms": {"p50": 25, "p90": 35, "p99": 200}}}
+    assert _png(tmp_path / rep.plot_ingest(ingest, tmp_path))
+    sim = {"results": [{"workload": "lorasim", "devices": 10, "hours": 24.0, "wall_s": 0.5, "uplinks_per_s": 1000}]}
+    assert _png(tmp_path / rep.plot_simulator(sim, tmp_path))
+
+
+def test_markdown_helpers(rep):
+    assert rep.md_table(["a", "b"], [[1, 2]]) == "| a | b |\n|---|---|\n| 1 | 2 |"
+    m = rep.machine()
+    assert m["cpus"] and m["python"] and "numpy" in m["versions"]
+    line = rep.machine_line(m)
+    assert line.startswith("Measured on: ") and "Python" in line
+    assert rep.machine_line(None) == "Machine: not recorded."
+
+
+def test_loss_scenarios_are_valid(rep):
+    from scenarios.spec import scenario_from_dict
+
+    for dr in (0, 3, 5):
+        sc = scenario_from_dict(rep.loss_scenario(dr, 0.2, quick=True))
+        assert sc.sim.channel.p == 0.2 and sc.sim.devices.dr.dr == dr
