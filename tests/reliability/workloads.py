@@ -467,7 +467,7 @@ def load_run(workdir: Path, *, max_seconds: float = 4.0, load_seconds: float = 8
     stub = stub_proc(workdir).start()
     out: dict[str, Any] = {}
     try:
-        n_needed = int(3000 * (max_seconds + load_seconds)) // 6 + 600
+        n_needed = int(2000 * (max_seconds + load_seconds)) // 6 + 300
         bodies = load_bodies(n_needed)
         say(f"{len(bodies)} distinct uplink bodies prepared")
         (workdir / "max").mkdir(exist_ok=True)
