@@ -24,6 +24,10 @@ def _load_workloads():
     return mod
 
 
+#: loaded at collection time, so test modules can parametrize over the corpus
+WORKLOADS = _load_workloads()
+
+
 @pytest.fixture(scope="session")
 def workloads():
     """The workloads module (crash_run, load_run, bounds_run and process helpers)."""

@@ -8,12 +8,9 @@ the database file before and after each request)."""
 
 from __future__ import annotations
 
-import base64
-import json
 import socket
-import sqlite3
+import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -22,39 +19,13 @@ from collector.examples import example_record
 from collector.harness import LiveService, http
 from devicesim.formats import AppUplink, uplink_body
 
-HERE = Path(__file__).resolve().parent
-TOKEN = "corpus-token"
+# loaded by conftest.py (tests/reliability/workloads.py), shared with reports/reliability.py
+W = sys.modules["reliability_workloads"]
+TOKEN = W.CORPUS_TOKEN
 READ_TIMEOUT = 1.0
-TABLES = ("fragments", "open_messages", "messages", "documents", "incidents")
-
-
-def load_corpus() -> list[dict]:
-    items = []
-    for f in sorted((HERE / "corpus").glob("*.jsonl")):
-        for line in f.read_text(encoding="utf-8").splitlines():
-            d = json.loads(line)
-            d["category"] = f.stem
-            items.append(d)
-    return items
-
-
-CORPUS = load_corpus()
-
-
-def body_bytes(b: str | dict) -> bytes:
-    if isinstance(b, str):
-        return b.encode("utf-8")
-    if "base64" in b:
-        return base64.b64decode(b["base64"])
-    return (b["prefix"] + b["repeat"] * b["times"] + b["suffix"]).encode()
-
-
-def counts(db: Path) -> dict[str, int]:
-    c = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return {t: c.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in TABLES}  # noqa: S608
-    finally:
-        c.close()
+CORPUS = W.load_corpus()
+body_bytes = W.body_bytes
+counts = W.ingest_counts
 
 
 @pytest.fixture(scope="module")

@@ -592,3 +592,112 @@ async def _post_all(url: str, bodies: list[tuple[str, bytes]], concurrency: int)
 
 def _db_bytes(db: Path) -> int:
     return sum(p.stat().st_size for p in db.parent.glob(db.name + "*") if p.is_file())
+
+
+# --------------------------------------------------------------------------- hostile corpus
+
+CORPUS_DIR = Path(__file__).resolve().parent / "corpus"
+CORPUS_TOKEN = "corpus-token"
+INGEST_TABLES = ("fragments", "open_messages", "messages", "documents", "incidents")
+
+
+def load_corpus() -> list[dict]:
+    """Every corpus line, with its ``category`` (the file name)."""
+    items = []
+    for f in sorted(CORPUS_DIR.glob("*.jsonl")):
+        for line in f.read_text(encoding="utf-8").splitlines():
+            d = json.loads(line)
+            d["category"] = f.stem
+            items.append(d)
+    return items
+
+
+def body_bytes(b: str | dict) -> bytes:
+    """A corpus body: a string, ``{"base64"}`` raw bytes or a ``{"repeat"}`` pattern."""
+    if isinstance(b, str):
+        return b.encode("utf-8")
+    if "base64" in b:
+        import base64
+        return base64.b64decode(b["base64"])
+    return (b["prefix"] + b["repeat"] * b["times"] + b["suffix"]).encode()
+
+
+def ingest_counts(db: Path) -> dict[str, int]:
+    c = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return {t: c.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in INGEST_TABLES}  # noqa: S608
+    finally:
+        c.close()
+
+
+def corpus_run(workdir: Path) -> dict[str, Any]:
+    """Every corpus request against a live collector: answers by category."""
+    from collector.harness import LiveService
+
+    db = workdir / "corpus.db"
+    by_cat: dict[str, dict[str, int]] = {}
+    wrong: list[str] = []
+    stored: list[str] = []
+    with LiveService(db, stub=False, ingest_token=[CORPUS_TOKEN]) as s:
+        for case in load_corpus():
+            before = ingest_counts(db)
+            r = http("POST", s.url + case["path"], body_bytes(case["body"]), case["headers"], timeout=30)
+            c = by_cat.setdefault(case["category"], {})
+            c[str(r.status)] = c.get(str(r.status), 0) + 1
+            if r.status != case["expect_status"]:
+                wrong.append(f"{case['category']}:{case['name']}: {r.status}")
+            if ingest_counts(db) != before:
+                stored.append(case["name"])
+        healthy = http("GET", s.url + "/healthz").status == 200
+    total = sum(sum(c.values()) for c in by_cat.values())
+    return {"requests": total, "by_category": by_cat, "unexpected": wrong, "stored_something": stored,
+            "answers_5xx": sum(n for c in by_cat.values() for st, n in c.items() if st.startswith("5")),
+            "healthy_after": healthy}
+
+
+# --------------------------------------------------------------------------- Web App outage (virtual time)
+
+
+def outage_run(workdir: Path, *, documents: int = 40, hours: float = 1.0, step: float = 10.0) -> dict[str, Any]:
+    """An outage of ``hours`` (virtual) with the default delivery policy: requests
+    the stand-in received while down, against the circuit's bound, then how long
+    (virtual) until everything is delivered."""
+    import math
+
+    from collector.harness import LiveService
+
+    with LiveService(workdir / "outage.db") as s:
+        cfg = s.service.cfg
+        s.set_faults(outage=True)
+        for j in range(documents):
+            rec = example_record()
+            rec.record_seq = j
+            for i, f in enumerate(wire.fragment(j % 200, wire.encode_record(rec), 242)):
+                r = s.post(*uplink_body("generic", AppUplink(f"70B3D5AB{j // 200:08X}", 16, j * 8 + i, f,
+                                                             (T0 + j) * 10**9)))
+                assert r.status == 202, r
+        per5: list[int] = []
+        n0 = 0
+        for k in range(int(hours * 3600 / step)):
+            s.advance(step)
+            if (k + 1) * step % 300 == 0:
+                n = len(s.stub_requests())
+                per5.append(n - n0)
+                n0 = n
+        during = len(s.stub_requests())
+        s.set_faults(outage=False)
+        t_up = 0.0
+        while s.get("/api/status").json()["documents"]["delivered"] < documents and t_up < 24 * 3600:
+            s.advance(step)
+            t_up += step
+        st = s.get("/api/status").json()
+        keys = [d["idempotencyKey"] for d in s.stub_documents()]
+    bound = cfg.circuit_threshold + cfg.delivery_concurrency + math.ceil(hours * 3600 / cfg.circuit_reset) + 1
+    return {"documents": documents, "outage_s": hours * 3600, "clock_step_s": step,
+            "requests_during_outage": during, "bound_from_policy": bound,
+            "max_requests_per_5_min": max(per5) if per5 else 0,
+            "policy": {"circuit_threshold": cfg.circuit_threshold, "circuit_reset_s": cfg.circuit_reset,
+                       "delivery_concurrency": cfg.delivery_concurrency, "backoff_base_s": cfg.backoff_base,
+                       "backoff_cap_s": cfg.backoff_cap},
+            "delivered_after_outage_s": t_up, "delivered": st["documents"]["delivered"],
+            "dead": st["documents"]["dead"], "duplicates_at_webapp": len(keys) - len(set(keys))}
