@@ -85,6 +85,9 @@ class Assembler:
                               str(e) or type(e).__name__, self.restart_after)
                     await self._stop()
                     self._no_worker_until = time.monotonic() + self.restart_after
+                except BaseException:
+                    self._discard()  # interrupted mid-exchange (cancelled): the pipe is out of step
+                    raise
                 else:
                     out = [r if isinstance(r, ClosedMessage) else close_message(m)  # an error: raise it here
                            for r, m in zip(results, msgs, strict=True)]
@@ -115,6 +118,12 @@ class Assembler:
         if not isinstance(results, list) or len(results) != len(msgs):
             raise ValueError("the worker answered out of step")
         return results
+
+    def _discard(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
 
     async def _stop(self) -> None:
         proc, self._proc = self._proc, None
