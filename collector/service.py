@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import importlib.metadata
 import json
@@ -66,6 +67,8 @@ INTEGRATIONS = {"ttn": "/uplink/ttn", "chirpstack": "/uplink/chirpstack", "gener
 MESSAGE_STATES = ("open", "complete", "partial", "incident")
 #: clock seconds between sweeps of closed messages older than the duplicate window
 SWEEP_INTERVAL = 10.0
+#: allocations between collections of the garbage collector's first generation (``collector serve``)
+GC_THRESHOLD = 20_000
 
 
 def error(status: int, message: str, headers: dict | None = None, **extra: Any) -> web.Response:
@@ -406,7 +409,7 @@ class CollectorService:
         return ops
 
     def _after_close(self, closed: list[Message]) -> None:
-        if self.delivery is not None:
+        if self.delivery is not None and self.delivery.enabled:
             self.delivery.wake()
 
     async def flush_closes(self) -> int:
@@ -645,6 +648,13 @@ async def run_service(cfg: ServiceConfig, clock: Clock | None = None,
         raise RuntimeError(f"cannot listen on {cfg.host}:{cfg.port}: {e.strerror or e}") from None
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     log.info("event=listening host=%s port=%d", cfg.host, port)
+    # The cyclic garbage collector: what exists after start (modules, the restored
+    # state) is never garbage, and the first generation is collected every 20,000
+    # allocations rather than every 700 - with a large reassembler state the
+    # default thresholds cost about a tenth of the ingest path's CPU.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
     if ready:
         ready(port)
     stop = asyncio.Event()
