@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -229,11 +230,35 @@ def op_ingest(arrived: float, message_uid: str | None, index: int | None, status
     return IngestWrite(row, [_header_row(h) for h in headers], next_seq)
 
 
+_MULTI_MAX = 128
+
+
+def _insert_rows(c: sqlite3.Connection, sql: str, width: int, rows: list[tuple]) -> None:
+    """``sql`` (an ``INSERT ... VALUES`` of one row) for every row, as few
+    multi-row statements: runs of 128, 64, ..., 1 rows, so a batch takes a handful
+    of SQLite steps (the writer thread releases and retakes the GIL around each
+    step; ``executemany`` would do that once per row) from a few cached statements."""
+    i, n = 0, len(rows)
+    size = _MULTI_MAX
+    while i < n:
+        while size > n - i:
+            size //= 2
+        chunk = rows[i:i + size]
+        c.execute(_values_sql(sql, width, size), [v for r in chunk for v in r] if size > 1 else chunk[0])
+        i += size
+
+
+@functools.lru_cache(maxsize=64)
+def _values_sql(sql: str, width: int, n: int) -> str:
+    one = "(" + ",".join("?" * width) + ")"
+    return sql.replace(" VALUES " + one, " VALUES " + ",".join([one] * n))
+
+
 def _write_ingest(c: sqlite3.Connection, writes: list[IngestWrite]) -> None:
-    c.executemany(_SQL_FRAGMENT, [w.fragment for w in writes])
+    _insert_rows(c, _SQL_FRAGMENT, 8, [w.fragment for w in writes])
     headers = [h for w in writes for h in w.headers]
     if headers:
-        c.executemany(_SQL_OPEN, headers)
+        _insert_rows(c, _SQL_OPEN, 8, headers)
     seq = None
     for w in writes:
         if w.next_seq is not None:
