@@ -458,7 +458,8 @@ def load_bodies(n_messages: int, seed: int = 3) -> list[tuple[str, bytes]]:
 
 
 def load_run(workdir: Path, *, max_seconds: float = 4.0, load_seconds: float = 8.0, fraction: float = 0.8,
-             concurrency: int = 16, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+             concurrency: int = 16, extra: tuple[str, ...] = (), rate: float | None = None,
+             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure the maximum ingest rate (closed loop, ``max_seconds``), restart on a
     fresh database, then hold ``fraction`` of it (open loop) for ``load_seconds``
     with the delivery agent delivering to the stand-in Web App; RSS sampled each
@@ -479,10 +480,10 @@ def load_run(workdir: Path, *, max_seconds: float = 4.0, load_seconds: float = 8
             svc.stop()
         out["max"] = mx
         say(f"maximum: {mx['rate_per_s']} req/s (p99 {mx['p99_ms']} ms)")
-        target = max(1.0, fraction * mx["rate_per_s"])
+        target = rate or max(1.0, fraction * mx["rate_per_s"])
         (workdir / "sustained").mkdir(exist_ok=True)
         svc = collector_proc(workdir / "sustained", base_url(stub), "--log-level", "WARNING",
-                             "--message-timeout", "2", "--deadline-policy", "fixed").start()
+                             "--message-timeout", "2", "--deadline-policy", "fixed", *extra).start()
         rss: list[tuple[float, int]] = []
         t0 = time.monotonic()
 
