@@ -37,7 +37,7 @@ def test_reassembly_rows_and_plot(rep, tmp_path):
 
 
 def test_outcome_fractions_and_loss_plot(rep, tmp_path):
-    f = rep.outcome_fractions({"records_reached": 10, "documents_complete": 6, "documents_partial": 1, "incidents": 3})
+    f = rep.outcome_fractions({"records_reached": 10, "documents": 7, "documents_complete": 6, "documents_partial": 1})
     assert (f["complete"], f["partial"], f["incident"], f["n"]) == (0.6, 0.1, 0.3, 10)
     assert rep.outcome_fractions({"records_reached": 0})["n"] == 0
     rows = [{"dr": dr, "loss": p, "fragments": 3, "complete": (1 - p) ** 3, "partial": 0.1, "incident": 0.2, "n": 5,
