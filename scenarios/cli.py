@@ -42,11 +42,20 @@ class Bar:
         self.width = width
         self.t0 = time.monotonic()
         self.last = ""
+        self.tty = sys.stderr.isatty()
+        self.tenth = -1
 
     def __call__(self, frac: float, text: str) -> None:
         if not self.enabled:
             return
         frac = min(1.0, max(0.0, frac))
+        if not self.tty:  # a log file: one line per tenth, no carriage returns
+            tenth = int(frac * 10)
+            if tenth > self.tenth:
+                self.tenth = tenth
+                sys.stderr.write(f"{self.label} {frac:4.0%} {time.monotonic() - self.t0:5.1f}s {text}\n")
+                sys.stderr.flush()
+            return
         n = int(frac * self.width)
         line = (f"\r{self.label:<28.28} [{'#' * n}{'.' * (self.width - n)}] {frac:4.0%} "
                 f"{time.monotonic() - self.t0:5.1f}s {text:<22.22}")
@@ -56,7 +65,7 @@ class Bar:
             self.last = line
 
     def done(self) -> None:
-        if self.enabled:
+        if self.enabled and self.tty:
             sys.stderr.write("\n")
             sys.stderr.flush()
 
@@ -137,7 +146,7 @@ def run(files: tuple[str, ...], json_out: str | None, quiet: bool, keep: str | N
         bar.done()
         click.echo(f"\n== {sc.name}: {'passed' if res.passed else 'FAILED'}  ({sc.path})")
         if sc.description:
-            click.echo(sc.description.strip().splitlines()[0])
+            click.echo(sc.description.strip())
         click.echo(summary(res))
         click.echo(expectation_table(res))
         if not res.passed:
