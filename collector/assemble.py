@@ -98,46 +98,47 @@ def assemble(msg: Message) -> Outcome:
     """Decode a closed message and build its document, or say why it cannot be built."""
     frags = msg.fragments
     out = Outcome("document", msg.uid, msg.dev_eui, msg.msg_id, msg.close_reason)
-    out.held = [h for _, h in sorted(frags.items())]
-    if frags:
-        times = [h.uplink.received_ms for h in frags.values()]
+    order = sorted(frags)
+    held = out.held = [frags[i] for i in order]
+    if held:
+        times = [h.uplink.received_ms for h in held]
         out.first_received_ms, out.last_received_ms = min(times), max(times)
     why = _CLOSE_WORDS.get(msg.close_reason or "", msg.close_reason or "closed")
-    if 0 not in frags:
-        held = ", ".join(map(str, sorted(frags))) or "none"
+    if not order or order[0] != 0:
         return _incident(out, "fragment0_missing",
                          f"fragment 0 never arrived before {why}: the required section and the fragment "
-                         f"count are missing (fragments held: {held})")
-    parsed = {i: h.fragment for i, h in frags.items()}
-    count = parsed[0].count or 0
+                         f"count are missing (fragments held: {', '.join(map(str, order)) or 'none'})")
+    count = held[0].fragment.count or 0
     out.fragments_expected = count
-    beyond = sorted(i for i in parsed if i >= count)
-    if beyond:
-        return _incident(out, "index_beyond_count", f"fragment {beyond[0]} held but fragment 0 says count {count}")
-    size = len(frags[0].payload) if count > 1 else None
+    if order[-1] >= count:
+        first = next(i for i in order if i >= count)
+        return _incident(out, "index_beyond_count", f"fragment {first} held but fragment 0 says count {count}")
+    size = len(held[0].payload) if count > 1 else None
     last = count - 1
+    has_last = order[-1] == last
     if size is not None:
-        bad = [i for i, h in frags.items() if i != last and len(h.payload) != size]
-        if bad or (last in frags and len(frags[last].payload) > size):
-            bad.sort()
+        lengths = [len(h.payload) for h in held]
+        body = lengths[:-1] if has_last else lengths
+        if body.count(size) < len(body) or (has_last and lengths[-1] > size):
+            bad = [i for i, n in zip(order, body, strict=False) if n != size]
             i = bad[0] if bad else last
             return _incident(out, "length", f"fragment {i} is {len(frags[i].payload)} bytes; fragment 0 set S={size}")
-    if len(parsed) == count:  # complete: the chunks in order are the record
-        buf = b"".join([parsed[i].chunk for i in range(count)])
+    if len(held) == count:  # complete: the chunks in order are the record
+        buf = b"".join([h.fragment.chunk for h in held])
         have = [(0, len(buf))]
     else:  # lay the chunks out at their record offsets
         ba = bytearray()
         have = []
-        for i in sorted(parsed):
+        for i, h in zip(order, held, strict=True):
             start = chunk_offset(i, size) if size else 0
-            chunk = parsed[i].chunk
+            chunk = h.fragment.chunk
             if len(ba) < start:
                 ba.extend(bytes(start - len(ba)))
             ba[start : start + len(chunk)] = chunk
             have.append((start, start + len(chunk)))
         buf = bytes(ba)
-    total = len(buf) if last in parsed else None
-    out.missing_fragments = [i for i in range(count) if i not in parsed]
+    total = len(buf) if has_last else None
+    out.missing_fragments = [] if len(held) == count else [i for i in range(count) if i not in frags]
     try:
         decoded = decode_partial(buf, have)
     except RequiredMissing as e:

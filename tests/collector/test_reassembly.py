@@ -261,3 +261,21 @@ def test_state_is_plain_data_and_survives_a_restart():
         res = r2.feed(up(f), now=10.0)
     assert res.closed and assemble(res.closed[0]).record == example_record()
     assert r2.feed(up(frags[0]), now=11.0).status == "duplicate"
+
+
+@pytest.mark.parametrize("bad_index", [1, 2])
+def test_assembly_rechecks_fragment_lengths_of_a_restored_message(bad_index):
+    """A message restored from storage skips the reassembler's checks; assembly still
+    refuses fragments whose lengths contradict S (a short middle one, a long last one)."""
+    from collector.reassembly import Held, Message
+
+    frags = example_frags(43, samples=10)  # 122 bytes: three fragments of exactly S=43
+    assert [len(f) for f in frags] == [43, 43, 43]
+    m = Message("u", DEV, 17, 0.0, 0.0, count=3, size=43, closed=1.0, close_reason="complete")
+    for i, p in enumerate(frags):
+        if i == bad_index:
+            p = p[:-1] if i == 1 else p + b"\0"
+        m.fragments[i] = Held(i, p, up(p), 0.0)
+    out = assemble(m)
+    assert out.kind == "incident" and out.code == "length"
+    assert f"fragment {bad_index} is" in out.detail
