@@ -132,13 +132,44 @@ class Message:
         return m
 
 
+@dataclass(slots=True)
+class Recent:
+    """What is remembered of a closed message to recognise late duplicates: its id,
+    when it closed, and the payload of each fragment it held (the same bytes objects
+    the uplinks carried, so remembering them copies nothing)."""
+
+    uid: str
+    dev_eui: str
+    msg_id: int
+    closed: float
+    close_reason: str | None
+    payloads: dict[int, bytes]
+
+    @classmethod
+    def of(cls, m: Message) -> Recent:
+        return cls(m.uid, m.dev_eui, m.msg_id, m.closed or 0.0, m.close_reason,
+                   {i: h.payload for i, h in m.fragments.items()})
+
+    def to_dict(self) -> dict:
+        return {"uid": self.uid, "dev_eui": self.dev_eui, "msg_id": self.msg_id, "closed": self.closed,
+                "close_reason": self.close_reason, "recent": True,
+                "payloads": {str(i): p.hex() for i, p in self.payloads.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Recent:
+        if not d.get("recent"):
+            return cls.of(Message.from_dict(d))
+        return cls(d["uid"], d["dev_eui"], d["msg_id"], d["closed"], d["close_reason"],
+                   {int(i): bytes.fromhex(p) for i, p in d["payloads"].items()})
+
+
 @dataclass
 class FeedResult:
     status: Literal["accepted", "duplicate", "ignored"]
     #: why an uplink was ignored
     reason: str | None = None
-    #: the message the fragment now belongs to (or duplicates)
-    message: Message | None = None
+    #: the message the fragment now belongs to, or the closed one it duplicates
+    message: Message | Recent | None = None
     #: messages closed by this uplink: completed, or closed by a conflict or the caps
     closed: list[Message] = field(default_factory=list)
 
@@ -182,7 +213,8 @@ class Reassembler:
         self.settings = settings or Settings()
         #: in opening order (OrderedDict: taking the oldest is O(1) however many are open)
         self._open: OrderedDict[tuple[str, int], Message] = OrderedDict()
-        self._recent: OrderedDict[tuple[str, int], Message] = OrderedDict()
+        #: closed messages in closing order, remembered for the duplicate window
+        self._recent: OrderedDict[tuple[str, int], Recent] = OrderedDict()
         self._per_device: dict[str, int] = {}
         self._heap: list[tuple[float, str, tuple[str, int]]] = []
         self.next_seq = 1
@@ -198,7 +230,7 @@ class Reassembler:
         """Open messages of one device (all devices when None), without a scan."""
         return len(self._open) if dev_eui is None else self._per_device.get(dev_eui, 0)
 
-    def recent_messages(self) -> list[Message]:
+    def recent_messages(self) -> list[Recent]:
         """Closed messages still remembered for duplicate detection."""
         return list(self._recent.values())
 
@@ -217,18 +249,20 @@ class Reassembler:
         """Restore open and recently closed messages (as :meth:`Message.to_dict` gave
         them) after a restart."""
         self.next_seq = max(self.next_seq, next_seq)
-        for d in sorted(messages, key=lambda d: d["opened"]):  # open ones in opening order
-            m = Message.from_dict(d)
-            key = (m.dev_eui, m.msg_id)
-            if m.closed is None:
-                self._add_open(key, m)
-            else:
-                old = self._recent.get(key)
-                if old is None or (old.closed or 0) <= m.closed:
-                    self._recent[key] = m
+        recent: dict[tuple[str, int], Recent] = dict(self._recent)
+        for d in sorted((d for d in messages if d.get("closed") is None), key=lambda d: d["opened"]):
+            m = Message.from_dict(d)  # open ones in opening order
+            self._add_open((m.dev_eui, m.msg_id), m)
+        for d in messages:
+            if d.get("closed") is not None:
+                r = Recent.from_dict(d)
+                key = (r.dev_eui, r.msg_id)
+                old = recent.get(key)
+                if old is None or old.closed <= r.closed:
+                    recent[key] = r
         cap = self.settings.max_recent or self.settings.max_open_total
-        if len(self._recent) > cap:  # keep the newest, in closing order
-            self._recent = OrderedDict(sorted(self._recent.items(), key=lambda kv: kv[1].closed or 0)[-cap:])
+        # keep the newest, in closing order
+        self._recent = OrderedDict(sorted(recent.items(), key=lambda kv: kv[1].closed)[-cap:])
 
     def _add_open(self, key: tuple[str, int], m: Message) -> None:
         self._open[key] = m
@@ -245,7 +279,7 @@ class Reassembler:
         m.closed = now
         m.close_reason = reason
         self._recent.pop(key, None)  # re-insert last: the dict stays in closing order
-        self._recent[key] = m
+        self._recent[key] = Recent.of(m)
         if len(self._recent) > (self.settings.max_recent or self.settings.max_open_total):
             self._recent.popitem(last=False)
         return m
@@ -306,10 +340,12 @@ class Reassembler:
             _, _, key = heapq.heappop(self._heap)
             out.append(self._close(key, now, "deadline"))
         horizon = now - self.settings.duplicate_window
-        if self._recent:
-            stale = [k for k, m in self._recent.items() if (m.closed or 0) < horizon]
-            for k in stale:
-                del self._recent[k]
+        recent = self._recent
+        while recent:  # in closing order: the stale ones are at the front
+            key, r = next(iter(recent.items()))
+            if r.closed >= horizon:
+                break
+            del recent[key]
         return out
 
     # ------------------------------------------------------------------ feeding
@@ -327,10 +363,9 @@ class Reassembler:
         if held is not None and held.payload == up.payload:
             return FeedResult("duplicate", message=m)
         r = self._recent.get(key)
-        if r is not None and (r.closed or 0) >= now - self.settings.duplicate_window:
-            old = r.fragments.get(frag.index)
-            if old is not None and old.payload == up.payload:
-                return FeedResult("duplicate", message=r)
+        if (r is not None and r.closed >= now - self.settings.duplicate_window
+                and r.payloads.get(frag.index) == up.payload):
+            return FeedResult("duplicate", message=r)
         if m is not None:
             if held is None:
                 fits, size = _fits(m, frag, len(up.payload))

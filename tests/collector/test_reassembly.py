@@ -279,3 +279,28 @@ def test_assembly_rechecks_fragment_lengths_of_a_restored_message(bad_index):
     out = assemble(m)
     assert out.kind == "incident" and out.code == "length"
     assert f"fragment {bad_index} is" in out.detail
+
+
+def test_a_closed_message_is_remembered_by_its_payloads_only():
+    """Memory per remembered message is its payload bytes (shared with the uplinks),
+    not the uplinks, their metadata or the parsed fragments."""
+    from collector.reassembly import Recent
+
+    r = Reassembler()
+    frags = example_frags()
+    ups = [up(f) for f in frags]
+    for u in ups:
+        r.feed(u, 0.0)
+    (rec,) = r.recent_messages()
+    assert isinstance(rec, Recent)
+    assert all(rec.payloads[i] is u.payload for i, u in enumerate(ups))
+    assert Recent.from_dict(json.loads(json.dumps(rec.to_dict()))) == rec
+
+
+def test_forgetting_stale_closed_messages_stops_at_the_first_fresh_one():
+    r = Reassembler(Settings(duplicate_window=100))
+    for t, msg_id in enumerate(range(5)):
+        r.feed(up(example_frags(242, msg_id=msg_id, samples=4, blocks=False)[0]), float(t * 50))
+    assert len(r.recent_messages()) == 5  # closed at 0, 50, 100, 150, 200
+    r.expire(200.0)  # the window reaches back to 100: that one stays
+    assert [m.msg_id for m in r.recent_messages()] == [2, 3, 4]
