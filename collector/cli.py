@@ -16,8 +16,8 @@ from collector.examples import EXAMPLE_DEV_EUI, example_record
 from collector.reassembly import Reassembler, Settings
 from collector.uplink import Uplink
 
-_HEX = re.compile(r"^(?:[0-9a-fA-F]{2})+$")
-_EUI = re.compile(r"^[0-9a-fA-F]{16}$")
+_HEX = re.compile(r"^(?:[0-9a-fA-F]{2})+\Z")
+_EUI = re.compile(r"^[0-9a-fA-F]{16}\Z")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

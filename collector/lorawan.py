@@ -178,7 +178,7 @@ def off_time(airtime_s: float, duty_cycle: float) -> float:
     return airtime_s / duty_cycle - airtime_s
 
 
-_DR_NAME = re.compile(r"^SF(\d{1,2})BW(\d{3})$", re.IGNORECASE)
+_DR_NAME = re.compile(r"^SF(\d{1,2})BW(\d{3})\Z", re.IGNORECASE)
 
 
 def parse_data_rate_name(name: str) -> tuple[int, int]:

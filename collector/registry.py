@@ -29,7 +29,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-_EUI = re.compile(r"^[0-9A-Fa-f]{16}$")
+_EUI = re.compile(r"^[0-9A-Fa-f]{16}\Z")
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ ERRORS = {
 REPLIES = ERRORS | {"OK"}
 #: lines RUI3 prints when it boots (after ATZ, a power cycle or a crash)
 BANNER_PREFIXES = ("RAKwireless", "Current Work Mode")
-RX_EVENT = re.compile(r"^\+EVT:RX_[12C]:(-?\d+(?:\.\d+)?):(-?\d+(?:\.\d+)?):[A-Z]+:(\d{1,3}):([0-9A-Fa-f]*)$")
+RX_EVENT = re.compile(r"^\+EVT:RX_[12C]:(-?\d+(?:\.\d+)?):(-?\d+(?:\.\d+)?):[A-Z]+:(\d{1,3}):([0-9A-Fa-f]*)\Z")
 BAND_REGION = {4: "EU868", 5: "US915"}
 REGION_BAND = {v: k for k, v in BAND_REGION.items()}
 TX_FIRST_OUTCOME = {

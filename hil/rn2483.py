@@ -19,10 +19,10 @@ from hil.modem import (
 log = logging.getLogger("hil.rn2483")
 
 BAUD = 57600
-VERSION = re.compile(r"^(RN2483|RN2903) (\S+) .*$")
-MAC_RX = re.compile(r"^mac_rx (\d{1,3}) ([0-9A-Fa-f]*)$")
-RADIO_RX = re.compile(r"^radio_rx  ([0-9A-Fa-f]+)$")
-HEX16 = re.compile(r"^[0-9A-Fa-f]{16}$")
+VERSION = re.compile(r"^(RN2483|RN2903) (\S+) .*\Z")
+MAC_RX = re.compile(r"^mac_rx (\d{1,3}) ([0-9A-Fa-f]*)\Z")
+RADIO_RX = re.compile(r"^radio_rx  ([0-9A-Fa-f]+)\Z")
+HEX16 = re.compile(r"^[0-9A-Fa-f]{16}\Z")
 REGION_OF = {"RN2483": "EU868", "RN2903": "US915"}
 
 OK_SET = {"ok", "invalid_param"}
@@ -111,7 +111,7 @@ class RN2483(Modem):
         return self._get("mac get deveui", HEX16).upper()
 
     def _read_dr(self) -> int:
-        return int(self._get("mac get dr", re.compile(r"^\d{1,2}$")))
+        return int(self._get("mac get dr", re.compile(r"^\d{1,2}\Z")))
 
     def _write_dr(self, dr: int) -> None:
         self._set(f"mac set dr {dr}")
@@ -184,7 +184,7 @@ class RN2483(Modem):
 
     def pause_mac(self) -> int:
         """``mac pause``: returns how long (ms) the stack stays paused."""
-        line = self._get("mac pause", re.compile(r"^\d+$"))
+        line = self._get("mac pause", re.compile(r"^\d+\Z"))
         return int(line)
 
     def resume_mac(self) -> None:

@@ -15,7 +15,7 @@ BANNER = ("RAKwireless RAK3172-E Example", "------------------------------------
 BANDS = {4: "EU868", 5: "US915"}
 DEFAULT_DR = {"EU868": 0, "US915": 0}
 
-_HEX = re.compile(r"^(?:[0-9A-Fa-f]{2})+$")
+_HEX = re.compile(r"^(?:[0-9A-Fa-f]{2})+\Z")
 _KEYS = {"DEVEUI": 16, "APPEUI": 16, "APPKEY": 32, "DEVADDR": 8, "APPSKEY": 32, "NWKSKEY": 32}
 
 

@@ -11,7 +11,7 @@ VERSIONS = {"EU868": "RN2483 1.0.5 Oct 31 2018 15:06:52", "US915": "RN2903 1.0.5
 DEFAULT_DR = {"EU868": 5, "US915": 0}
 PAUSE_MS = "4294967245"
 
-_HEX = re.compile(r"^(?:[0-9A-Fa-f]{2})*$")
+_HEX = re.compile(r"^(?:[0-9A-Fa-f]{2})*\Z")
 _KEYS = {"deveui": 16, "appeui": 16, "appkey": 32, "devaddr": 8, "nwkskey": 32, "appskey": 32}
 
 

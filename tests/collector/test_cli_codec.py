@@ -79,6 +79,11 @@ def test_bad_input_is_named_with_exit_2(runner, text, problem):
     assert problem in res.output
 
 
+def test_dev_eui_with_a_trailing_newline_is_refused(runner):
+    res = runner.invoke(cli, ["decode", "--dev-eui", "00112233aabbccdd\n"], input="0102\n")
+    assert res.exit_code == 2 and "is not 16 hex digits" in res.output
+
+
 def test_fragments_from_a_file_and_a_bad_crc(runner, tmp_path):
     data = bytearray(wire.encode_record(example_record(samples=4, blocks=False)))
     data[30] ^= 1
