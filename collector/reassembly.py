@@ -17,7 +17,7 @@ from typing import Literal
 
 from collector import lorawan
 from collector.uplink import Uplink
-from collector.wire import FPORT, Fragment, parse_fragment
+from collector.wire import FPORT, MAX_FRAGMENTS, Fragment, fragment_count, parse_fragment, record_length
 
 CloseReason = Literal["complete", "deadline", "conflict", "evicted"]
 
@@ -206,6 +206,14 @@ def _fits(m: Message, frag: Fragment, length: int) -> tuple[bool, int | None]:
     return True, s
 
 
+#: the longest schema-1 record: 4 channels of 255 samples and every optional block
+LARGEST_RECORD = record_length(4, 255, 0x0F)
+
+
+def _largest_count(size: int) -> int:
+    return min(MAX_FRAGMENTS, fragment_count(LARGEST_RECORD, size))
+
+
 class Reassembler:
     """Holds open messages per (device, msg_id) and closes them by count or deadline."""
 
@@ -220,6 +228,8 @@ class Reassembler:
         self.next_seq = 1
         self._radio_cache: dict = {}
         self._duration_cache: dict = {}
+        #: fragment count of each device's latest fragment 0 (bounded, oldest dropped)
+        self._last_count: OrderedDict[str, int] = OrderedDict()
 
     # ------------------------------------------------------------------ queries
 
@@ -313,9 +323,15 @@ class Reassembler:
             d = m.opened + s.message_timeout
         else:
             dr, dc = self._radio(up.region, up.data_rate, up.frequency_hz)
-            # fragment 0 not seen yet: at least one more than the highest index held
-            n = m.count if m.count is not None else m.max_index + 2
-            basis = (dr, n, m.size or dr.max_payload, dc)
+            size = m.size or dr.max_payload
+            if m.count is not None:
+                n = m.count
+            elif m.short is not None:  # the short fragment is the last one
+                n = m.short + 1
+            else:  # fragment 0 not seen yet: as many as the device's last message had,
+                # or as the largest record needs; and more than the highest index held
+                n = max(m.max_index + 2, self._last_count.get(m.dev_eui) or _largest_count(size))
+            basis = (dr, n, size, dc)
             if basis == m.basis:
                 return
             m.basis = basis
@@ -398,6 +414,11 @@ class Reassembler:
         m.fragments[frag.index] = Held(frag.index, up.payload, up, now, frag)
         if frag.index == 0:
             m.count = frag.count
+            last = self._last_count
+            last.pop(m.dev_eui, None)
+            last[m.dev_eui] = frag.count or 1
+            if len(last) > self.settings.max_open_total:
+                last.popitem(last=False)
         if frag.index > m.max_index:
             m.max_index = frag.index
         m.size = size

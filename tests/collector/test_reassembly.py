@@ -304,3 +304,32 @@ def test_forgetting_stale_closed_messages_stops_at_the_first_fresh_one():
     assert len(r.recent_messages()) == 5  # closed at 0, 50, 100, 150, 200
     r.expire(200.0)  # the window reaches back to 100: that one stays
     assert [m.msg_id for m in r.recent_messages()] == [2, 3, 4]
+
+
+def test_without_fragment_0_a_slow_message_is_not_split_in_two():
+    """Fragment 0 lost: the count is unknown, so the deadline allows for the device's
+    previous message size (or the largest record), and the rest of the message still
+    lands in one message, one incident."""
+    for previous in (True, False):
+        r = Reassembler(Settings(message_timeout=900))
+        if previous:
+            feed_all(r, example_frags(msg_id=16))
+        frags = example_frags()
+        t, closed = 100_000.0, []
+        for f in frags[1:]:
+            closed += r.feed(up(f, dr="SF12BW125"), now=t).closed
+            closed += r.expire(t)
+            t += 2.793 / 0.01
+        closed += r.expire(t + 10**6)
+        assert len(closed) == 1 and sorted(closed[0].fragments) == list(range(1, 14))
+        assert assemble(closed[0]).code == "fragment0_missing"
+
+
+def test_a_held_short_fragment_tells_the_count():
+    r = Reassembler(Settings(message_timeout=60))
+    frags = example_frags()
+    r.feed(up(frags[13], dr="SF7BW125"), now=0.0)
+    r.feed(up(frags[12], dr="SF7BW125"), now=0.0)  # now S is known: 13 is short, the last
+    m = r.open_messages()[0]
+    assert m.short == 13 and m.basis[1] == 14
+    assert r.next_deadline() == 60.0  # 14 SF7 frames need far less than the timeout
