@@ -158,7 +158,11 @@ class NetworkConfig:
 @dataclass
 class SimConfig:
     region: str = "EU868"
+    #: records are made during the first ``hours``
     hours: float = 24.0
+    #: a message started before the end is sent to its last fragment (False: the
+    #: transmitter stops at ``hours``, cutting messages in flight)
+    finish_messages: bool = True
     seed: int = 1
     #: virtual start, Unix seconds
     start: float = DEFAULT_START

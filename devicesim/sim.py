@@ -367,7 +367,7 @@ class _DeviceRun:
             self.msg_id = (self.msg_id + 1) & 0xFF
             for k, payload in enumerate(frags):
                 t = self._start_time(max(env.now, self.next_tx), len(payload))
-                if t >= sim.horizon:
+                if t >= sim.horizon and not sim.cfg.finish_messages:
                     break
                 if self._reboot_due(t):
                     sim.cut += 1
@@ -584,6 +584,7 @@ def _simulate(config: SimConfig, progress: Progress | None) -> SimResult:
         for k in range(1, steps + 1):
             env.run(until=sim.horizon * k / steps)
             tick(0.02 + 0.6 * k / steps)
+        env.run()  # messages still in flight at the end
         sim.arrays_from_table()
     tick(0.65)
     rssi, snr, heard, audible = sim.radio(devices)
