@@ -328,8 +328,9 @@ def test_without_fragment_0_a_slow_message_is_not_split_in_two():
 def test_a_held_short_fragment_tells_the_count():
     r = Reassembler(Settings(message_timeout=60))
     frags = example_frags()
-    r.feed(up(frags[13], dr="SF7BW125"), now=0.0)
-    r.feed(up(frags[12], dr="SF7BW125"), now=0.0)  # now S is known: 13 is short, the last
+    us = [Uplink(DEV, 16, f, 0, data_rate="SF7BW125", region="US915") for f in frags]  # no duty cycle
+    r.feed(us[13], now=0.0)
+    r.feed(us[12], now=0.0)  # now S is known: 13 is short, the last
     m = r.open_messages()[0]
     assert m.short == 13 and m.basis[1] == 14
     assert r.next_deadline() == 60.0  # 14 SF7 frames need far less than the timeout
