@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cache
+from operator import itemgetter
 from pathlib import Path
 
 from lxml import etree
@@ -74,48 +75,65 @@ def _sample_table(exponent: int) -> tuple[str, ...]:
 def format_samples(samples: list[int], exponent: int) -> str:
     """The text of a channel element: one table look-up per sample (the table is
     built once per exponent from :func:`format_sample`)."""
-    return " ".join(map(_sample_table(exponent).__getitem__, samples))
+    table = _sample_table(exponent)
+    if len(samples) < 2:  # itemgetter of one index returns the item, not a tuple
+        return " ".join([table[raw] for raw in samples])
+    return " ".join(itemgetter(*samples)(table))  # all look-ups in one C call
 
 
 def unit_name(code: int) -> str:
     return UNIT_NAMES[code] if 0 <= code < len(UNIT_NAMES) else f"code-{code}"
 
 
+#: byte -> itself when printable ASCII, else ``?`` (for :func:`site_label`)
+_PRINTABLE = bytes(b if 0x20 <= b <= 0x7E else 0x3F for b in range(256))
+
+
 def site_label(raw: bytes) -> str:
-    label = raw.rstrip(b"\0")
-    return "".join(chr(b) if 0x20 <= b <= 0x7E else "?" for b in label)
+    """The label without its NUL padding, anything but printable ASCII as ``?``."""
+    return raw.rstrip(b"\0").translate(_PRINTABLE).decode("ascii")
 
 
 def idempotency_key(dev_eui: str, rec: Record) -> str:
     return f"{dev_eui.upper()}-{rec.device_serial}-{rec.record_seq}-{rec.start_time}"
 
 
+# Built once: the tags, the namespace map, the flags text of each flags nibble and
+# the block order (build_document runs once per message).
+_NSMAP = {None: NAMESPACE}
+(_ROOT, _DEVICE, _RECORD, _STATUS, _CHANNEL, _LOCATION, _DIAGNOSTICS, _CONFIG, _SITE, _TRANSPORT) = (
+    _NS + name for name in ("measurementReport", "device", "record", "status", "channel", "location",
+                            "diagnostics", "config", "site", "transport"))
+_FLAGS_TEXT = tuple(" ".join([name for bit, name in enumerate(FLAG_NAMES) if nibble & (1 << bit)])
+                    for nibble in range(16))
+_BLOCK_ORDER = {name: i for i, name in enumerate(BLOCK_NAMES)}
+
+
 def build_document(rec: Record, dev_eui: str, transport: Transport, complete: bool) -> bytes:
     """The UTF-8 document, XML declaration included."""
-    root = etree.Element(_NS + "measurementReport", nsmap={None: NAMESPACE})
-    root.set("schemaVersion", str(rec.schema_version))
-    root.set("complete", "true" if complete else "false")
+    root = etree.Element(_ROOT, {"schemaVersion": str(rec.schema_version),
+                                 "complete": "true" if complete else "false"}, nsmap=_NSMAP)
     sub = etree.SubElement
-    sub(root, _NS + "device", {"devEui": dev_eui.upper(), "serial": str(rec.device_serial),
-                               "firmware": f"{rec.fw_major}.{rec.fw_minor}"})
-    sub(root, _NS + "record", {"sequence": str(rec.record_seq), "start": format_s(rec.start_time),
-                               "intervalSeconds": str(rec.interval_s), "samplesPerChannel": str(rec.sample_count)})
+    sub(root, _DEVICE, {"devEui": dev_eui.upper(), "serial": str(rec.device_serial),
+                        "firmware": f"{rec.fw_major}.{rec.fw_minor}"})
+    sub(root, _RECORD, {"sequence": str(rec.record_seq), "start": format_s(rec.start_time),
+                        "intervalSeconds": str(rec.interval_s), "samplesPerChannel": str(rec.sample_count)})
     status = {"batteryMillivolts": str(rec.battery_mv), "internalTemperature": fixed(rec.temp_centi, 2)}
     if rec.flags & 0x0F:
-        status["flags"] = " ".join([name for bit, name in enumerate(FLAG_NAMES) if rec.flags & (1 << bit)])
-    sub(root, _NS + "status", status)
+        status["flags"] = _FLAGS_TEXT[rec.flags & 0x0F]
+    sub(root, _STATUS, status)
     for i, ch in enumerate(rec.channels):
-        el = sub(root, _NS + "channel", {"index": str(i), "unit": unit_name(ch.unit)})
-        el.text = format_samples(ch.samples, ch.exponent)
+        sub(root, _CHANNEL, {"index": str(i), "unit": unit_name(ch.unit)}).text = format_samples(
+            ch.samples, ch.exponent)
     if rec.location is not None:
         loc = rec.location
-        sub(root, _NS + "location", {
+        sub(root, _LOCATION, {
             "latitude": fixed(loc.lat_e7, 7), "longitude": fixed(loc.lon_e7, 7), "altitudeMeters": str(loc.alt_m),
             "hdop": fixed(loc.hdop_dm, 1), "fix": FIX_NAMES[loc.fix] if loc.fix < len(FIX_NAMES) else f"code-{loc.fix}",
         })
     if rec.diagnostics is not None:
         d = rec.diagnostics
-        sub(root, _NS + "diagnostics", {
+        sub(root, _DIAGNOSTICS, {
             "uptimeSeconds": str(d.uptime_s), "resetCount": str(d.reset_count),
             "resetReason": RESET_REASONS.get(d.reset_reason, f"code-{d.reset_reason}"),
             "txFailures": str(d.tx_failures), "lastDownlinkRssi": str(d.last_dl_rssi),
@@ -125,13 +143,13 @@ def build_document(rec: Record, dev_eui: str, transport: Transport, complete: bo
     if rec.config is not None:
         c = rec.config
         exp0 = rec.channels[0].exponent
-        sub(root, _NS + "config", {
+        sub(root, _CONFIG, {
             "version": str(c.config_version), "uploadHour": str(c.upload_hour),
             "preferredDataRate": str(c.preferred_dr), "alarmLow": format_sample(c.alarm_low, exp0),
             "alarmHigh": format_sample(c.alarm_high, exp0),
         })
     if rec.site is not None:
-        sub(root, _NS + "site", {"label": site_label(rec.site.label)})
+        sub(root, _SITE, {"label": site_label(rec.site.label)})
     t = transport
     tr = {"messageId": str(t.message_id), "fragmentsExpected": str(t.fragments_expected),
           "fragmentsReceived": str(t.fragments_received), "firstReceived": format_ms(t.first_received_ms),
@@ -139,9 +157,8 @@ def build_document(rec: Record, dev_eui: str, transport: Transport, complete: bo
     if t.missing_fragments:
         tr["missingFragments"] = " ".join(map(str, t.missing_fragments))
     if t.missing_blocks:
-        order = {name: i for i, name in enumerate(BLOCK_NAMES)}
-        tr["missingBlocks"] = " ".join(sorted(t.missing_blocks, key=order.__getitem__))
-    sub(root, _NS + "transport", tr)
+        tr["missingBlocks"] = " ".join(sorted(t.missing_blocks, key=_BLOCK_ORDER.__getitem__))
+    sub(root, _TRANSPORT, tr)
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
 
