@@ -12,6 +12,7 @@ Pure code: no clock, no I/O.
 from __future__ import annotations
 
 import binascii
+import functools
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -432,9 +433,18 @@ class Decoded:
     expected_len: int
 
 
+@functools.cache
+def _struct(fmt: str) -> struct.Struct:
+    """A compiled struct per format (at most 4 x 255 sample layouts, plus descriptors)."""
+    return struct.Struct(fmt)
+
+
 def _covered(have: Sequence[tuple[int, int]], start: int, end: int) -> bool:
     """Whether [start, end) lies inside the union of the sorted, merged ``have`` ranges."""
-    return any(a <= start and end <= b for a, b in have)
+    for a, b in have:  # noqa: SIM110 (a plain loop: any() over a generator costs more)
+        if a <= start and end <= b:
+            return True
+    return False
 
 
 def _holes(have: Sequence[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
@@ -501,7 +511,11 @@ def decode_partial(data: bytes, have: Sequence[tuple[int, int]]) -> Decoded:
     :class:`RequiredMissing` / :class:`RecordError`. Each announced optional block is
     decoded when all its bytes arrived, else named in ``missing_blocks``.
     """
-    have = merge_ranges((a, min(b, len(data))) for a, b in have if a < min(b, len(data)))
+    n = len(data)
+    if len(have) == 1 and have[0][0] == 0 and have[0][1] >= n:  # the usual case: everything arrived
+        have = [(0, n)] if n else []
+    else:
+        have = merge_ranges((a, min(b, n)) for a, b in have if a < min(b, n))
     if not _covered(have, 0, REQUIRED_HEADER_LEN):
         holes = _holes(have, 0, REQUIRED_HEADER_LEN)
         raise RequiredMissing(holes, f"required header bytes {_fmt_ranges(holes)} missing")
@@ -517,16 +531,16 @@ def decode_partial(data: bytes, have: Sequence[tuple[int, int]]) -> Decoded:
     actual = crc16(bytes(data[:body_end]))
     if actual != expected_crc:
         raise RecordError("crc", f"CRC mismatch: record says 0x{expected_crc:04X}, bytes give 0x{actual:04X}")
-    channels = []
-    pos = REQUIRED_HEADER_LEN
-    descs = [struct.unpack_from(">Bb", data, pos + 2 * i) for i in range(c)]
-    for _unit, exponent in descs:
+    # the channel descriptors and then all samples, each with one (cached) struct;
+    # the coverage check above guarantees the bytes are there
+    descs = _struct(">" + "Bb" * c).unpack_from(data, REQUIRED_HEADER_LEN)
+    exponents = descs[1::2]
+    for exponent in exponents:
         if not -6 <= exponent <= 6:
             raise RecordError("exponent", f"channel exponent {exponent} outside -6..6")
-    pos += 2 * c
-    for i, (unit, exponent) in enumerate(descs):
-        samples = list(struct.unpack_from(f">{k}h", data, pos + 2 * k * i))
-        channels.append(Channel(unit, exponent, samples))
+    every = _struct(f">{c * k}h").unpack_from(data, REQUIRED_HEADER_LEN + 2 * c)
+    channels = [Channel(unit, exponent, list(every[i * k : (i + 1) * k]))
+                for i, (unit, exponent) in enumerate(zip(descs[::2], exponents, strict=True))]
     rec = Record(
         schema_version=h[0], flags=h[1], device_serial=h[2], fw_major=h[3], fw_minor=h[4],
         record_seq=h[5], start_time=h[6], interval_s=h[7], battery_mv=h[10], temp_centi=h[11],
