@@ -10,6 +10,7 @@ spec leaves open are written down in ``docs/reassembly.md``.
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ class Settings:
         lorawan.region(self.default_region)
 
 
-@dataclass
+@dataclass(slots=True, init=False)
 class Held:
     index: int
     #: the whole uplink payload (fragment header included)
@@ -57,12 +58,18 @@ class Held:
     uplink: Uplink
     #: collector time of arrival
     arrived: float
-    #: the parsed fragment (derived from ``payload``)
-    fragment: Fragment | None = None
+    #: the parsed fragment (derived from ``payload``; parsed here when not given)
+    fragment: Fragment
 
-    def __post_init__(self) -> None:
-        if self.fragment is None:
-            self.fragment = parse_fragment(self.payload)
+    # written out rather than generated with a __post_init__: one is made per fragment,
+    # and the extra call doubled the cost
+    def __init__(self, index: int, payload: bytes, uplink: Uplink, arrived: float,
+                 fragment: Fragment | None = None) -> None:
+        self.index = index
+        self.payload = payload
+        self.uplink = uplink
+        self.arrived = arrived
+        self.fragment = fragment if fragment is not None else parse_fragment(payload)
 
     def to_dict(self) -> dict:
         return {"index": self.index, "arrived": self.arrived, "uplink": self.uplink.to_dict()}
@@ -179,7 +186,7 @@ def _fits(m: Message, frag: Fragment, length: int) -> tuple[bool, int | None]:
     and the fragment size S the message has with it. Constant time: all fragments
     held but the last have length S, and at most one held fragment is shorter."""
     count = m.count if m.count is not None else frag.count
-    top = max(m.max_index, frag.index)
+    top = m.max_index if m.max_index > frag.index else frag.index
     if count is not None and top >= count:
         return False, None
     s = m.size
@@ -210,6 +217,7 @@ def _fits(m: Message, frag: Fragment, length: int) -> tuple[bool, int | None]:
 LARGEST_RECORD = record_length(4, 255, 0x0F)
 
 
+@functools.cache  # size is a fragment size or a data rate's max payload: a handful of values
 def _largest_count(size: int) -> int:
     return min(MAX_FRAGMENTS, fragment_count(LARGEST_RECORD, size))
 
@@ -322,7 +330,8 @@ class Reassembler:
         if s.deadline_policy == "fixed":
             d = m.opened + s.message_timeout
         else:
-            dr, dc = self._radio(up.region, up.data_rate, up.frequency_hz)
+            radio = self._radio_cache.get((up.region, up.data_rate, up.frequency_hz))  # the usual case: a hit
+            dr, dc = radio or self._radio(up.region, up.data_rate, up.frequency_hz)
             size = m.size or dr.max_payload
             if m.count is not None:
                 n = m.count
@@ -426,7 +435,7 @@ class Reassembler:
             top = m.fragments[m.max_index]
             if len(top.payload) < size:
                 m.short = m.max_index
-        if m.complete:
+        if m.count is not None and len(m.fragments) == m.count:  # m.complete, inlined (per fragment)
             closed.append(self._close(key, now, "complete"))
         else:
             self._reschedule(key, m, up)
