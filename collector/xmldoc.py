@@ -46,9 +46,12 @@ def fixed(value: int, decimals: int) -> str:
     """``value / 10**decimals`` with exactly ``decimals`` decimals, exact."""
     if decimals == 0:
         return str(value)
-    sign = "-" if value < 0 else ""
-    q, r = divmod(abs(value), 10**decimals)
-    return f"{sign}{q}.{r:0{decimals}d}"
+    # %-formatting with a * width: about half the time of a nested f-string spec
+    if value < 0:
+        q, r = divmod(-value, 10**decimals)
+        return "-%d.%0*d" % (q, decimals, r)  # noqa: UP031
+    q, r = divmod(value, 10**decimals)
+    return "%d.%0*d" % (q, decimals, r)  # noqa: UP031
 
 
 @cache
