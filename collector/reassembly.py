@@ -18,7 +18,15 @@ from typing import Literal
 
 from collector import lorawan
 from collector.uplink import Uplink
-from collector.wire import FPORT, MAX_FRAGMENTS, Fragment, fragment_count, parse_fragment, record_length
+from collector.wire import (
+    FPORT,
+    MAX_FRAGMENTS,
+    MIN_SIZE,
+    Fragment,
+    fragment_count,
+    parse_fragment,
+    record_length,
+)
 
 CloseReason = Literal["complete", "deadline", "conflict", "evicted"]
 
@@ -219,7 +227,9 @@ LARGEST_RECORD = record_length(4, 255, 0x0F)
 
 @functools.cache  # size is a fragment size or a data rate's max payload: a handful of values
 def _largest_count(size: int) -> int:
-    return min(MAX_FRAGMENTS, fragment_count(LARGEST_RECORD, size))
+    # a message whose fragments imply S < 4 is invalid (assembly says so); for its
+    # deadline it is treated as the smallest valid size
+    return min(MAX_FRAGMENTS, fragment_count(LARGEST_RECORD, max(size, MIN_SIZE)))
 
 
 class Reassembler:

@@ -334,3 +334,13 @@ def test_a_held_short_fragment_tells_the_count():
     m = r.open_messages()[0]
     assert m.short == 13 and m.basis[1] == 14
     assert r.next_deadline() == 60.0  # 14 SF7 frames need far less than the timeout
+
+
+def test_fragments_implying_a_size_below_4_do_not_break_the_deadline():
+    """Two 3-byte fragments (S would be 3, which the contract forbids) are accepted
+    into one message like any other and end as an incident, never an exception."""
+    r = Reassembler()
+    assert r.feed(up(bytes([1, 1, 9])), 0.0).status == "accepted"
+    assert r.feed(up(bytes([1, 2, 9])), 0.0).status == "accepted"
+    (m,) = r.expire(float("inf"))
+    assert assemble(m).kind == "incident"
