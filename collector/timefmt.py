@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 _RFC3339 = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,12}))?(Z|z|[+-]\d{2}:\d{2})\Z"
@@ -38,15 +39,27 @@ def parse_ms(text: str) -> int:
     return ms
 
 
+@lru_cache(maxsize=256)
+def _date_prefix(day: int) -> str:
+    """``2026-11-24T`` for a day number since the epoch (documents of a run share a few)."""
+    return time.strftime("%Y-%m-%dT", time.gmtime(day * 86400))
+
+
 def format_ms(ms: int) -> str:
     """Unix milliseconds → ``2026-11-24T06:00:01.120Z``."""
-    s, frac = divmod(ms, 1000)
-    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (*time.gmtime(s)[:6], frac)  # noqa: UP031 (fast)
+    day, rest = divmod(ms, 86_400_000)
+    h, rest = divmod(rest, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    s, frac = divmod(rest, 1000)
+    return "%s%02d:%02d:%02d.%03dZ" % (_date_prefix(day), h, m, s, frac)  # noqa: UP031 (fast)
 
 
 def format_s(seconds: int) -> str:
     """Unix seconds → ``2026-11-24T00:00:00Z`` (whole seconds)."""
-    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % time.gmtime(seconds)[:6]  # noqa: UP031 (fast)
+    day, rest = divmod(seconds, 86_400)
+    h, rest = divmod(rest, 3600)
+    m, s = divmod(rest, 60)
+    return "%s%02d:%02d:%02dZ" % (_date_prefix(day), h, m, s)  # noqa: UP031 (fast)
 
 
 def format_ns(ns: int) -> str:
