@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,28 @@ from collector.webapp_stub import Faults, StubConfig, WebAppStub, start_stub
 
 INGEST_TOKEN = "ingest-secret"
 WEBAPP_TOKEN = "webapp-secret"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condition", step: float = 0.02) -> Any:
+    """Poll ``cond`` until it is truthy (connection errors count as not yet); its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            v = cond()
+        except OSError:
+            v = None
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(step)
 
 
 class HTTPResult:

@@ -31,13 +31,14 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from collector.harness import free_port
 
 HERE = Path(__file__).resolve().parent
 TOKEN = "bench-token"
@@ -84,11 +85,6 @@ app.router.add_get("/healthz", lambda r: web.json_response({"status": "ok"}))
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
 """
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_bodies(path: Path, count: int) -> None:

@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from collector.harness import free_port
 from collector.webapp_stub import StubConfig, WebAppStub
 from scenarios.measure import Acked, Expected, Observed, Upload, expected_outcome, measure
 from scenarios.spec import Scenario
@@ -122,11 +122,6 @@ class VirtualStub(WebAppStub):
 
 # --------------------------------------------------------------------------- the collector process
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _toml_value(v: Any) -> str:

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import pytest
 
 from collector import wire
 from collector.examples import example_record
-from collector.harness import http
+from collector.harness import free_port, http, wait_until
 from devicesim.formats import AppUplink, uplink_body
 
 DEV = "70B3D57ED005A1B2"
@@ -26,27 +24,9 @@ TOKEN = "crash-ingest"
 N_MESSAGES = 24
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def collector_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "collector", *args]
-
-
-def wait_until(cond, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            v = cond()
-        except OSError:
-            v = None
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def start(cmd: list[str], log: Path, health: str) -> subprocess.Popen:

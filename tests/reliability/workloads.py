@@ -17,7 +17,6 @@ import json
 import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from typing import Any
 
 from collector import wire
 from collector.examples import example_record
-from collector.harness import http
+from collector.harness import free_port, http, wait_until
 from devicesim.formats import FORMATS, AppUplink, uplink_body
 
 TOKEN = "reliability-ingest-token"
@@ -41,26 +40,6 @@ T0 = 1_800_000_000
 
 # --------------------------------------------------------------------------- processes
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condition", step: float = 0.02) -> Any:
-    """Poll ``cond`` until it is truthy (connection errors count as not yet)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            v = cond()
-        except OSError:
-            v = None
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(step)
 
 
 def rss_kb(pid: int) -> int:
