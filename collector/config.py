@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from collector.reassembly import Settings
+
 ENV_PREFIX = "COLLECTOR_"
 
 
@@ -49,13 +51,14 @@ class ServiceConfig:
     #: most requests committed in one transaction
     commit_batch: int = 1000
     # ------------------------------------------------------------------ reassembly
-    message_timeout: float = 900.0
-    deadline_policy: str = "adaptive"
-    default_region: str = "EU868"
-    duplicate_window: float = 3600.0
-    max_open_per_device: int = 32
-    max_open_total: int = 50_000
-    fport: int = 16
+    # (defaults and meaning: collector.reassembly.Settings, the one place they live)
+    message_timeout: float = Settings.message_timeout
+    deadline_policy: str = Settings.deadline_policy
+    default_region: str = Settings.default_region
+    duplicate_window: float = Settings.duplicate_window
+    max_open_per_device: int = Settings.max_open_per_device
+    max_open_total: int = Settings.max_open_total
+    fport: int = Settings.fport
     # ------------------------------------------------------------------ delivery
     webapp_url: str = ""
     webapp_token: str = ""
@@ -88,6 +91,11 @@ class ServiceConfig:
     log_level: str = "INFO"
     #: seconds to wait for in-flight requests on shutdown
     shutdown_timeout: float = 10.0
+
+    def reassembly_settings(self) -> Settings:
+        """The reassembler's settings: every field of :class:`Settings` this config has."""
+        return Settings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Settings)
+                           if f.name in FIELDS})
 
     def validate(self) -> None:
         if self.deadline_policy not in ("fixed", "adaptive"):

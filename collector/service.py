@@ -39,7 +39,7 @@ from collector.clock import Clock, ManualClock, make_clock, wait_first
 from collector.config import ServiceConfig
 from collector.delivery import DeliveryAgent
 from collector.metrics import CONTENT_TYPE_LATEST, Metrics
-from collector.reassembly import Message, Reassembler, Settings
+from collector.reassembly import Message, Reassembler
 from collector.registry import load_file
 from collector.store import (
     GroupCommitter,
@@ -101,11 +101,7 @@ class CollectorService:
         self.cfg = cfg
         self.clock: Clock = clock or make_clock(cfg.clock, cfg.clock_start)
         self.metrics = Metrics()
-        self.reasm = Reassembler(Settings(
-            message_timeout=cfg.message_timeout, deadline_policy=cfg.deadline_policy,
-            default_region=cfg.default_region, duplicate_window=cfg.duplicate_window,
-            max_open_per_device=cfg.max_open_per_device, max_open_total=cfg.max_open_total, fport=cfg.fport,
-        ))
+        self.reasm = Reassembler(cfg.reassembly_settings())
         self.store: Store | None = None
         self.committer: GroupCommitter | None = None
         self.delivery: DeliveryAgent | None = None
