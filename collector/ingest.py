@@ -8,7 +8,8 @@ optional field is read with a default. A body that cannot be used raises
 answers it as 400); a well-formed body that is not an uplink raises :class:`Ignored`
 (answered 202 "ignored").
 
-Pure code: the caller passes ``now_ms`` for uplinks that carry no receive time.
+Pure code: the caller passes ``now_ms`` for uplinks that carry no receive time
+(``None`` leaves it to the process that owns the clock to fill in).
 """
 
 from __future__ import annotations
@@ -261,7 +262,7 @@ def _best_gateway(rx: list[dict], rssi_key: str = "rssi") -> dict | None:
 # --------------------------------------------------------------------------- The Things Stack v3
 
 
-def parse_ttn(doc: dict, now_ms: int, default_region: str = "EU868") -> Uplink:
+def parse_ttn(doc: dict, now_ms: int | None, default_region: str = "EU868") -> Uplink:
     """A The Things Stack v3 webhook uplink message."""
     up = doc.get("uplink_message")
     if up is None:
@@ -321,7 +322,7 @@ def parse_ttn(doc: dict, now_ms: int, default_region: str = "EU868") -> Uplink:
 _CS_REGIONS = {"EU868": "EU868", "US915": "US915"}
 
 
-def parse_chirpstack(doc: dict, now_ms: int, default_region: str = "EU868") -> Uplink:
+def parse_chirpstack(doc: dict, now_ms: int | None, default_region: str = "EU868") -> Uplink:
     """A ChirpStack v4 HTTP integration ``up`` event (JSON marshaler)."""
     info = _obj(doc, "deviceInfo", "", required=True)
     dev_eui = _eui(info.get("devEui"), "deviceInfo.devEui")
@@ -376,7 +377,7 @@ def parse_chirpstack(doc: dict, now_ms: int, default_region: str = "EU868") -> U
 # --------------------------------------------------------------------------- the collector's own
 
 
-def parse_generic(doc: dict, now_ms: int, default_region: str = "EU868") -> Uplink:
+def parse_generic(doc: dict, now_ms: int | None, default_region: str = "EU868") -> Uplink:
     """The collector's own format: ``devEui``, ``fPort``, ``payload`` required."""
     for key in ("devEui", "fPort", "payload"):
         if key not in doc:
@@ -411,7 +412,7 @@ def parse_generic(doc: dict, now_ms: int, default_region: str = "EU868") -> Upli
     )
 
 
-PARSERS: dict[str, Callable[[dict, int, str], Uplink]] = {
+PARSERS: dict[str, Callable[[dict, int | None, str], Uplink]] = {
     "ttn": parse_ttn,
     "chirpstack": parse_chirpstack,
     "generic": parse_generic,

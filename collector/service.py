@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
-import hmac
 import importlib.metadata
 import json
 import logging
@@ -30,7 +30,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from collector import ingest
@@ -38,6 +37,8 @@ from collector.aggregator import Assembler
 from collector.clock import Clock, ManualClock, make_clock, wait_first
 from collector.config import ServiceConfig
 from collector.delivery import DeliveryAgent
+from collector.gate import Answer, IngestGate, authorised
+from collector.gate import error as answer_error
 from collector.metrics import CONTENT_TYPE_LATEST, Metrics
 from collector.reassembly import Message, Reassembler
 from collector.registry import load_file
@@ -53,7 +54,9 @@ from collector.store import (
     op_ingest,
     op_prune,
     op_retry_dead,
+    together,
 )
+from collector.uplink import Uplink
 from collector.wire import FragmentError
 
 log = logging.getLogger("collector.service")
@@ -63,7 +66,6 @@ try:
 except importlib.metadata.PackageNotFoundError:  # running from a source tree
     __version__ = "0+unknown"
 
-INTEGRATIONS = {"ttn": "/uplink/ttn", "chirpstack": "/uplink/chirpstack", "generic": "/uplink"}
 MESSAGE_STATES = ("open", "complete", "partial", "incident")
 #: clock seconds between sweeps of closed messages older than the duplicate window
 SWEEP_INTERVAL = 10.0
@@ -73,6 +75,18 @@ GC_THRESHOLD = 20_000
 
 def error(status: int, message: str, headers: dict | None = None, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status, headers=headers)
+
+
+@dataclasses.dataclass(slots=True)
+class Pending:
+    """An uplink fed to the reassembler whose commit is under way."""
+    future: asyncio.Future
+    integration: str
+    dev_eui: str
+    status: str
+    message: Any
+    index: int
+    closed: list[Message]
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -105,8 +119,7 @@ class CollectorService:
         self.store: Store | None = None
         self.committer: GroupCommitter | None = None
         self.delivery: DeliveryAgent | None = None
-        self._tokens = {name: [t.encode() for t in [*cfg.ingest_token, *getattr(cfg, f"{name}_token")]]
-                        for name in INTEGRATIONS}
+        self.gate = IngestGate(cfg, self)
         self._api_tokens = [t.encode() for t in (cfg.api_token or [*cfg.ingest_token, *cfg.ttn_token,
                                                                      *cfg.chirpstack_token, *cfg.generic_token])]
         self._agg_wake = asyncio.Event()
@@ -121,6 +134,7 @@ class CollectorService:
         #: assembles closed messages (in a worker process while closes come fast)
         self.assembler = Assembler()
         self._outcome_counters: dict[tuple[str, str], Any] = {}
+        self._request_counters: dict[tuple[str, int], Any] = {}
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
 
@@ -221,30 +235,9 @@ class CollectorService:
 
     # ------------------------------------------------------------------ auth
 
-    def _check_token(self, request: web.Request, tokens: list[bytes]) -> bool:
-        values = [request.headers.get(self.cfg.auth_header)]
-        if self.cfg.auth_header.lower() != "authorization":
-            values.append(request.headers.get("Authorization"))
-        ok = False
-        for value in values:
-            if not value:
-                continue
-            v = value.strip()
-            if v[:7].lower() == "bearer ":
-                v = v[7:].strip()
-            vb = v.encode()
-            for t in tokens:
-                ok |= hmac.compare_digest(vb, t)
-        return ok
-
-    def _authorised(self, request: web.Request, tokens: list[bytes]) -> bool:
-        if not tokens:
-            return self.cfg.allow_anonymous
-        return self._check_token(request, tokens)
-
     def _api(self, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
         async def wrapped(request: web.Request) -> web.StreamResponse:
-            if not self._authorised(request, self._api_tokens):
+            if not authorised(self.cfg, request, self._api_tokens):
                 return error(401, "missing or wrong token (Authorization: Bearer <token>)")
             if self._pending_close or self._close_lock.locked():
                 await self.flush_closes()  # what was acknowledged is what the API shows
@@ -253,85 +246,60 @@ class CollectorService:
 
     # ------------------------------------------------------------------ ingest
 
-    def _ingest_handler(self, integration: str):
-        latency = self.metrics.ingest_latency.labels(integration)
-        by_code: dict[int, Any] = {}
-
-        async def handler(request: web.Request) -> web.Response:
-            t0 = time.perf_counter()
-            resp = await self._ingest(request, integration)
-            c = by_code.get(resp.status)
-            if c is None:
-                c = by_code[resp.status] = self.metrics.requests.labels(integration, str(resp.status))
-            c.inc()
-            latency.observe(time.perf_counter() - t0)
-            return resp
-        return handler
-
-    def _outcome(self, integration: str, outcome: str) -> Any:
-        """The uplinks counter for (integration, outcome), its child cached."""
+    def uplink(self, integration: str, outcome: str) -> None:
+        """Count an uplink by outcome (:class:`collector.gate.IngestStats`)."""
         key = (integration, outcome)
         c = self._outcome_counters.get(key)
         if c is None:
             c = self._outcome_counters[key] = self.metrics.uplinks.labels(integration, outcome)
-        return c
+        c.inc()
 
-    def _ignored(self, integration: str, reason: str) -> web.Response:
-        self.metrics.uplinks.labels(integration, "ignored").inc()
-        return web.json_response({"status": "ignored", "reason": reason}, status=202)
+    def answered(self, integration: str, status: int, seconds: float) -> None:
+        """Count an ingest request by status code, and its latency."""
+        key = (integration, status)
+        c = self._request_counters.get(key)
+        if c is None:
+            c = self._request_counters[key] = (self.metrics.requests.labels(integration, str(status)),
+                                               self.metrics.ingest_latency.labels(integration))
+        c[0].inc()
+        c[1].observe(seconds)
 
-    def _bad(self, integration: str, status: int, message: str, **extra: Any) -> web.Response:
-        self.metrics.uplinks.labels(integration, "rejected").inc()
-        log.warning("event=rejected integration=%s status=%d error=%r", integration, status, message)
-        return error(status, message, **extra)
-
-    async def _ingest(self, request: web.Request, integration: str) -> web.Response:
-        if self._stopping:
-            return error(503, "the collector is shutting down", {"Retry-After": "5"})
-        if not self._authorised(request, self._tokens[integration]):
-            self.metrics.uplinks.labels(integration, "unauthorised").inc()
-            log.warning("event=unauthorised integration=%s remote=%s", integration, request.remote)
-            return error(401, f"missing or wrong token ({self.cfg.auth_header} header)")
-        limit = self.cfg.body_limit
-        if request.content_length is not None and request.content_length > limit:
-            return self._bad(integration, 413, f"the body is {request.content_length} bytes; the limit is {limit}")
-        ctype = request.content_type  # "application/octet-stream" when the header is absent
-        if request.headers.get("Content-Type") is not None and not (
-                ctype == "application/json" or ctype.endswith("+json")):
-            hint = " (set the ChirpStack integration to JSON)" if integration == "chirpstack" else ""
-            return self._bad(integration, 415, f"the body must be JSON (Content-Type: application/json), "
-                                               f"not {ctype}{hint}")
-        if integration == "chirpstack":
-            event = request.query.get("event")
-            if event != "up":
-                return self._ignored(integration, f"ChirpStack event {event!r} is not handled" if event
-                                     else "no ChirpStack event given (?event=up)")
-        try:
-            if request.content.is_eof():  # the whole body has arrived: reading it cannot wait
-                body = await request.read()
+    def _ingest_handler(self, integration: str):
+        async def handler(request: web.Request) -> web.Response:
+            t0 = time.perf_counter()
+            if self._stopping:
+                ans = answer_error(503, "the collector is shutting down", {"Retry-After": "5"})
             else:
-                async with asyncio.timeout(self.cfg.read_timeout):
-                    body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return self._bad(integration, 413, f"the body exceeds the limit of {limit} bytes")
-        except TimeoutError:  # a client trickling its body must not hold a handler forever
-            resp = self._bad(integration, 408, f"the body did not arrive within {self.cfg.read_timeout:g} s")
-            resp.force_close()
-            return resp
-        now = self.clock.now()
+                up = await self.gate.admit(request, integration)
+                ans = up if isinstance(up, Answer) else await self.accept(up, integration)
+            self.answered(integration, ans.status, time.perf_counter() - t0)
+            return ans.response()
+        return handler
+
+    async def accept(self, up: Uplink, integration: str) -> Answer:
+        """Feed one parsed uplink to the reassembler and commit it; the answer."""
+        entered = self.enter(up, integration)
+        if isinstance(entered, Answer):
+            return entered
         try:
-            doc = ingest.parse_json_body(body)
-            up = ingest.PARSERS[integration](doc, int(now * 1000), self.cfg.default_region)
-        except ingest.Ignored as e:
-            return self._ignored(integration, e.reason)
-        except ingest.IngestError as e:
-            return self._bad(integration, 400, str(e))
+            await entered.future
+        except StoreUnavailable as e:
+            return self.settle(entered, e)
+        return self.settle(entered, None)
+
+    def enter(self, up: Uplink, integration: str) -> Answer | Pending:
+        """The synchronous part of :meth:`accept`: feed the reassembler and queue the
+        commit. Answers at once what needs no commit; otherwise the commit to wait
+        for before :meth:`settle`."""
+        now = self.clock.now()
+        if up.received_ms is None:  # the body carried no receive time: the collector's
+            up = dataclasses.replace(up, received_ms=int(now * 1000))
         try:
             res = self.reasm.feed(up, now)
         except FragmentError as e:
-            return self._bad(integration, 400, f"invalid fragment header: {e.detail}", code=e.code)
+            return self.gate.bad(integration, 400, f"invalid fragment header: {e.detail}", code=e.code)
         if res.status == "ignored":
-            return self._ignored(integration, res.reason or "ignored")
+            return self.gate.ignored(integration, res.reason or "ignored")
         msg = res.message
         assert msg is not None
         index = up.payload[1]
@@ -346,26 +314,32 @@ class CollectorService:
         if closed:
             ops.extend(self._cap_ops(closed, now))
             self._pending_close.extend(closed)
+        assert self.committer is not None
         try:
-            assert self.committer is not None
-            await (self.committer.submit_nowait(ops[0]) if len(ops) == 1 else self.committer.submit_many(ops))
+            fut = self.committer.submit_nowait(ops[0] if len(ops) == 1 else together(ops))
         except StoreUnavailable as e:
-            self.metrics.uplinks.labels(integration, "unavailable").inc()
-            log.error("event=store_unavailable integration=%s error=%r", integration, str(e))
-            return error(503, f"the store cannot take the uplink now: {e}", {"Retry-After": "5"})
-        finally:
-            if closed:
-                # closed messages are gone from the open set: record them in any case
-                self._agg_wake.set()
-        self._outcome(integration, res.status).inc()
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_exception(e)
+        if closed:
+            # closed messages are gone from the open set: record them in any case
+            self._agg_wake.set()
+        return Pending(fut, integration, up.dev_eui, res.status, msg, index, closed)
+
+    def settle(self, p: Pending, exc: BaseException | None) -> Answer:
+        """The answer once the commit of :meth:`enter` has finished (``exc`` if it failed)."""
+        if exc is not None:
+            self.uplink(p.integration, "unavailable")
+            log.error("event=store_unavailable integration=%s error=%r", p.integration, str(exc))
+            return answer_error(503, f"the store cannot take the uplink now: {exc}", {"Retry-After": "5"})
+        self.uplink(p.integration, p.status)
+        msg = p.message
         if msg.closed is None and (self._agg_target is None or msg.deadline < self._agg_target):
             self._agg_wake.set()
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("event=uplink integration=%s dev=%s status=%s message=%s index=%d", integration,
-                      up.dev_eui, res.status, msg.uid, index)
-        return web.Response(body=orjson.dumps({"status": res.status, "message": msg.uid, "fragment": index,
-                                               "closed": [m.uid for m in closed]}),
-                            status=202, content_type="application/json", charset="utf-8")
+            log.debug("event=uplink integration=%s dev=%s status=%s message=%s index=%d", p.integration,
+                      p.dev_eui, p.status, msg.uid, p.index)
+        return Answer(202, {"status": p.status, "message": msg.uid, "fragment": p.index,
+                            "closed": [m.uid for m in p.closed]})
 
     # ------------------------------------------------------------------ closing
 

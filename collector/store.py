@@ -731,6 +731,13 @@ def _document_view(r: sqlite3.Row, with_xml: bool) -> dict:
 # --------------------------------------------------------------------------- group commit
 
 
+def together(ops: list[Op]) -> Op:
+    """One op that runs ``ops`` (so they commit or fail as one); returns their results."""
+    def run(c: sqlite3.Connection) -> list[Any]:
+        return [op(c) for op in ops]
+    return run
+
+
 class GroupCommitter:
     """Batches concurrent writes into one transaction on a dedicated thread.
 
@@ -771,9 +778,7 @@ class GroupCommitter:
 
     async def submit_many(self, ops: list[Op]) -> list[Any]:
         """Commit ``ops`` together (in one transaction)."""
-        def run(c: sqlite3.Connection) -> list[Any]:
-            return [op(c) for op in ops]
-        return await self.submit(run)
+        return await self.submit(together(ops))
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -12,8 +12,9 @@ class Uplink:
     dev_eui: str
     fport: int
     payload: bytes
-    #: network-server receive time, Unix milliseconds
-    received_ms: int
+    #: network-server receive time, Unix milliseconds (``None`` until the collector
+    #: fills in its own time, for a body that carries none)
+    received_ms: int | None
     fcnt: int | None = None
     #: e.g. "SF9BW125" (None when the network server did not say)
     data_rate: str | None = None

@@ -37,7 +37,7 @@ def _functions_touching_tokens(tree: ast.AST):
                 yield node
 
 
-@pytest.mark.parametrize("module", ["service.py", "webapp_stub.py"])
+@pytest.mark.parametrize("module", ["gate.py", "webapp_stub.py"])
 def test_token_checks_use_compare_digest_and_never_plain_equality(module):
     tree = ast.parse((COLLECTOR / module).read_text())
     funcs = list(_functions_touching_tokens(tree))
@@ -60,7 +60,7 @@ def test_token_checks_use_compare_digest_and_never_plain_equality(module):
 def test_service_checks_every_configured_token_without_short_circuit():
     """The ingest check ORs compare_digest over all tokens (no early return whose
     timing tells which token matched)."""
-    src = ast.unparse(next(n for n in ast.walk(ast.parse((COLLECTOR / "service.py").read_text()))
+    src = ast.unparse(next(n for n in ast.walk(ast.parse((COLLECTOR / "gate.py").read_text()))
                            if isinstance(n, ast.FunctionDef) and n.name == "_check_token"))
     assert "ok |= hmac.compare_digest" in src
     assert "return True" not in src and "break" not in src
