@@ -50,6 +50,9 @@ class ServiceConfig:
     max_pending_writes: int = 20_000
     #: most requests committed in one transaction
     commit_batch: int = 1000
+    #: HTTP worker processes in front of the process that owns the state (0: one
+    #: process does everything); see docs/operations.md, "Workers"
+    workers: int = 0
     # ------------------------------------------------------------------ reassembly
     # (defaults and meaning: collector.reassembly.Settings, the one place they live)
     message_timeout: float = Settings.message_timeout
@@ -110,6 +113,8 @@ class ServiceConfig:
             raise ValueError("read_timeout must be positive")
         if self.body_limit < 1024:
             raise ValueError("body_limit must be at least 1024 bytes")
+        if not 0 <= self.workers <= 64:
+            raise ValueError(f"workers must be 0..64, not {self.workers}")
         if self.delivery_concurrency < 1:
             raise ValueError("delivery_concurrency must be at least 1")
         if self.webapp_url and not self.webapp_url.startswith(("http://", "https://")):

@@ -58,6 +58,7 @@ from collector.store import (
 )
 from collector.uplink import Uplink
 from collector.wire import FragmentError
+from collector.workers import ChannelServer, PrivateDir, WorkerPool, reserve_port
 
 log = logging.getLogger("collector.service")
 
@@ -71,6 +72,8 @@ MESSAGE_STATES = ("open", "complete", "partial", "incident")
 SWEEP_INTERVAL = 10.0
 #: allocations between collections of the garbage collector's first generation (``collector serve``)
 GC_THRESHOLD = 20_000
+#: seconds the event loop may hold the GIL while the store thread waits for it
+SWITCH_INTERVAL = 0.005
 
 
 def error(status: int, message: str, headers: dict | None = None, **extra: Any) -> web.Response:
@@ -137,6 +140,8 @@ class CollectorService:
         self._request_counters: dict[tuple[str, int], Any] = {}
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
+        #: the HTTP worker processes, when there are any (:func:`run_service`)
+        self.workers: WorkerPool | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -263,6 +268,14 @@ class CollectorService:
                                                self.metrics.ingest_latency.labels(integration))
         c[0].inc()
         c[1].observe(seconds)
+
+    def merge_worker_stats(self, stats: dict) -> None:
+        """Add what an HTTP worker process counted (:mod:`collector.workers`)."""
+        for integration, outcome, n in stats.get("uplinks", ()):
+            self.metrics.uplinks.labels(integration, outcome).inc(n)
+        for integration, status, latencies in stats.get("requests", ()):
+            for seconds in latencies:
+                self.answered(integration, status, seconds)
 
     def _ingest_handler(self, integration: str):
         async def handler(request: web.Request) -> web.Response:
@@ -481,6 +494,8 @@ class CollectorService:
                 "now": self.clock.now(), "openMessages": len(self.reasm.open_messages()),
                 "writeQueue": self.committer.depth if self.committer else None,
                 "circuit": self.delivery.circuit.state(self.clock.now()) if self.delivery else None}
+        if self.workers is not None:
+            body["workers"] = {"configured": self.cfg.workers, "running": self.workers.alive()}
         return web.json_response(body, status=200 if ok else 503)
 
     async def metrics_handler(self, request: web.Request) -> web.Response:
@@ -605,19 +620,33 @@ class CollectorService:
 
 async def run_service(cfg: ServiceConfig, clock: Clock | None = None,
                       ready: Callable[[int], None] | None = None) -> None:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    """Serve until SIGTERM or SIGINT, then shut down gracefully. With ``cfg.workers``
+    HTTP worker processes take the connections (:mod:`collector.workers`)."""
     svc = CollectorService(cfg, clock)
     runner = web.AppRunner(svc.app(), access_log=None, shutdown_timeout=cfg.shutdown_timeout,
                            keepalive_timeout=cfg.read_timeout)
     await runner.setup()
-    site = web.TCPSite(runner, cfg.host, cfg.port)
+    private = channel = None
     try:
-        await site.start()
+        if cfg.workers:
+            private = PrivateDir()
+            await web.UnixSite(runner, private / "api.sock").start()
+            chan = ChannelServer(svc)
+            channel = await asyncio.start_unix_server(chan.handle, private / "ingest.sock")
+            port = reserve_port(cfg.host, cfg.port)
+            svc.workers = WorkerPool(cfg, port, private / "ingest.sock", private / "api.sock")
+            await svc.workers.start(chan)
+        else:
+            site = web.TCPSite(runner, cfg.host, cfg.port)
+            await site.start()
+            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     except OSError as e:
-        await runner.cleanup()
+        await _stop_all(svc, runner, channel, private)
         raise RuntimeError(f"cannot listen on {cfg.host}:{cfg.port}: {e.strerror or e}") from None
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    log.info("event=listening host=%s port=%d", cfg.host, port)
+    except BaseException:
+        await _stop_all(svc, runner, channel, private)
+        raise
+    log.info("event=listening host=%s port=%d workers=%d", cfg.host, port, cfg.workers)
     # The cyclic garbage collector: what exists after start (modules, the restored
     # state) is never garbage, and the first generation is collected every 20,000
     # allocations rather than every 700 - with a large reassembler state the
@@ -625,6 +654,7 @@ async def run_service(cfg: ServiceConfig, clock: Clock | None = None,
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
+    sys.setswitchinterval(SWITCH_INTERVAL)
     if ready:
         ready(port)
     stop = asyncio.Event()
@@ -637,7 +667,20 @@ async def run_service(cfg: ServiceConfig, clock: Clock | None = None,
         log.info("event=shutting_down")
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        await runner.cleanup()
+        await _stop_all(svc, runner, channel, private)
+
+
+async def _stop_all(svc: CollectorService, runner: web.AppRunner, channel: asyncio.Server | None,
+                    private: PrivateDir | None) -> None:
+    """Workers first (they finish their requests, which this process still answers),
+    then the service itself."""
+    if svc.workers is not None:
+        await svc.workers.stop()
+    if channel is not None:
+        channel.close()
+    await runner.cleanup()
+    if private is not None:
+        private.remove()
 
 
 async def start_service(cfg: ServiceConfig, clock: Clock | None = None) -> tuple[CollectorService, web.AppRunner, int]:

@@ -4,7 +4,9 @@ commands an operator runs."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -48,14 +50,30 @@ def all_uplinks() -> list[tuple[str, dict]]:
     return out
 
 
+def worker_pids(log: Path) -> list[int]:
+    return [int(p) for p in re.findall(r"event=worker_started worker=\d+ pid=(\d+)", log.read_text())]
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # a zombie (exited, not yet reaped by its parent) counts as gone
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    return True
+
+
 @pytest.mark.slow
-def test_kill_9_mid_stream_loses_nothing_acknowledged_and_duplicates_nothing(tmp_path):
+@pytest.mark.parametrize("workers", [0, 2], ids=["one-process", "2-http-workers"])
+def test_kill_9_mid_stream_loses_nothing_acknowledged_and_duplicates_nothing(tmp_path, workers):
     stub_port, port = free_port(), free_port()
     stub = start(collector_cmd("webapp-stub", "--port", str(stub_port), "--db", str(tmp_path / "stub.db"),
                                "--token", "wt"), tmp_path / "stub.log", f"http://127.0.0.1:{stub_port}/stub/stats")
     serve = collector_cmd("serve", "--port", str(port), "--db", str(tmp_path / "c.db"), "--ingest-token", TOKEN,
                           "--webapp-url", f"http://127.0.0.1:{stub_port}", "--webapp-token", "wt",
-                          "--message-timeout", "3600", "--deadline-policy", "fixed")
+                          "--message-timeout", "3600", "--deadline-policy", "fixed", "--workers", str(workers))
     url = f"http://127.0.0.1:{port}"
     health = url + "/healthz"
     procs = [stub]
@@ -86,6 +104,10 @@ def test_kill_9_mid_stream_loses_nothing_acknowledged_and_duplicates_nothing(tmp
         svc.wait(timeout=10)
         assert svc.returncode == -signal.SIGKILL
         assert len(acked) >= half and unacked
+        # the HTTP workers notice that the process owning the state is gone, and exit
+        old_workers = worker_pids(tmp_path / "collector.log")
+        assert len(old_workers) == workers
+        wait_until(lambda: all(gone(p) for p in old_workers), timeout=10, what="the old workers to exit")
 
         svc = start(serve, tmp_path / "collector.log", health)
         procs.append(svc)
@@ -110,6 +132,7 @@ def test_kill_9_mid_stream_loses_nothing_acknowledged_and_duplicates_nothing(tmp
         svc.send_signal(signal.SIGTERM)
         assert svc.wait(timeout=15) == 0
         assert "event=stopped" in (tmp_path / "collector.log").read_text()
+        assert all(gone(p) for p in worker_pids(tmp_path / "collector.log"))
     finally:
         for p in procs:
             if p.poll() is None:
