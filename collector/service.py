@@ -72,8 +72,6 @@ MESSAGE_STATES = ("open", "complete", "partial", "incident")
 SWEEP_INTERVAL = 10.0
 #: allocations between collections of the garbage collector's first generation (``collector serve``)
 GC_THRESHOLD = 20_000
-#: seconds the event loop may hold the GIL while the store thread waits for it
-SWITCH_INTERVAL = 0.005
 
 
 def error(status: int, message: str, headers: dict | None = None, **extra: Any) -> web.Response:
@@ -654,7 +652,6 @@ async def run_service(cfg: ServiceConfig, clock: Clock | None = None,
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
-    sys.setswitchinterval(SWITCH_INTERVAL)
     if ready:
         ready(port)
     stop = asyncio.Event()
