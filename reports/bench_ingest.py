@@ -1,23 +1,37 @@
 """Ingest throughput with durable commits: the collector against a bare aiohttp handler.
 
-Both servers run as their own process and get the same load from wrk (an external
-load generator, HTTP/1.1 keep-alive): real-shaped The Things Stack webhook bodies
-of many devices, each body a distinct fragment. The bare handler only reads and
-parses the JSON and answers 202; the collector parses, reassembles, commits the
-fragment and the message state to SQLite (WAL, synchronous=FULL, group commit) and
-answers 202 only after the commit. The figure of merit is the ratio of requests/s
-(target >= 0.6), with the p50/p99 latency of each.
+Every server runs as its own process (tree) and gets the same load from wrk (an
+external load generator, HTTP/1.1 keep-alive): real-shaped The Things Stack webhook
+bodies of many devices, each body a distinct fragment of a 6-fragment message. The
+servers:
 
-Both servers stay up for the whole run and the measured runs alternate (bare,
-collector, bare, ...; ``--repeat`` times each), so load from elsewhere on the
-machine falls on both alike; the medians and the spread are reported. Every wrk
-run continues where the previous one stopped in the list of bodies, so the
-collector sees new fragments only (a repeated body would be a cheap "duplicate").
+- ``bare``: a bare aiohttp handler that only reads and parses the JSON and answers
+  202 (the baseline; one process, as ``web.run_app`` runs it);
+- ``gate``: the collector's own ingest checks only (token, body, content type, the
+  full parse and validation of the body), answering 202 without reassembly or store:
+  where the parsing part of the gap comes from;
+- ``collector``: ``collector serve`` in one process;
+- ``collector-w2``: ``collector serve --workers 2`` (two HTTP worker processes in
+  front of the process that owns the reassembler and the store).
+
+The collector parses, reassembles, commits the fragment and the message state to
+SQLite (WAL, synchronous=FULL, group commit) and answers 202 only after the commit;
+messages completed during the run are assembled into documents as in production.
+The figure of merit is each collector's requests/s over the bare handler's (target
+>= 0.6), with p50/p90/p99 latency, at each connection count. Each server's CPU time
+per request (all its processes) is recorded too: it tells where the gap comes from.
+
+All servers stay up for the whole run and the measured runs alternate (bare, gate,
+collector, ..., then again; ``--repeat`` times each) so load from elsewhere on the
+machine falls on all alike; medians and the spread are reported. Every wrk run
+continues where the previous one stopped in the list of bodies, so a collector sees
+new fragments only (a repeated body would be a cheap "duplicate").
 
 wrk is a Debian package (``apt-get install -y wrk``); the script stops with that hint
 when it is missing. Usage::
 
-    .venv/bin/python reports/bench_ingest.py [--duration 10] [--repeat 3] [--connections 32]
+    .venv/bin/python reports/bench_ingest.py [--duration 5] [--repeat 2] [--connections 32,128]
+        [--servers bare,gate,collector,collector-w2]
 
 Writes reports/results/ingest.json.
 """
@@ -29,6 +43,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -85,6 +100,37 @@ app.router.add_get("/healthz", lambda r: web.json_response({"status": "ok"}))
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
 """
 
+GATE = r"""
+import sys
+from aiohttp import web
+from collector.config import ServiceConfig
+from collector.gate import Answer, IngestGate
+
+class Count:
+    def uplink(self, integration, outcome):
+        pass
+
+gate = IngestGate(ServiceConfig(ingest_token=[sys.argv[2]]), Count())
+
+async def handle(request):
+    up = await gate.admit(request, "ttn")
+    if isinstance(up, Answer):
+        return up.response()
+    return Answer(202, {"status": "accepted", "message": f"{up.dev_eui}-{up.payload[0]}", "fragment": up.payload[1],
+                        "closed": []}).response()
+
+app = web.Application(client_max_size=65536)
+app.router.add_post("/uplink/ttn", handle)
+app.router.add_get("/healthz", lambda r: web.json_response({"status": "ok"}))
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+"""
+
+SERVERS = {
+    "bare": "bare aiohttp handler",
+    "gate": "collector's ingest checks only (no store)",
+    "collector": "collector, one process",
+    "collector-w2": "collector, 2 HTTP workers",
+}
 
 
 def make_bodies(path: Path, count: int) -> None:
@@ -138,7 +184,10 @@ def run_wrk(port: int, bodies: Path, duration: int, connections: int, threads: i
             offset: int = 0) -> dict:
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(lua),
            f"http://127.0.0.1:{port}", "--", str(bodies), str(threads), TOKEN, str(offset)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrk_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -146,21 +195,49 @@ def run_wrk(port: int, bodies: Path, duration: int, connections: int, threads: i
     lat = {p: _ms(v) for p, v in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.M)}
     return {"requests_per_s": rps, "requests": total, "non_2xx": int(non2xx.group(1)) if non2xx else 0,
             "socket_errors": errors.group(1).strip() if errors else None,
-            "latency_ms": {"p50": lat.get("50"), "p90": lat.get("90"), "p99": lat.get("99")}}
+            "latency_ms": {"p50": lat.get("50"), "p90": lat.get("90"), "p99": lat.get("99")},
+            "wrk_cpu_us_per_request": round(wrk_cpu / max(1, total) * 1e6, 1)}
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds (user + system) of ``root`` and every process below it, now."""
+    stats: dict[int, tuple[int, float]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                f = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(d)] = (int(f[1]), (int(f[11]) + int(f[12])) / _TICK)
+    total, todo, seen = 0.0, [root], set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen or pid not in stats:
+            continue
+        seen.add(pid)
+        total += stats[pid][1]
+        todo.extend(p for p, (ppid, _) in stats.items() if ppid == pid)
+    return total
 
 
 class Server:
     """One server under test, as its own process, with its position in the bodies."""
 
-    def __init__(self, name: str, cmd: list[str], port: int, env: dict | None = None):
-        self.name, self.port, self.offset = name, port, 0
+    def __init__(self, key: str, cmd: list[str], port: int, env: dict | None = None):
+        self.key, self.name, self.port, self.offset = key, SERVERS[key], port, 0
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-        self.runs: list[dict] = []
+        self.runs: dict[int, list[dict]] = {}
         wait_ready(f"http://127.0.0.1:{port}/healthz", self.proc)
 
-    def load(self, duration: int, args, bodies: Path, lua: Path) -> dict:
-        res = run_wrk(self.port, bodies, duration, args.connections, args.threads, lua, self.offset)
-        self.offset += res["requests"] + args.connections
+    def load(self, duration: int, connections: int, args, bodies: Path, lua: Path) -> dict:
+        cpu0 = tree_cpu(self.proc.pid)
+        res = run_wrk(self.port, bodies, duration, connections, args.threads, lua, self.offset)
+        cpu = tree_cpu(self.proc.pid) - cpu0
+        res["server_cpu_us_per_request"] = round(cpu / max(1, res["requests"]) * 1e6, 1)
+        self.offset += res["requests"] + connections
         return res
 
     def stop(self) -> None:
@@ -185,6 +262,8 @@ def summary(runs: list[dict]) -> dict:
         "requests_per_s_min": min(rps),
         "requests_per_s_max": max(rps),
         "latency_ms": {p: round(median([r["latency_ms"][p] for r in runs]), 2) for p in ("p50", "p90", "p99")},
+        "server_cpu_us_per_request": round(median([r["server_cpu_us_per_request"] for r in runs]), 1),
+        "wrk_cpu_us_per_request": round(median([r["wrk_cpu_us_per_request"] for r in runs]), 1),
         "non_2xx": sum(r["non_2xx"] for r in runs),
         "socket_errors": [r["socket_errors"] for r in runs if r["socket_errors"]] or None,
         "runs": runs,
@@ -193,76 +272,106 @@ def summary(runs: list[dict]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--duration", type=int, default=10, help="seconds per measured run")
-    ap.add_argument("--repeat", type=int, default=3, help="measured runs of each server (alternating)")
-    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--duration", type=int, default=5, help="seconds per measured run")
+    ap.add_argument("--repeat", type=int, default=2, help="measured runs of each server at each connection count")
+    ap.add_argument("--connections", default="32,128", help="comma-separated wrk connection counts")
+    ap.add_argument("--servers", default=",".join(SERVERS), help=f"comma-separated, of {', '.join(SERVERS)}")
     ap.add_argument("--threads", type=int, default=1, help="wrk threads")
     ap.add_argument("--out", default=str(HERE / "results" / "ingest.json"))
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: it is the external load generator this benchmark uses "
                  "(Debian/Ubuntu: apt-get install -y wrk)")
+    try:
+        conns = [int(c) for c in args.connections.split(",") if c.strip()]
+    except ValueError:
+        sys.exit(f"--connections: {args.connections!r} is not a comma-separated list of numbers")
+    keys = [k.strip() for k in args.servers.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in SERVERS]
+    if unknown or "bare" not in keys:
+        sys.exit(f"--servers: {', '.join(unknown) or 'bare is missing'}; choose from {', '.join(SERVERS)} "
+                 f"(bare is the baseline and required)")
     py = sys.executable
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         t = Path(tmp)
         bodies = t / "bodies.jsonl"
         lua = t / "post.lua"
         lua.write_text(LUA)
-        # enough distinct fragments for every run at well above the expected rate
-        n_bodies = max(120_000, 6_000 * (args.repeat * args.duration + 2))
+        # enough distinct fragments for every run of a collector at well above the expected rate
+        n_bodies = max(120_000, 15_000 * (args.repeat * args.duration * len(conns) + 4))
+        print(f"making {n_bodies:,} uplink bodies ...", file=sys.stderr, flush=True)
         make_bodies(bodies, n_bodies)
-        bare_script = t / "bare.py"
-        bare_script.write_text(BARE)
-        db = t / "collector.db"
+        (t / "bare.py").write_text(BARE)
+        (t / "gate.py").write_text(GATE)
         env = {**os.environ, "COLLECTOR_LOG_LEVEL": "WARNING"}
         servers: list[Server] = []
         try:
-            port = free_port()
-            servers.append(Server("bare aiohttp handler", [py, str(bare_script), str(port)], port))
-            port = free_port()
-            servers.append(Server("collector", [py, "-m", "collector", "serve", "--port", str(port), "--db", str(db),
-                                                "--ingest-token", TOKEN, "--message-timeout", "86400"], port, env))
+            for key in keys:
+                port = free_port()
+                if key == "bare":
+                    cmd = [py, str(t / "bare.py"), str(port)]
+                elif key == "gate":
+                    cmd = [py, str(t / "gate.py"), str(port), TOKEN]
+                else:
+                    cmd = [py, "-m", "collector", "serve", "--port", str(port), "--db", str(t / f"{key}.db"),
+                           "--ingest-token", TOKEN, "--message-timeout", "86400",
+                           "--workers", "2" if key == "collector-w2" else "0"]
+                servers.append(Server(key, cmd, port, env))
             for srv in servers:
-                srv.load(2, args, bodies, lua)  # warm-up
-            for rep in range(args.repeat):
-                for srv in servers:
-                    print(f"{srv.name} (run {rep + 1}/{args.repeat}): {args.duration} s at {args.connections} "
-                          f"connections ...", file=sys.stderr, flush=True)
-                    res = srv.load(args.duration, args, bodies, lua)
-                    srv.runs.append(res)
-                    print(f"  {res['requests_per_s']:.0f} req/s, p50 {res['latency_ms']['p50']:.2f} ms, "
-                          f"p99 {res['latency_ms']['p99']:.2f} ms, non-2xx {res['non_2xx']}", file=sys.stderr)
+                srv.load(2, conns[0], args, bodies, lua)  # warm-up
+            for c in conns:
+                for rep in range(args.repeat):
+                    for srv in servers:
+                        print(f"{srv.name} (c={c}, run {rep + 1}/{args.repeat}): {args.duration} s ...",
+                              file=sys.stderr, flush=True)
+                        res = srv.load(args.duration, c, args, bodies, lua)
+                        srv.runs.setdefault(c, []).append(res)
+                        print(f"  {res['requests_per_s']:.0f} req/s, p50 {res['latency_ms']['p50']:.2f} ms, "
+                              f"p99 {res['latency_ms']['p99']:.2f} ms, {res['server_cpu_us_per_request']:.0f} us "
+                              f"CPU/request, non-2xx {res['non_2xx']}", file=sys.stderr)
         finally:
             for srv in servers:
                 srv.stop()
-        if servers[1].offset > n_bodies:
-            print("warning: the collector got more requests than there are distinct bodies; the repeats were "
-                  "duplicates", file=sys.stderr)
-        stored = json.loads(subprocess.run([py, "-m", "collector", "status", "--db", str(db), "--json"],
-                                           capture_output=True, text=True, check=True).stdout)
-    bare, coll = (summary(srv.runs) for srv in servers)
-    ratios = [c["requests_per_s"] / b["requests_per_s"] for b, c in zip(bare["runs"], coll["runs"], strict=True)]
-    ratio = coll["requests_per_s"] / bare["requests_per_s"]
+        stored = {}
+        for srv in servers:
+            if srv.key.startswith("collector"):
+                if srv.offset > n_bodies:
+                    print(f"warning: {srv.name} got more requests than there are distinct bodies; the repeats "
+                          f"were duplicates", file=sys.stderr)
+                st = json.loads(subprocess.run([py, "-m", "collector", "status", "--db", str(t / f"{srv.key}.db"),
+                                                "--json"], capture_output=True, text=True, check=True).stdout)
+                stored[srv.key] = {"fragments_committed": st["fragments"], "open_messages": st["openMessages"],
+                                   "messages": st["messages"]}
+    by_key = {srv.key: srv for srv in servers}
+    levels = []
+    for c in conns:
+        summ = {srv.key: summary(srv.runs[c]) for srv in servers}
+        bare = summ["bare"]
+        ratios = {k: round(v["requests_per_s"] / bare["requests_per_s"], 3) for k, v in summ.items() if k != "bare"}
+        per_run = {k: [round(r["requests_per_s"] / b["requests_per_s"], 3)
+                       for r, b in zip(by_key[k].runs[c], by_key["bare"].runs[c], strict=True)]
+                   for k in summ if k != "bare"}
+        levels.append({"connections": c, "servers": summ, "ratio": ratios, "ratio_per_run": per_run})
     result = {
         "benchmark": "ingest throughput with durable commits (TTS webhook bodies, wrk keep-alive)",
         "command": "python reports/bench_ingest.py " + " ".join(sys.argv[1:]),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "parameters": {"duration_s": args.duration, "repeat": args.repeat, "connections": args.connections,
-                       "wrk_threads": args.threads, "json": "orjson (both)", "synchronous": "FULL"},
-        "bare": bare,
-        "collector": coll,
-        "collector_store": {"fragments_committed": stored["fragments"], "open_messages": stored["openMessages"],
-                            "messages": stored["messages"]},
-        "ratio": round(ratio, 3),
-        "ratio_per_run": [round(r, 3) for r in ratios],
+        "parameters": {"duration_s": args.duration, "repeat": args.repeat, "connections": conns,
+                       "wrk_threads": args.threads, "json": "orjson (all)", "synchronous": "FULL",
+                       "message": "658-byte record in 6 fragments (S=115, DR3)"},
+        "servers": {k: SERVERS[k] for k in keys},
+        "levels": levels,
+        "collector_store": stored,
         "target_ratio": 0.6,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"median req/s: bare {bare['requests_per_s']:.0f}, collector {coll['requests_per_s']:.0f}; ratio "
-          f"{ratio:.2f} (per run {', '.join(f'{r:.2f}' for r in ratios)}; target >= 0.6); written to {out}",
-          file=sys.stderr)
+    for lv in levels:
+        figures = ", ".join(f"{k} {v['requests_per_s']:.0f}" for k, v in lv["servers"].items())
+        ratios = ", ".join(f"{k} {r:.2f}" for k, r in lv["ratio"].items())
+        print(f"c={lv['connections']}: median req/s {figures}; / bare: {ratios} (target >= 0.6)", file=sys.stderr)
+    print(f"written to {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":
