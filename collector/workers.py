@@ -108,6 +108,8 @@ def uplink_from_fields(f: list) -> Uplink:
 
 # --------------------------------------------------------------------------- owner side
 
+_INTERNAL = error(500, "internal error (logged by the collector)")
+
 
 class ChannelServer:
     """The owner's end: feeds the workers' uplinks to the service, replies after the commit.
@@ -123,7 +125,7 @@ class ChannelServer:
         self._tasks: set[asyncio.Task] = set()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        worker = None
+        worker = pid = None
         try:
             while (msg := await read_frame(reader)) is not None:
                 kind = msg[0]
@@ -132,22 +134,26 @@ class ChannelServer:
                 elif kind == "stats":
                     self.service.merge_worker_stats(msg[1])
                 elif kind == "hello":
-                    worker = msg[1]
+                    worker, pid = msg[1], msg[2]
                     async with self.hello:
-                        self.connected[worker] = msg[2]
+                        self.connected[worker] = pid
                         self.hello.notify_all()
         except ValueError as e:  # a malformed frame: drop this worker's channel
             log.error("event=channel_error worker=%s error=%r", worker, str(e))
         finally:
-            if worker is not None and self.connected.get(worker) is not None:
-                self.connected.pop(worker, None)
+            if worker is not None and self.connected.get(worker) == pid:
+                del self.connected[worker]  # (a restarted worker of the same number has another pid)
             writer.close()
 
     def _uplinks(self, items: list, writer: asyncio.StreamWriter) -> None:
         svc = self.service
         entered: list[tuple[int, Any]] = []
         for rid, integration, fields in items:
-            entered.append((rid, svc.enter(uplink_from_fields(fields), integration)))
+            try:
+                entered.append((rid, svc.enter(uplink_from_fields(fields), integration)))
+            except Exception:  # noqa: BLE001 - a bug must cost this request, not the worker's channel
+                log.exception("event=ingest_failed integration=%s", integration)
+                entered.append((rid, _INTERNAL))
         futures = [e.future for _, e in entered if not isinstance(e, Answer)]
         if not futures:
             self._reply(writer, entered)
@@ -158,8 +164,15 @@ class ChannelServer:
 
     async def _settle(self, writer: asyncio.StreamWriter, entered: list, futures: list) -> None:
         await asyncio.wait(futures)
-        done = [(rid, e if isinstance(e, Answer) else self.service.settle(e, e.future.exception()))
-                for rid, e in entered]
+        done = []
+        for rid, e in entered:
+            if not isinstance(e, Answer):
+                try:
+                    e = self.service.settle(e, e.future.exception())
+                except Exception:  # noqa: BLE001
+                    log.exception("event=ingest_failed integration=%s", e.integration)
+                    e = _INTERNAL
+            done.append((rid, e))
         self._reply(writer, done)
 
     @staticmethod
