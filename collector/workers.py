@@ -186,7 +186,7 @@ class ChannelServer:
 
 
 class WorkerPool:
-    """Starts the HTTP workers on the shared listening socket and keeps them running."""
+    """Starts the HTTP workers on the port and keeps them running."""
 
     def __init__(self, cfg: ServiceConfig, port: int, channel_path: str, api_path: str):
         self.cfg = cfg
