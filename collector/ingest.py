@@ -86,6 +86,15 @@ def _parse_json_slow(body: bytes) -> Any:
         raise IngestError("malformed JSON: nested too deeply") from None
     except ValueError as e:  # e.g. an integer literal with more than 4300 digits
         raise IngestError(f"malformed JSON: {e}"[:200]) from None
+    try:
+        # a lone UTF-16 surrogate ("\\ud800") is valid JSON but no character: such a
+        # string can be neither stored nor passed on
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise IngestError(f"the JSON body holds a lone UTF-16 surrogate escape (\\u{ord(e.object[e.start]):04x}), "
+                          f"which is not a character") from None
+    except (ValueError, RecursionError):  # NaN, Infinity, deep nesting: for the field checks
+        pass
     return doc
 
 

@@ -55,6 +55,7 @@ from collector.store import (
     op_prune,
     op_retry_dead,
     together,
+    uplink_text,
 )
 from collector.uplink import Uplink
 from collector.wire import FragmentError
@@ -305,6 +306,13 @@ class CollectorService:
         now = self.clock.now()
         if up.received_ms is None:  # the body carried no receive time: the collector's
             up = dataclasses.replace(up, received_ms=int(now * 1000))
+        row = up.to_dict()
+        try:
+            # serialised before the reassembler sees it: what cannot be stored must
+            # not be counted as held (a repeat would be answered "duplicate")
+            text = uplink_text(row)
+        except TypeError as e:
+            return self.gate.bad(integration, 400, f"the uplink cannot be stored: {e}")
         try:
             res = self.reasm.feed(up, now)
         except FragmentError as e:
@@ -321,7 +329,7 @@ class CollectorService:
         # at the next start.
         headers = [message_header(msg)] if res.status == "accepted" else []
         headers.extend(message_header(m) for m in closed if m is not msg)
-        ops: list[Op] = [op_ingest(now, msg.uid, index, res.status, up.to_dict(), headers, self.reasm.next_seq)]
+        ops: list[Op] = [op_ingest(now, msg.uid, index, res.status, row, headers, self.reasm.next_seq, text)]
         if closed:
             ops.extend(self._cap_ops(closed, now))
             self._pending_close.extend(closed)

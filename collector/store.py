@@ -221,12 +221,19 @@ class IngestWrite:
         _write_ingest(c, [self])
 
 
+def uplink_text(uplink: dict) -> str:
+    """The stored form of an uplink (``Uplink.to_dict()``); raises TypeError for a
+    string that is not valid Unicode."""
+    return orjson.dumps(uplink).decode()
+
+
 def op_ingest(arrived: float, message_uid: str | None, index: int | None, status: str, uplink: dict,
-              headers: Iterable[dict] = (), next_seq: int | None = None) -> IngestWrite:
+              headers: Iterable[dict] = (), next_seq: int | None = None, text: str | None = None) -> IngestWrite:
     """The fragment (as :func:`op_fragment`) and the message headers (as
-    :func:`op_open`) of one ingest request."""
+    :func:`op_open`) of one ingest request; ``text``: :func:`uplink_text` of
+    ``uplink`` when the caller has it already."""
     row = (arrived, message_uid, uplink["dev_eui"], index, status, uplink.get("source"), uplink.get("received_ms"),
-           orjson.dumps(uplink).decode())
+           uplink_text(uplink) if text is None else text)
     return IngestWrite(row, [_header_row(h) for h in headers], next_seq)
 
 

@@ -418,8 +418,17 @@ class Worker:
 
     def _flush(self) -> None:
         batch, self._outbox = self._outbox, []
+        try:
+            data = frame(["up", batch])
+        except Exception:  # noqa: BLE001 - a bug must answer these requests, not leave them hanging
+            log.exception("event=forward_failed worker=%d uplinks=%d", self.worker, len(batch))
+            for rid, _integration, _fields in batch:
+                fut = self._waiting.pop(rid, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(_INTERNAL)
+            return
         if self._writer is not None and not self._writer.is_closing():
-            self._writer.write(frame(["up", batch]))
+            self._writer.write(data)
 
     async def _pass_through(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None

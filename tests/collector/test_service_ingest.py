@@ -144,3 +144,20 @@ def test_no_token_configured_refuses_to_start(tmp_path):
     with pytest.raises(RuntimeError, match="no ingest token"):
         s.start()
     s.loop.call_soon_threadsafe(s.loop.stop)
+
+
+def test_an_uplink_that_cannot_be_stored_is_refused_before_the_reassembler_holds_it(live):
+    """The gate refuses a lone surrogate escape; should such a string reach the
+    service all the same, it is answered 400 before the reassembler counts the
+    fragment as held - the same fragment with a storable body is then accepted, not
+    answered "duplicate" for a fragment that was never stored."""
+    from collector.gate import Answer
+    from collector.uplink import Uplink
+
+    dev = "70B3D57ED005BEEF"
+    f0 = frags(7)[0]
+    bad = Uplink(dev, 16, f0, 1_800_000_000_000, gateway="gw-\ud800")
+    ans = live.run(live.service.accept(bad, "generic"))
+    assert isinstance(ans, Answer) and ans.status == 400 and "cannot be stored" in ans.body["error"]
+    r = live.post(*body("generic", f0, dev=dev))
+    assert (r.status, r.json()["status"]) == (202, "accepted")

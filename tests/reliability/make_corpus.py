@@ -196,6 +196,9 @@ def bad_encoding() -> list[dict]:
                                "", "0x70B3D57ED0C0FF", " 70B3D57ED0C0FFEE", "70B3D57ED0C0FFEE\n",
                                "７０B3D57ED0C0FFEE", "70b3d57ed0c0ffeg"]):
             out.append(item(f"{fmt}/dev_eui_bad_{i}", PATHS[fmt], with_field(fmt, keys, v), 400, named))
+        # valid JSON, but a lone UTF-16 surrogate escape is no character: nothing can store it
+        for i, v in enumerate(["gw-\ud800", "\udfff", "a\udc00b"]):
+            out.append(item(f"{fmt}/lone_surrogate_{i}", PATHS[fmt], with_field(fmt, ["note"], v), 400, "surrogate"))
     return out
 
 
