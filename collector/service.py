@@ -628,6 +628,21 @@ async def run_service(cfg: ServiceConfig, clock: Clock | None = None,
                       ready: Callable[[int], None] | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully. With ``cfg.workers``
     HTTP worker processes take the connections (:mod:`collector.workers`)."""
+    # A SIGTERM from now on stops the service gracefully - also one that comes while
+    # it is still starting (its HTTP workers may be answering already).
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await _serve(cfg, clock, ready, stop)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def _serve(cfg: ServiceConfig, clock: Clock | None, ready: Callable[[int], None] | None,
+                 stop: asyncio.Event) -> None:
     svc = CollectorService(cfg, clock)
     runner = web.AppRunner(svc.app(), access_log=None, shutdown_timeout=cfg.shutdown_timeout,
                            keepalive_timeout=cfg.read_timeout)
@@ -662,16 +677,10 @@ async def run_service(cfg: ServiceConfig, clock: Clock | None = None,
     gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
     if ready:
         ready(port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
     finally:
         log.info("event=shutting_down")
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
         await _stop_all(svc, runner, channel, private)
 
 

@@ -446,6 +446,12 @@ class Worker:
 
 
 async def serve_worker(cfg: ServiceConfig, worker: int, port: int, channel_path: str, api_path: str) -> None:
+    # SIGTERM (from the owner) or SIGINT (a terminal's Ctrl-C) stops the worker
+    # gracefully from here on, also while it is starting
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     w = Worker(cfg, worker, channel_path, api_path)
     runner = web.AppRunner(w.app(), access_log=None, shutdown_timeout=cfg.shutdown_timeout,
                            keepalive_timeout=cfg.read_timeout)
@@ -460,10 +466,6 @@ async def serve_worker(cfg: ServiceConfig, worker: int, port: int, channel_path:
         log.error("event=cannot_listen worker=%d host=%s port=%d error=%r", worker, cfg.host, port, e.strerror or str(e))
         sys.exit(2)
     await w.connect()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     lost = loop.create_task(w.owner_lost.wait())
     await asyncio.wait([loop.create_task(stop.wait()), lost], return_when=asyncio.FIRST_COMPLETED)
     w.stopping = stop.is_set()

@@ -447,7 +447,7 @@ def test_sigterm_stops_owner_and_workers_and_keeps_what_was_acknowledged(running
     log = running.log.read_text()
     assert "event=shutting_down" in log and "event=stopped" in log
     # the owner stopped its workers: none crashed and was started again, none was left behind
-    assert "event=worker_exited" not in log and "event=owner_lost" not in log
+    assert "event=worker_exited" not in log and "event=owner_lost" not in log, log
     assert worker_pids(running.log) == pids
     wait_until(lambda: all(gone(p) for p in pids), timeout=5, what="the workers to be gone")
     with socket.create_server(("127.0.0.1", running.port)):
