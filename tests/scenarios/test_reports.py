@@ -48,8 +48,14 @@ def test_outcome_fractions_and_loss_plot(rep, tmp_path):
 def test_latency_ingest_and_simulator_plots(rep, tmp_path):
     res = [{"name": "a", "details": {"latencies_s": [0.0, 0.0, 900.0]}}, {"name": "b", "details": {}}]
     assert _png(tmp_path / rep.plot_latency(res, tmp_path))
-    ingest = {"bare": {"requests_per_s": 5000, "latency_ms": {"p50": 5, "p90": 7, "p99": 20}},
-              "collector": {"requests_per_s": 1200, "latency_ms": {"p50": 25, "p90": 35, "p99": 200}}}
+    def server(rps: float, p99: float, cpu: float) -> dict:
+        return {"requests_per_s": rps, "latency_ms": {"p50": p99 / 4, "p90": p99 / 2, "p99": p99},
+                "server_cpu_us_per_request": cpu}
+
+    ingest = {"servers": {"bare": "bare aiohttp handler", "collector-w2": "collector, 2 HTTP workers"},
+              "levels": [{"connections": c, "servers": {"bare": server(5000, 20, 50),
+                                                        "collector-w2": server(1200, 200, 210)}}
+                         for c in (32, 128)]}
     assert _png(tmp_path / rep.plot_ingest(ingest, tmp_path))
     sim = {"results": [{"workload": "lorasim", "devices": 10, "hours": 24.0, "wall_s": 0.5, "uplinks_per_s": 1000}]}
     assert _png(tmp_path / rep.plot_simulator(sim, tmp_path))
