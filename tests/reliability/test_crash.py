@@ -1,5 +1,5 @@
-"""Crash safety: SIGKILL the collector ten times under steady load, restart it on
-the same database each time, and check that nothing acknowledged is lost, nothing
+"""Crash safety: SIGKILL the collector ten times under steady load (in one process,
+and the owner of the state with 2 HTTP workers), restart it on the same database each time, and check that nothing acknowledged is lost, nothing
 reaches the Web App twice, and no open message loses its deadline."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ import pytest
 
 
 @pytest.mark.slow
-def test_ten_sigkills_under_load_lose_nothing_acknowledged(tmp_path, workloads):
-    f = workloads.crash_run(tmp_path, kills=10, seed=7, gap=(0.5, 1.2), message_timeout=4.0)
+@pytest.mark.parametrize("workers", [0, 2], ids=["one-process", "2-http-workers"])
+def test_ten_sigkills_under_load_lose_nothing_acknowledged(tmp_path, workloads, workers):
+    f = workloads.crash_run(tmp_path, kills=10, seed=7, gap=(0.5, 1.2), message_timeout=4.0, workers=workers)
     assert f["kills"] == 10
     assert f["unexpected_answers"] == []
     assert f["uplinks_acknowledged"] > 200, f  # the load was real

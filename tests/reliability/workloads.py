@@ -193,12 +193,13 @@ def traffic(seed: int, devices: int = 24, lose_fraction: float = 0.15) -> Iterat
 
 
 def crash_run(workdir: Path, *, kills: int = 10, seed: int = 7, gap: tuple[float, float] = (0.8, 2.0),
-              clients: int = 6, message_timeout: float = 6.0, progress: Callable[[str], None] | None = None
-              ) -> dict[str, Any]:
+              clients: int = 6, message_timeout: float = 6.0, progress: Callable[[str], None] | None = None,
+              workers: int = 0) -> dict[str, Any]:
     """Steady load from ``clients`` threads; SIGKILL the collector after a seeded
     uniform ``gap`` of load, ``kills`` times, restarting it on the same database
     at once. Uplinks not acknowledged (refused, reset, 503) are re-sent after the
-    restart, as a retrying network server would. At the end, wait until every
+    restart, as a retrying network server would (with ``workers``, the HTTP workers
+    answer 503 for what was in flight when the owner died). At the end, wait until every
     message is closed and every document delivered, stop the collector, and check
     the database and the stand-in Web App."""
     say = progress or (lambda s: None)
@@ -207,7 +208,7 @@ def crash_run(workdir: Path, *, kills: int = 10, seed: int = 7, gap: tuple[float
     stub_url = base_url(stub)
     svc = collector_proc(workdir, stub_url, "--message-timeout", str(message_timeout),
                          "--deadline-policy", "fixed", "--backoff-base", "0.2", "--backoff-cap", "2",
-                         "--circuit-threshold", "1000", "--log-level", "WARNING")
+                         "--circuit-threshold", "1000", "--log-level", "WARNING", "--workers", str(workers))
     url = base_url(svc)
     gen = traffic(seed)
     lock = threading.Lock()
