@@ -71,6 +71,8 @@ def run(form: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
         for name, fn in (("crash", lambda d: w.crash_run(d, seed=7, progress=say, **sizes["crash"])),
+                         ("crash_workers", lambda d: w.crash_run(d, seed=7, progress=say, workers=2,
+                                                                 **sizes["crash"])),
                          ("webapp_outage", lambda d: w.outage_run(d)),
                          ("corpus", lambda d: w.corpus_run(d)),
                          ("bounds", lambda d: w.bounds_run(d, progress=say, **sizes["bounds"])),
@@ -89,6 +91,37 @@ def run(form: str) -> dict[str, Any]:
     say("security tests and decoder fuzzing ...")
     out["security_tests"] = pytest_run("tests/reliability/test_security.py")
     out["fuzz_tests"] = pytest_run("tests/fuzz")
+    return out
+
+
+def remembered_kib(r: dict[str, Any]) -> float:
+    """RSS per message remembered for duplicate detection: the load run's final RSS
+    less the control run's (5 s window), over the messages the load run sent."""
+    st, ctl = r["load"]["sustained"], r["load_control"]["sustained"]
+    messages = max(1, st["requests"] // 6)
+    return (st["rss_kb"]["last"] - ctl["rss_kb"]["last"]) / messages
+
+
+def crash_table(runs: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """The crash figures, a column per run."""
+    rows = [
+        ("kills", lambda c: c["kills"]),
+        ("messages sent", lambda c: f"{c['messages_sent']} ({c['messages_with_a_lost_fragment']} with a fragment "
+                                    f"lost on air)"),
+        ("uplinks acknowledged (202)", lambda c: c["uplinks_acknowledged"]),
+        ("acknowledged but missing from their message", lambda c: f"**{c['lost']}**"),
+        ("duplicates at the Web App (by Idempotency-Key)", lambda c: f"**{c['duplicates_at_webapp']}**"),
+        ("duplicate documents in the collector", lambda c: c["duplicate_documents_in_collector"]),
+        ("documents delivered / not delivered",
+         lambda c: f"{c['documents'] - c['documents_not_delivered']} / {c['documents_not_delivered']}"),
+        ("re-sent after a crash and answered 409", lambda c: c["resent_after_crash_409"]),
+        ("messages that missed their deadline", lambda c: f"**{c['deadline_violations']}**"),
+        ("closed by: complete / deadline", lambda c: f"{c['closed_by']['complete']} / {c['closed_by']['deadline']}"),
+        ("downtime per kill (restart until /healthz answers)",
+         lambda c: f"mean {c['downtime_s']['mean']} s, max {c['downtime_s']['max']} s"),
+    ]
+    out = ["| figure | " + " | ".join(name for name, _ in runs) + " |", "|---|" + "---|" * len(runs)]
+    out += [f"| {label} | " + " | ".join(str(fn(c)) for _, c in runs) + " |" for label, fn in rows]
     return out
 
 
@@ -111,21 +144,10 @@ def markdown(r: dict[str, Any], cmd: str) -> str:
         f"with SIGKILL {c['kills']} times at seeded random moments and restarted on the same database each time "
         "(uplinks refused while it was down were re-sent, as a retrying network server would).",
         "",
-        "| figure | value |",
-        "|---|---|",
-        f"| kills | {c['kills']} |",
-        f"| messages sent | {c['messages_sent']} ({c['messages_with_a_lost_fragment']} with a fragment lost on air) |",
-        f"| uplinks acknowledged (202) | {c['uplinks_acknowledged']} |",
-        f"| acknowledged but missing from their message | **{c['lost']}** |",
-        f"| duplicates at the Web App (by Idempotency-Key) | **{c['duplicates_at_webapp']}** |",
-        f"| duplicate documents in the collector | {c['duplicate_documents_in_collector']} |",
-        f"| documents delivered / not delivered | {c['documents'] - c['documents_not_delivered']} / "
-        f"{c['documents_not_delivered']} |",
-        f"| re-sent after a crash and answered 409 | {c['resent_after_crash_409']} |",
-        f"| messages that missed their deadline | **{c['deadline_violations']}** |",
-        f"| closed by: complete / deadline | {c['closed_by']['complete']} / {c['closed_by']['deadline']} |",
-        f"| downtime per kill (restart until /healthz answers) | mean {c['downtime_s']['mean']} s, max "
-        f"{c['downtime_s']['max']} s |",
+        "The same run is repeated with `--workers 2`: the owner of the state is killed each time, and its "
+        "HTTP workers answer what was in flight 503 and exit.",
+        "",
+        *crash_table([("one process", c)] + ([("2 HTTP workers", r["crash_workers"])] if "crash_workers" in r else [])),
         "",
         "## Web App outage (virtual time)",
         "",
@@ -197,7 +219,8 @@ def markdown(r: dict[str, Any], cmd: str) -> str:
         + ". The same rate with `--duplicate-window 5`: "
         + " ".join(f"{kb / 1024:.0f}" for _, kb in r["load_control"]["sustained"]["rss_kb"]["samples"][::5])
         + ". The growth is the closed messages remembered for duplicate detection (an hour, at most "
-        "`max_open_total`, each with its fragments: about 6.5 KiB per 6-fragment message); it stops at that "
+        f"`max_open_total`, each by its fragments' payloads: about {remembered_kib(r):.1f} KiB per 6-fragment "
+        "message in this run, the difference to the 5 s window over the messages sent); it stops at that "
         "cap (docs/operations.md, Limits). Without them RSS is flat after the first seconds.",
         "",
         "The load generator runs on the same two cores as the collector, so the maximum is a floor of what "
