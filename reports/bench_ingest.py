@@ -23,14 +23,17 @@ per request (all its processes) is recorded too: it tells where the gap comes fr
 
 All servers stay up for the whole run and the measured runs alternate (bare, gate,
 collector, ..., then again; ``--repeat`` times each) so load from elsewhere on the
-machine falls on all alike; medians and the spread are reported. Every wrk run
+machine falls on all alike; medians and the spread are reported. Before each run the
+script waits until every server has finished the work an earlier run left (the
+collectors assemble completed messages after answering), so no run pays for
+another's backlog. Every wrk run
 continues where the previous one stopped in the list of bodies, so a collector sees
 new fragments only (a repeated body would be a cheap "duplicate").
 
 wrk is a Debian package (``apt-get install -y wrk``); the script stops with that hint
 when it is missing. Usage::
 
-    .venv/bin/python reports/bench_ingest.py [--duration 5] [--repeat 2] [--connections 32,128]
+    .venv/bin/python reports/bench_ingest.py [--duration 5] [--repeat 3] [--connections 32,128]
         [--servers bare,gate,collector,collector-w2]
 
 Writes reports/results/ingest.json.
@@ -248,6 +251,19 @@ class Server:
             self.proc.kill()
 
 
+def wait_idle(servers: list[Server], limit_s: float = 60.0) -> float:
+    """Wait until no server is still working off an earlier run (the collectors
+    assemble completed messages after answering): all their processes together
+    under 5 % of a CPU over half a second. Returns the seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit_s:
+        before = sum(tree_cpu(s.proc.pid) for s in servers)
+        time.sleep(0.5)
+        if sum(tree_cpu(s.proc.pid) for s in servers) - before < 0.025:
+            break
+    return time.monotonic() - t0
+
+
 def median(values: list[float]) -> float:
     v = sorted(values)
     n = len(v)
@@ -273,7 +289,7 @@ def summary(runs: list[dict]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=int, default=5, help="seconds per measured run")
-    ap.add_argument("--repeat", type=int, default=2, help="measured runs of each server at each connection count")
+    ap.add_argument("--repeat", type=int, default=3, help="measured runs of each server at each connection count")
     ap.add_argument("--connections", default="32,128", help="comma-separated wrk connection counts")
     ap.add_argument("--servers", default=",".join(SERVERS), help=f"comma-separated, of {', '.join(SERVERS)}")
     ap.add_argument("--threads", type=int, default=1, help="wrk threads")
@@ -322,9 +338,11 @@ def main() -> None:
             for c in conns:
                 for rep in range(args.repeat):
                     for srv in servers:
-                        print(f"{srv.name} (c={c}, run {rep + 1}/{args.repeat}): {args.duration} s ...",
-                              file=sys.stderr, flush=True)
+                        waited = wait_idle(servers)
+                        print(f"{srv.name} (c={c}, run {rep + 1}/{args.repeat}): {args.duration} s "
+                              f"(after {waited:.1f} s for the servers to be idle) ...", file=sys.stderr, flush=True)
                         res = srv.load(args.duration, c, args, bodies, lua)
+                        res["waited_for_idle_s"] = round(waited, 1)
                         srv.runs.setdefault(c, []).append(res)
                         print(f"  {res['requests_per_s']:.0f} req/s, p50 {res['latency_ms']['p50']:.2f} ms, "
                               f"p99 {res['latency_ms']['p99']:.2f} ms, {res['server_cpu_us_per_request']:.0f} us "
