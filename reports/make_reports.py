@@ -307,6 +307,9 @@ store: the share of the gap that parsing alone explains.
 {md_table(["connections", "server", "requests/s", "range", "/ bare", "p50 ms", "p99 ms", "CPU µs/request"], rows)}
 
 Best collector / bare: **{best[0]:.2f}** at {best[1]} connections (target {target}).
+Latencies are the median over the runs of each run's percentile; a pause of the
+(shared, virtual) machine shows in every server's p99 alike, so read a collector's
+p99 against the bare handler's in the same table.
 
 **Where the gap comes from.** On this {cpus}-CPU machine wrk itself takes about
 {wrk_cpu:.0f} µs of CPU per request, the bare handler about {bare_cpu:.0f} µs, and the
