@@ -73,6 +73,10 @@ MAX_FRAME = 64 * 1024 * 1024
 STATS_INTERVAL = 1.0
 #: seconds a new worker gets to connect to the owner
 START_TIMEOUT = 30.0
+#: a worker that dies is started again after 1, 2, 4, ... seconds, at most this many
+RESTART_MAX = 30.0
+#: seconds a worker must have run for its next restart to wait 1 s again
+RESTART_RESET = 60.0
 #: headers that belong to one hop of HTTP, not passed through
 _HOP = frozenset(h.lower() for h in ("Connection", "Keep-Alive", "Transfer-Encoding", "Content-Length", "Upgrade",
                                      "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer", "Host"))
@@ -185,6 +189,15 @@ class ChannelServer:
             await asyncio.wait_for(self.hello.wait_for(lambda: len(self.connected) >= n), timeout)
 
 
+def restart_delay(failures: int, ran_s: float) -> tuple[int, float]:
+    """A worker died after running ``ran_s`` seconds, following ``failures`` deaths in
+    a row: the new count, and the seconds to wait before starting it again. One that
+    ran for a while starts again after a second; one that keeps dying (a port taken,
+    a broken install) waits twice as long each time, up to :data:`RESTART_MAX`."""
+    failures = 1 if ran_s >= RESTART_RESET else failures + 1
+    return failures, min(RESTART_MAX, 2.0 ** (failures - 1))
+
+
 class WorkerPool:
     """Starts the HTTP workers on the port and keeps them running."""
 
@@ -227,14 +240,17 @@ class WorkerPool:
         self._watchers = [loop.create_task(self._watch(w), name=f"worker-{w}") for w in range(n)]
 
     async def _watch(self, worker: int) -> None:
+        loop = asyncio.get_running_loop()
+        failures = 0
         while True:
             proc = self.procs[worker]
+            started = loop.time()
             code = await proc.wait()
             if self._stopping:
                 return
-            log.error("event=worker_exited worker=%d pid=%d code=%d detail=%r", worker, proc.pid, code,
-                      "starting it again")
-            await asyncio.sleep(1.0)
+            failures, delay = restart_delay(failures, loop.time() - started)
+            log.error("event=worker_exited worker=%d pid=%d code=%d restart_in=%g", worker, proc.pid, code, delay)
+            await asyncio.sleep(delay)
             if self._stopping:
                 return
             await self._spawn(worker)

@@ -536,3 +536,14 @@ def test_any_uplink_crosses_the_channel_unchanged(up):
         assert (rid, integration) == (7, up.source)
         return uplink_from_fields(fields)
     assert asyncio.run(run()) == up
+
+
+def test_a_worker_that_keeps_dying_is_restarted_ever_later_and_one_that_ran_at_once():
+    from collector.workers import RESTART_MAX, RESTART_RESET, restart_delay
+
+    failures, delays = 0, []
+    for _ in range(8):
+        failures, d = restart_delay(failures, 0.5)
+        delays.append(d)
+    assert delays == [1, 2, 4, 8, 16, RESTART_MAX, RESTART_MAX, RESTART_MAX]
+    assert restart_delay(failures, RESTART_RESET) == (1, 1.0)
