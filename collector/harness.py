@@ -9,7 +9,10 @@ network server would, over real HTTP.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import re
 import socket
 import threading
 import time
@@ -48,6 +51,24 @@ def wait_until(cond: Callable[[], Any], timeout: float = 30.0, what: str = "cond
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(step)
+
+
+def worker_pids(log: str | Path, worker: int | None = None) -> list[int]:
+    """The pids of the HTTP workers a ``collector serve --workers`` logged starting
+    (``event=worker_started``) in ``log``, oldest first; only worker ``worker``'s if given."""
+    which = r"\d+" if worker is None else str(worker)
+    return [int(p) for p in re.findall(rf"event=worker_started worker={which} pid=(\d+)", Path(log).read_text())]
+
+
+def process_gone(pid: int) -> bool:
+    """Whether process ``pid`` has exited (a zombie not yet reaped counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    return True
 
 
 class HTTPResult:

@@ -4,9 +4,7 @@ commands an operator runs."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -18,7 +16,7 @@ import pytest
 
 from collector import wire
 from collector.examples import example_record
-from collector.harness import free_port, http, wait_until
+from collector.harness import free_port, http, process_gone, wait_until, worker_pids
 from devicesim.formats import AppUplink, uplink_body
 
 DEV = "70B3D57ED005A1B2"
@@ -48,21 +46,6 @@ def all_uplinks() -> list[tuple[str, dict]]:
             out.append(uplink_body(("ttn", "chirpstack", "generic")[i % 3],
                                    AppUplink(dev, 16, m * 10 + i, f, (1_800_000_000 + m) * 10**9 + i, dr=3, sf=9)))
     return out
-
-
-def worker_pids(log: Path) -> list[int]:
-    return [int(p) for p in re.findall(r"event=worker_started worker=\d+ pid=(\d+)", log.read_text())]
-
-
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    # a zombie (exited, not yet reaped by its parent) counts as gone
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
-    return True
 
 
 @pytest.mark.slow
@@ -107,7 +90,7 @@ def test_kill_9_mid_stream_loses_nothing_acknowledged_and_duplicates_nothing(tmp
         # the HTTP workers notice that the process owning the state is gone, and exit
         old_workers = worker_pids(tmp_path / "collector.log")
         assert len(old_workers) == workers
-        wait_until(lambda: all(gone(p) for p in old_workers), timeout=10, what="the old workers to exit")
+        wait_until(lambda: all(process_gone(p) for p in old_workers), timeout=10, what="the old workers to exit")
 
         svc = start(serve, tmp_path / "collector.log", health)
         procs.append(svc)
@@ -132,7 +115,7 @@ def test_kill_9_mid_stream_loses_nothing_acknowledged_and_duplicates_nothing(tmp
         svc.send_signal(signal.SIGTERM)
         assert svc.wait(timeout=15) == 0
         assert "event=stopped" in (tmp_path / "collector.log").read_text()
-        assert all(gone(p) for p in worker_pids(tmp_path / "collector.log"))
+        assert all(process_gone(p) for p in worker_pids(tmp_path / "collector.log"))
     finally:
         for p in procs:
             if p.poll() is None:

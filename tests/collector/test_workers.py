@@ -42,7 +42,7 @@ from hypothesis import strategies as st
 
 from collector import wire
 from collector.examples import example_record
-from collector.harness import HTTPResult, free_port, http, wait_until
+from collector.harness import HTTPResult, free_port, http, process_gone, wait_until, worker_pids
 from collector.store import Store
 from collector.uplink import Uplink
 from collector.workers import MAX_FRAME, frame, read_frame, uplink_fields, uplink_from_fields
@@ -63,25 +63,6 @@ MESSAGE_TIMEOUT = 600
 
 def collector_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "collector", *args]
-
-
-def worker_pids(log: Path) -> list[int]:
-    return [int(p) for p in re.findall(r"event=worker_started worker=\d+ pid=(\d+)", log.read_text())]
-
-
-def worker_starts(log: Path, worker: int) -> list[int]:
-    return [int(p) for p in re.findall(rf"event=worker_started worker={worker} pid=(\d+)", log.read_text())]
-
-
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    # a zombie (exited, not yet reaped by its parent) counts as gone
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
-    return True
 
 
 def listens(pid: int, port: int) -> bool:
@@ -162,7 +143,7 @@ class Running:
             p.wait()
         if self.log.exists():
             for pid in worker_pids(self.log):
-                if not gone(pid):
+                if not process_gone(pid):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
 
@@ -371,7 +352,7 @@ def test_a_second_service_on_the_same_port_fails_and_leaves_the_first_alone(live
     assert "in use" in second.stderr
     assert "event=worker_started" not in second.stderr
     # the first service still answers with its own workers
-    assert worker_pids(live.log) == pids and not any(gone(p) for p in pids)
+    assert worker_pids(live.log) == pids and not any(process_gone(p) for p in pids)
     h = http("GET", live.url + "/healthz")
     assert h.status == 200 and h.json()["workers"] == {"configured": 2, "running": 2}
     r = live.post(*uplink("0000000000100001", record_fragments(1, 401), 0, 0))
@@ -390,7 +371,7 @@ def post_until_202(r: Running, item: tuple[str, dict]) -> HTTPResult:
 
 def test_a_killed_worker_is_started_again_and_ingest_goes_on(running):
     running.start()
-    first = worker_starts(running.log, 0)
+    first = worker_pids(running.log, 0)
     assert len(first) == 1 and len(worker_pids(running.log)) == 2
     assert wait_until(lambda: all(listens(p, running.port) for p in worker_pids(running.log)), timeout=10,
                       what="both workers to listen")
@@ -404,10 +385,10 @@ def test_a_killed_worker_is_started_again_and_ingest_goes_on(running):
     answers = [post_until_202(running, uplink(dev, frags, i, i)) for i in range(3, 6)]
     assert [a.json()["status"] for a in answers] == ["accepted"] * 3
 
-    starts = wait_until(lambda: (s := worker_starts(running.log, 0)) and len(s) == 2 and s, timeout=10,
+    starts = wait_until(lambda: (s := worker_pids(running.log, 0)) and len(s) == 2 and s, timeout=10,
                         what="worker 0 to be started again")
     assert starts[1] != first[0]
-    assert gone(first[0])
+    assert process_gone(first[0])
     assert re.search(rf"event=worker_exited worker=0 pid={first[0]} code=-9", running.log.read_text())
     wait_until(lambda: http("GET", running.url + "/healthz").json()["workers"] == {"configured": 2, "running": 2},
                timeout=10, what="/healthz to count 2 running workers")
@@ -449,7 +430,7 @@ def test_sigterm_stops_owner_and_workers_and_keeps_what_was_acknowledged(running
     # the owner stopped its workers: none crashed and was started again, none was left behind
     assert "event=worker_exited" not in log and "event=owner_lost" not in log, log
     assert worker_pids(running.log) == pids
-    wait_until(lambda: all(gone(p) for p in pids), timeout=5, what="the workers to be gone")
+    wait_until(lambda: all(process_gone(p) for p in pids), timeout=5, what="the workers to be gone")
     with socket.create_server(("127.0.0.1", running.port)):
         pass  # the port is free again
     assert len(acked) >= 12
