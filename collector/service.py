@@ -654,7 +654,7 @@ async def _serve(cfg: ServiceConfig, clock: Clock | None, ready: Callable[[int],
             await web.UnixSite(runner, private / "api.sock").start()
             chan = ChannelServer(svc)
             channel = await asyncio.start_unix_server(chan.handle, private / "ingest.sock")
-            port = reserve_port(cfg.host, cfg.port)
+            port = await reserve_port(cfg.host, cfg.port)
             svc.workers = WorkerPool(cfg, port, private / "ingest.sock", private / "api.sock")
             await svc.workers.start(chan)
         else:

@@ -275,7 +275,7 @@ class WorkerPool:
                 await p.wait()
 
 
-def reserve_port(host: str, port: int, retry_for: float = 5.0) -> int:
+async def reserve_port(host: str, port: int, retry_for: float = 5.0) -> int:
     """Check that ``host:port`` is free (a plain bind, without ``SO_REUSEPORT``: a
     second collector on the same port fails here instead of sharing the traffic)
     and return the port (the one the system chose for port 0). A port still held by
@@ -289,7 +289,7 @@ def reserve_port(host: str, port: int, retry_for: float = 5.0) -> int:
         except OSError as e:
             if e.errno != errno.EADDRINUSE or time.monotonic() > deadline:
                 raise
-            time.sleep(0.1)
+            await asyncio.sleep(0.1)
 
 
 class PrivateDir:
