@@ -76,7 +76,7 @@ GC_THRESHOLD = 20_000
 
 
 def error(status: int, message: str, headers: dict | None = None, **extra: Any) -> web.Response:
-    return web.json_response({"error": message, **extra}, status=status, headers=headers)
+    return answer_error(status, message, headers, **extra).response()
 
 
 @dataclasses.dataclass(slots=True)
@@ -250,13 +250,13 @@ class CollectorService:
 
     # ------------------------------------------------------------------ ingest
 
-    def uplink(self, integration: str, outcome: str) -> None:
-        """Count an uplink by outcome (:class:`collector.gate.IngestStats`)."""
+    def uplink(self, integration: str, outcome: str, n: int = 1) -> None:
+        """Count ``n`` uplinks by outcome (:class:`collector.gate.IngestStats`)."""
         key = (integration, outcome)
         c = self._outcome_counters.get(key)
         if c is None:
             c = self._outcome_counters[key] = self.metrics.uplinks.labels(integration, outcome)
-        c.inc()
+        c.inc(n)
 
     def answered(self, integration: str, status: int, seconds: float) -> None:
         """Count an ingest request by status code, and its latency."""
@@ -271,7 +271,7 @@ class CollectorService:
     def merge_worker_stats(self, stats: dict) -> None:
         """Add what an HTTP worker process counted (:mod:`collector.workers`)."""
         for integration, outcome, n in stats.get("uplinks", ()):
-            self.metrics.uplinks.labels(integration, outcome).inc(n)
+            self.uplink(integration, outcome, n)
         for integration, status, latencies in stats.get("requests", ()):
             for seconds in latencies:
                 self.answered(integration, status, seconds)
