@@ -293,11 +293,8 @@ class CollectorService:
         entered = self.enter(up, integration)
         if isinstance(entered, Answer):
             return entered
-        try:
-            await entered.future
-        except StoreUnavailable as e:
-            return self.settle(entered, e)
-        return self.settle(entered, None)
+        await asyncio.wait([entered.future])
+        return self.settle(entered)
 
     def enter(self, up: Uplink, integration: str) -> Answer | Pending:
         """The synchronous part of :meth:`accept`: feed the reassembler and queue the
@@ -344,8 +341,12 @@ class CollectorService:
             self._agg_wake.set()
         return Pending(fut, integration, up.dev_eui, res.status, msg, index, closed)
 
-    def settle(self, p: Pending, exc: BaseException | None) -> Answer:
-        """The answer once the commit of :meth:`enter` has finished (``exc`` if it failed)."""
+    def settle(self, p: Pending) -> Answer:
+        """The answer once the commit :meth:`enter` queued has finished (committed,
+        failed, or cancelled by a shutdown)."""
+        fut = p.future
+        exc: BaseException | None = (StoreUnavailable("the commit was cancelled") if fut.cancelled()
+                                     else fut.exception())
         if exc is not None:
             self.uplink(p.integration, "unavailable")
             log.error("event=store_unavailable integration=%s error=%r", p.integration, str(exc))

@@ -172,7 +172,7 @@ class ChannelServer:
         for rid, e in entered:
             if not isinstance(e, Answer):
                 try:
-                    e = self.service.settle(e, e.future.exception())
+                    e = self.service.settle(e)
                 except Exception:  # noqa: BLE001
                     log.exception("event=ingest_failed integration=%s", e.integration)
                     e = _INTERNAL
