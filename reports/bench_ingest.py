@@ -55,6 +55,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from statistics import median
 
 from collector.harness import free_port
 
@@ -262,12 +263,6 @@ def wait_idle(servers: list[Server], limit_s: float = 60.0) -> float:
         if sum(tree_cpu(s.proc.pid) for s in servers) - before < 0.025:
             break
     return time.monotonic() - t0
-
-
-def median(values: list[float]) -> float:
-    v = sorted(values)
-    n = len(v)
-    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
 
 
 def summary(runs: list[dict]) -> dict:

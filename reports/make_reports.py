@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from statistics import median
 
 import click
 import matplotlib
@@ -93,12 +94,6 @@ def machine_line(m: dict | None) -> str:
     if m.get("date"):
         parts.append(str(m["date"]))
     return "Measured on: " + "; ".join(parts) + "."
-
-
-def median(values: list[float]) -> float:
-    v = sorted(values)
-    n = len(v)
-    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
 
 
 def md_table(head: list[str], rows: list[list]) -> str:
