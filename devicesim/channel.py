@@ -1,6 +1,6 @@
 """Radio channel: link budget and collisions with the capture effect (vectorised).
 
-Numbers from shared/spec/radio-facts.md (LoRaSim / FLoRa constants, SX1272
+Numbers from docs/spec/radio-facts.md (LoRaSim / FLoRa constants, SX1272
 sensitivities). The collision check sorts frames once and answers, for every frame,
 "the strongest other frame that overlaps my critical section" with range-maximum
 queries over frames sorted by start time per (channel, SF, BW, airtime) class:
@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from collector.lorawan import LORAWAN_PREAMBLE
+from collector.core.lorawan import LORAWAN_PREAMBLE
 
 #: receiver sensitivity at 125 kHz, dBm (SX1272, as used by LoRaSim)
 SENSITIVITY_125 = {7: -126.5, 8: -127.25, 9: -131.25, 10: -132.75, 11: -134.5, 12: -133.25}

@@ -12,9 +12,9 @@ import time
 
 import click
 
-from collector.lorawan import message_airtime, min_message_duration
-from collector.lorawan import region as lookup_region
-from collector.wire import fragment_lengths
+from collector.core.lorawan import message_airtime, min_message_duration
+from collector.core.lorawan import region as lookup_region
+from collector.core.wire import fragment_lengths
 from devicesim.config import ConfigError, SimConfig, load_config
 from devicesim.formats import FORMATS
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from collector.lorawan import region as lookup_region
-from collector.timefmt import parse_ms
+from collector.core.lorawan import region as lookup_region
+from collector.core.timefmt import parse_ms
 
 #: 2026-11-24T00:00:00Z, the default virtual start time (fixed so output is reproducible)
 DEFAULT_START = 1_795_478_400

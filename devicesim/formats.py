@@ -1,6 +1,6 @@
 """The JSON bodies network servers POST to an application, for one uplink.
 
-Shapes follow ``shared/spec/ingest-formats.md``: The Things Stack v3 webhooks,
+Shapes follow ``docs/spec/ingest-formats.md``: The Things Stack v3 webhooks,
 ChirpStack v4 HTTP integration (JSON), and the collector's own format. Fields whose
 value is a default (0, empty, false) are left out, as the real servers do.
 Pure code: the caller supplies every time stamp and id.
@@ -13,8 +13,8 @@ import functools
 import uuid
 from dataclasses import dataclass, field
 
-from collector.timefmt import format_ms as _format_ms
-from collector.timefmt import format_ns
+from collector.core.timefmt import format_ms as _format_ms
+from collector.core.timefmt import format_ns
 
 #: every gateway copy of a frame carries the same receive time: format each once
 format_ms = functools.lru_cache(maxsize=1024)(_format_ms)

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from collector.lorawan import DataRate
-from collector.lorawan import region as lookup_region
-from collector.wire import FPORT
+from collector.core.lorawan import DataRate
+from collector.core.lorawan import region as lookup_region
+from collector.core.wire import FPORT
 from devicesim.config import Latency, NetworkConfig, Outage
 from devicesim.formats import AppUplink, GatewayRx, uplink_body
 from devicesim.rng import NETWORK, eui_key, stream

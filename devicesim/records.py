@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from collector.wire import (
+from collector.core.wire import (
     MISSING_SAMPLE,
     Channel,
     Config,

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import simpy
 
-from collector.lorawan import DataRate, Region, off_time
-from collector.lorawan import region as lookup_region
-from collector.wire import encode_record, fragment
+from collector.core.lorawan import DataRate, Region, off_time
+from collector.core.lorawan import region as lookup_region
+from collector.core.wire import encode_record, fragment
 from devicesim import rng as streams
 from devicesim.channel import SNR_FLOOR, collisions, noise_floor, path_loss, sensitivity
 from devicesim.config import ConfigError, SimConfig

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from collector.timefmt import format_ns
+from collector.core.timefmt import format_ns
 from devicesim.sim import RecordTruth, SimResult
 
 

@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from collector import wire
+from collector.core import wire
 from hil.modem import Modem, PayloadTooLong
 
 log = logging.getLogger("hil.bench")

@@ -15,7 +15,7 @@ import tomllib
 
 import click
 
-from collector import wire
+from collector.core import wire
 from devicesim.formats import FORMATS
 from hil import bench, p2p
 from hil.emulator import FAULTS, EmulatorConfig, Faults, start_emulator

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import serial
 
-from collector import lorawan
+from collector.core import lorawan
 
 log = logging.getLogger("hil.modem")
 

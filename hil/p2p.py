@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from collector import lorawan, wire
+from collector.core import lorawan, wire
 from devicesim.formats import AppUplink
 from hil.bridge import Delivery, deliver
 from hil.modem import ModemError, ModemTimeout

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from collector.lorawan import region as lookup_region
+from collector.core.lorawan import region as lookup_region
 from devicesim.channel import sensitivity
 from devicesim.config import DRPolicy, ScheduleConfig, SimConfig
 from devicesim.sim import simulate

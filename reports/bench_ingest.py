@@ -57,7 +57,7 @@ import urllib.request
 from pathlib import Path
 from statistics import median
 
-from collector.harness import free_port
+from collector.testing.harness import free_port
 
 HERE = Path(__file__).resolve().parent
 TOKEN = "bench-token"
@@ -107,8 +107,8 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print
 GATE = r"""
 import sys
 from aiohttp import web
-from collector.config import ServiceConfig
-from collector.gate import Answer, IngestGate
+from collector.service.config import ServiceConfig
+from collector.service.gate import Answer, IngestGate
 
 class Count:
     def uplink(self, integration, outcome):
@@ -140,8 +140,8 @@ SERVERS = {
 def make_bodies(path: Path, count: int) -> None:
     """``count`` distinct TTS uplink bodies: 6-fragment messages of many devices."""
     sys.path.insert(0, str(HERE.parent))
-    from collector import wire
-    from collector.examples import example_record
+    from collector.core import wire
+    from collector.testing.examples import example_record
     from devicesim.formats import AppUplink, GatewayRx, ttn_body
 
     rec = wire.encode_record(example_record())

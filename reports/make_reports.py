@@ -189,7 +189,7 @@ def reassembly_section(out: Path, quick: bool, log: Callable[[str], None]) -> st
 
 The 658-byte record (two channels of 144 samples, all four optional blocks) in shuffled
 fragments of S bytes, 50 messages per round (figures from the median of 30 rounds): reassembly, decoding and the XML document
-(`collector.reassembly` + `collector.assemble`), against a baseline that collects the
+(`collector.core.reassembly` + `collector.core.assemble`), against a baseline that collects the
 fragments, joins them and parses with the construct reference declaration.
 {note}
 ![reassembly throughput]({png})
@@ -421,8 +421,8 @@ def outcome_fractions(values: dict) -> dict:
 
 
 def run_loss_sweep(drs: list[int], losses: list[float], quick: bool, log: Callable[[str], None]) -> list[dict]:
-    from collector.lorawan import region
-    from collector.wire import fragment_count
+    from collector.core.lorawan import region
+    from collector.core.wire import fragment_count
     from scenarios.runner import run_scenario
     from scenarios.spec import scenario_from_dict
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-from collector.wire import BLOCK_NAMES, BLOCK_SIZES, chunk_offset, decode_record, required_length
-from collector.xmldoc import Transport, build_document, idempotency_key
+from collector.core.wire import BLOCK_NAMES, BLOCK_SIZES, chunk_offset, decode_record, required_length
+from collector.core.xmldoc import Transport, build_document, idempotency_key
 
 #: name -> one-line definition (docs/scenarios.md has the full ones)
 MEASUREMENTS: dict[str, str] = {

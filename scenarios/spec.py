@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from collector.config import FIELDS as COLLECTOR_FIELDS
+from collector.service.config import FIELDS as COLLECTOR_FIELDS
 from devicesim.config import ConfigError, SimConfig, config_from_dict
 
 
@@ -31,7 +31,7 @@ RUNNER_OWNED = frozenset({
     "upload_path", "login_path", "clock", "clock_start", "devices_file",
 })
 
-#: Web App fault settings (collector.webapp_stub.Faults) a scenario may set for the whole run
+#: Web App fault settings (collector.testing.webapp_stub.Faults) a scenario may set for the whole run
 WEBAPP_FAULTS = ("error_rate", "error_status", "rate_limit_rate", "retry_after", "latency", "reject_status")
 
 _OPS = {">=": (lambda v, x: v >= x), "<=": (lambda v, x: v <= x), "==": (lambda v, x: v == x),
@@ -214,7 +214,7 @@ def scenario_from_dict(data: dict, *, where: str = "scenario", path: str | None 
         if not isinstance(spec.records, int) or isinstance(spec.records, bool) or spec.records < 1:
             raise _err(where, f"hil.records: expected an integer >= 1, got {spec.records!r}")
         try:
-            from collector.lorawan import region
+            from collector.core.lorawan import region
 
             region(spec.region).dr(spec.dr)
         except ValueError as e:
@@ -232,7 +232,7 @@ def scenario_from_dict(data: dict, *, where: str = "scenario", path: str | None 
         if isinstance(v, dict | list):
             raise _err(where, f"collector.{k}: expected a single value, got {type(v).__name__}")
     try:
-        from collector.config import load_config
+        from collector.service.config import load_config
 
         load_config(None, env={}, overrides=col)
     except ValueError as e:

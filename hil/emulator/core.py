@@ -22,7 +22,7 @@ import tty
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from collector import lorawan
+from collector.core import lorawan
 
 log = logging.getLogger("hil.emulator")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from collector import lorawan
+from collector.core import lorawan
 from hil.emulator.core import EmulatorConfig, ModuleModel, Out, Replies
 
 FIRMWARE = "RUI_4.0.6_RAK3172-E"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from collector import lorawan
+from collector.core import lorawan
 from hil.emulator.core import EmulatorConfig, ModuleModel, Out, Replies
 
 VERSIONS = {"EU868": "RN2483 1.0.5 Oct 31 2018 15:06:52", "US915": "RN2903 1.0.5 Nov 06 2018 10:45:27"}

@@ -13,12 +13,12 @@ import random
 
 import pytest
 
-from collector import wire
-from collector.assemble import assemble
-from collector.examples import example_record
-from collector.reassembly import Reassembler, Settings
-from collector.uplink import Uplink
-from collector.xmldoc import Transport, build_document
+from collector.core import wire
+from collector.core.assemble import assemble
+from collector.core.reassembly import Reassembler, Settings
+from collector.core.uplink import Uplink
+from collector.core.xmldoc import Transport, build_document
+from collector.testing.examples import example_record
 
 BATCH = 50
 #: rounds per measurement (after one warm-up round that fills the per-exponent tables)

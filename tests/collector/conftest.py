@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from collector import wire
+from collector.core import wire
 
 i8 = st.integers(-128, 127)
 u8 = st.integers(0, 255)

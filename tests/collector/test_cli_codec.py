@@ -11,10 +11,10 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from collector import wire
-from collector.cli import cli
-from collector.examples import example_record
-from collector.xmldoc import xsd_validate
+from collector.cli.main import cli
+from collector.core import wire
+from collector.core.xmldoc import xsd_validate
+from collector.testing.examples import example_record
 
 
 @pytest.fixture

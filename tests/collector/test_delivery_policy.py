@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from collector.delivery import Attempt, Backoff, Circuit, classify, decide, parse_retry_after
+from collector.service.delivery import Attempt, Backoff, Circuit, classify, decide, parse_retry_after
 
 
 @pytest.mark.parametrize("status,kind", [

@@ -6,7 +6,14 @@ import copy
 
 import pytest
 
-from collector.ingest import Ignored, IngestError, parse_chirpstack, parse_generic, parse_json_body, parse_ttn
+from collector.core.ingest import (
+    Ignored,
+    IngestError,
+    parse_chirpstack,
+    parse_generic,
+    parse_json_body,
+    parse_ttn,
+)
 from devicesim.formats import AppUplink, GatewayRx, chirpstack_body, generic_body, ttn_body
 
 NOW_MS = 1_800_000_000_000

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collector.ingest import _utc_ms
-from collector.timefmt import parse_ms
+from collector.core.ingest import _utc_ms
+from collector.core.timefmt import parse_ms
 
 
 @given(st.integers(0, 10_000), st.integers(0, 13), st.integers(0, 32), st.integers(0, 25), st.integers(0, 61),

@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector import wire
-from collector.assemble import assemble
-from collector.examples import example_record
-from collector.reassembly import Reassembler, Settings
-from collector.uplink import Uplink
-from collector.xmldoc import Transport, build_document
+from collector.core import wire
+from collector.core.assemble import assemble
+from collector.core.reassembly import Reassembler, Settings
+from collector.core.uplink import Uplink
+from collector.core.xmldoc import Transport, build_document
+from collector.testing.examples import example_record
 
 from .conftest import records, sizes_for
 
@@ -267,7 +267,7 @@ def test_state_is_plain_data_and_survives_a_restart():
 def test_assembly_rechecks_fragment_lengths_of_a_restored_message(bad_index):
     """A message restored from storage skips the reassembler's checks; assembly still
     refuses fragments whose lengths contradict S (a short middle one, a long last one)."""
-    from collector.reassembly import Held, Message
+    from collector.core.reassembly import Held, Message
 
     frags = example_frags(43, samples=10)  # 122 bytes: three fragments of exactly S=43
     assert [len(f) for f in frags] == [43, 43, 43]
@@ -284,7 +284,7 @@ def test_assembly_rechecks_fragment_lengths_of_a_restored_message(bad_index):
 def test_a_closed_message_is_remembered_by_its_payloads_only():
     """Memory per remembered message is its payload bytes (shared with the uplinks),
     not the uplinks, their metadata or the parsed fragments."""
-    from collector.reassembly import Recent
+    from collector.core.reassembly import Recent
 
     r = Reassembler()
     frags = example_frags()

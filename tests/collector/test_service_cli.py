@@ -6,10 +6,10 @@ import json
 
 from click.testing import CliRunner
 
-from collector import wire
-from collector.cli import cli
-from collector.examples import example_record
-from collector.harness import LiveService
+from collector.cli.main import cli
+from collector.core import wire
+from collector.testing.examples import example_record
+from collector.testing.harness import LiveService
 from devicesim.formats import AppUplink, uplink_body
 
 DEV = "70B3D57ED005A1B2"

@@ -8,13 +8,13 @@ from __future__ import annotations
 import asyncio
 import base64
 
-from collector import wire
-from collector.aggregator import Assembler, close_message
-from collector.examples import example_record
-from collector.harness import LiveService
-from collector.reassembly import Message, Reassembler, Settings
-from collector.store import Store, message_header, op_ingest
-from collector.uplink import Uplink
+from collector.core import wire
+from collector.core.reassembly import Message, Reassembler, Settings
+from collector.core.uplink import Uplink
+from collector.service.aggregator import Assembler, close_message
+from collector.service.store import Store, message_header, op_ingest
+from collector.testing.examples import example_record
+from collector.testing.harness import LiveService
 
 DEV = "70B3D57ED005A1C3"
 

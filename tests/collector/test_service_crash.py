@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from collector import wire
-from collector.examples import example_record
-from collector.harness import free_port, http, process_gone, wait_until, worker_pids
+from collector.core import wire
+from collector.testing.examples import example_record
+from collector.testing.harness import free_port, http, process_gone, wait_until, worker_pids
 from devicesim.formats import AppUplink, uplink_body
 
 DEV = "70B3D57ED005A1B2"

@@ -7,10 +7,10 @@ import random
 
 from lxml import etree
 
-from collector import wire
-from collector.examples import example_record
-from collector.harness import WEBAPP_TOKEN, LiveService
-from collector.xmldoc import NAMESPACE, xsd_validate
+from collector.core import wire
+from collector.core.xmldoc import NAMESPACE, xsd_validate
+from collector.testing.examples import example_record
+from collector.testing.harness import WEBAPP_TOKEN, LiveService
 from devicesim.formats import AppUplink, uplink_body
 
 DEV = "70B3D57ED005A1B2"

@@ -8,9 +8,9 @@ import stat
 
 import pytest
 
-from collector import wire
-from collector.examples import example_record
-from collector.harness import INGEST_TOKEN, LiveService, http
+from collector.core import wire
+from collector.testing.examples import example_record
+from collector.testing.harness import INGEST_TOKEN, LiveService, http
 from devicesim.formats import AppUplink, uplink_body
 
 DEV = "70B3D57ED005A1B2"
@@ -151,8 +151,8 @@ def test_an_uplink_that_cannot_be_stored_is_refused_before_the_reassembler_holds
     service all the same, it is answered 400 before the reassembler counts the
     fragment as held - the same fragment with a storable body is then accepted, not
     answered "duplicate" for a fragment that was never stored."""
-    from collector.gate import Answer
-    from collector.uplink import Uplink
+    from collector.core.uplink import Uplink
+    from collector.service.gate import Answer
 
     dev = "70B3D57ED005BEEF"
     f0 = frags(7)[0]

@@ -6,7 +6,15 @@ import asyncio
 import os
 import stat
 
-from collector.store import GroupCommitter, Store, StoreUnavailable, op_close, op_device, op_open, op_prune
+from collector.service.store import (
+    GroupCommitter,
+    Store,
+    StoreUnavailable,
+    op_close,
+    op_device,
+    op_open,
+    op_prune,
+)
 
 
 def open_msg(uid: str, dev: str = "70B3D57ED005A1B2", opened: float = 0.0) -> dict:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collector.timefmt import format_ms, format_s, parse_ms
+from collector.core.timefmt import format_ms, format_s, parse_ms
 
 
 @given(st.integers(-10**12, 2**32 * 1000))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from collector.examples import EXAMPLE_DEV_EUI, example_record
-from collector.harness import WEBAPP_TOKEN, LiveService, http
-from collector.xmldoc import Transport, build_document
+from collector.core.xmldoc import Transport, build_document
+from collector.testing.examples import EXAMPLE_DEV_EUI, example_record
+from collector.testing.harness import WEBAPP_TOKEN, LiveService, http
 
 XML = build_document(example_record(), EXAMPLE_DEV_EUI, Transport(1, 6, 6, 0, 1000), True)
 HEADERS = {"Content-Type": "application/xml; charset=utf-8", "Authorization": f"Token {WEBAPP_TOKEN}",

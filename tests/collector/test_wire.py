@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collector import wire
-from collector.examples import example_record
+from collector.core import wire
+from collector.testing.examples import example_record
 
 from .conftest import records, sizes_for
 

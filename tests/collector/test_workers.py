@@ -40,12 +40,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collector import wire
-from collector.examples import example_record
-from collector.harness import HTTPResult, free_port, http, process_gone, wait_until, worker_pids
-from collector.store import Store
-from collector.uplink import Uplink
-from collector.workers import MAX_FRAME, frame, read_frame, uplink_fields, uplink_from_fields
+from collector.core import wire
+from collector.core.uplink import Uplink
+from collector.service.store import Store
+from collector.service.workers import MAX_FRAME, frame, read_frame, uplink_fields, uplink_from_fields
+from collector.testing.examples import example_record
+from collector.testing.harness import HTTPResult, free_port, http, process_gone, wait_until, worker_pids
 from devicesim.formats import AppUplink, uplink_body
 
 TOKEN = "workers-ingest"
@@ -520,7 +520,7 @@ def test_any_uplink_crosses_the_channel_unchanged(up):
 
 
 def test_a_worker_that_keeps_dying_is_restarted_ever_later_and_one_that_ran_at_once():
-    from collector.workers import RESTART_MAX, RESTART_RESET, restart_delay
+    from collector.service.workers import RESTART_MAX, RESTART_RESET, restart_delay
 
     failures, delays = 0, []
     for _ in range(8):

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 
-from collector import wire, xmldoc
-from collector.examples import example_record
-from collector.timefmt import parse_ms
+from collector.core import wire, xmldoc
+from collector.core.timefmt import parse_ms
+from collector.testing.examples import example_record
 
 from .conftest import records
 

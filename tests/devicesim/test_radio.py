@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from collector.lorawan import EU868, LORAWAN_PREAMBLE, off_time, time_on_air
+from collector.core.lorawan import EU868, LORAWAN_PREAMBLE, off_time, time_on_air
 from devicesim.channel import CRITICAL_PREAMBLE_SYMBOLS, collisions, path_loss, sensitivity
 from devicesim.config import DRPolicy, ScheduleConfig, SimConfig
 from devicesim.sim import simulate

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from collector.wire import decode_record, defragment, parse_fragment
+from collector.core.wire import decode_record, defragment, parse_fragment
 from devicesim.config import ChannelConfig, Latency, RebootConfig, ScheduleConfig
 from devicesim.rng import dev_eui
 from devicesim.sim import simulate

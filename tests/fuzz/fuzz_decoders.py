@@ -17,7 +17,7 @@ with atheris.instrument_imports():
     # the script's folder is first on sys.path when it runs as a script
     from hostile import reassemble_hostile
 
-    from collector import wire
+    from collector.core import wire
 
 
 def _fragments(data: bytes) -> list[bytes]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from collector import wire
-from collector.assemble import Outcome, assemble
-from collector.reassembly import Reassembler, Settings
-from collector.uplink import Uplink
+from collector.core import wire
+from collector.core.assemble import Outcome, assemble
+from collector.core.reassembly import Reassembler, Settings
+from collector.core.uplink import Uplink
 
 DEV_EUI = "0000000000000001"
 

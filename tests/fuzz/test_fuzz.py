@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collector import wire
+from collector.core import wire
 
 HERE = Path(__file__).parent
 

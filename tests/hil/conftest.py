@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
-from collector import wire
+from collector.core import wire
 from hil.emulator import Air, EmulatorConfig, Faults, PtyEmulator, start_emulator
 from hil.modem import Modem, RecoveryPolicy, Timeouts
 from hil.rak3172 import RAK3172

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from collector import wire
+from collector.core import wire
 from devicesim.formats import uplink_body
 from hil import bench, p2p
 from hil.bridge import Forwarder, deliver, frame_to_uplink

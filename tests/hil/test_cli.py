@@ -12,7 +12,7 @@ import threading
 import pytest
 from click.testing import CliRunner
 
-from collector import wire
+from collector.core import wire
 from hil import bench, p2p
 from hil.cli import main
 from hil.emulator import Air, EmulatorConfig, start_emulator

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from collector import wire
+from collector.core import wire
 from hil import bench
 from hil.modem import PayloadTooLong
 

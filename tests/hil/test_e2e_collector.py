@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner
 from lxml import etree
 
-from collector import wire, xmldoc
-from collector.harness import INGEST_TOKEN, LiveService
-from collector.timefmt import parse_ms
+from collector.core import wire, xmldoc
+from collector.core.timefmt import parse_ms
+from collector.testing.harness import INGEST_TOKEN, LiveService
 from devicesim.config import Latency, NetworkConfig
 from devicesim.network import NetworkServer
 from hil import bench

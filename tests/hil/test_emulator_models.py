@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from collector import lorawan
+from collector.core import lorawan
 from hil.emulator import EmulatorConfig, Faults, RAK3172Model, RN2483Model
 
 

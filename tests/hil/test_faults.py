@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from collector import wire
+from collector.core import wire
 from hil import bench
 from hil.modem import ChannelBusy, JoinDenied, ModemRejected, ModemTimeout, RecoveryPolicy
 

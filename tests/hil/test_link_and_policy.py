@@ -136,7 +136,7 @@ def test_other_outcomes():
 
 
 def test_default_policy_outlasts_the_longest_eu868_off_time():
-    from collector import lorawan
+    from collector.core import lorawan
 
     air = lorawan.region("EU868").dr(0).time_on_air(51)
     assert RecoveryPolicy().worst_case_wait() > lorawan.off_time(air, 0.01)

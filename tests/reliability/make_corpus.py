@@ -18,8 +18,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from collector import wire
-from collector.examples import example_record
+from collector.core import wire
+from collector.testing.examples import example_record
 from devicesim.formats import FORMATS, PATHS, AppUplink, uplink_body
 
 TOKEN = "corpus-token"

@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from collector import wire
-from collector.examples import example_record
-from collector.harness import LiveService, http
+from collector.core import wire
+from collector.testing.examples import example_record
+from collector.testing.harness import LiveService, http
 from devicesim.formats import AppUplink, uplink_body
 
 # loaded by conftest.py (tests/reliability/workloads.py), shared with reports/reliability.py

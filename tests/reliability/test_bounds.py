@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from collector import wire
-from collector.examples import example_record
-from collector.reassembly import Reassembler, Settings
-from collector.uplink import Uplink
+from collector.core import wire
+from collector.core.reassembly import Reassembler, Settings
+from collector.core.uplink import Uplink
+from collector.testing.examples import example_record
 
 FRAG0 = wire.fragment(0, wire.encode_record(example_record()), 51)[0]
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from collector import wire
-from collector.cli import cli
-from collector.config import SECRETS, ServiceConfig
-from collector.examples import example_record
-from collector.harness import http
-from collector.webapp_stub import StubConfig
+from collector.cli.main import cli
+from collector.core import wire
+from collector.service.config import SECRETS, ServiceConfig
+from collector.testing.examples import example_record
+from collector.testing.harness import http
+from collector.testing.webapp_stub import StubConfig
 from devicesim.formats import AppUplink, uplink_body
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +37,7 @@ def _functions_touching_tokens(tree: ast.AST):
                 yield node
 
 
-@pytest.mark.parametrize("module", ["gate.py", "webapp_stub.py"])
+@pytest.mark.parametrize("module", ["service/gate.py", "testing/webapp_stub.py"])
 def test_token_checks_use_compare_digest_and_never_plain_equality(module):
     tree = ast.parse((COLLECTOR / module).read_text())
     funcs = list(_functions_touching_tokens(tree))
@@ -51,7 +51,7 @@ def test_token_checks_use_compare_digest_and_never_plain_equality(module):
                     assert not re.search(r"\b(vb|tok|pw|want|t|token|tokens|self\._tokens)\b", text), \
                         f"{module}:{fn.name}: {text}"
     # and nothing anywhere in the package compares a token with == (a later shortcut)
-    for path in COLLECTOR.glob("*.py"):
+    for path in COLLECTOR.rglob("*.py"):
         src = path.read_text()
         assert not re.search(r"\b\w*token\w*\s*[!=]=\s*\w|\w\s*[!=]=\s*\w*token\b", src.replace("token_hex", "")), \
             path.name
@@ -60,7 +60,7 @@ def test_token_checks_use_compare_digest_and_never_plain_equality(module):
 def test_service_checks_every_configured_token_without_short_circuit():
     """The ingest check ORs compare_digest over all tokens (no early return whose
     timing tells which token matched)."""
-    src = ast.unparse(next(n for n in ast.walk(ast.parse((COLLECTOR / "gate.py").read_text()))
+    src = ast.unparse(next(n for n in ast.walk(ast.parse((COLLECTOR / "service" / "gate.py").read_text()))
                            if isinstance(n, ast.FunctionDef) and n.name == "_check_token"))
     assert "ok |= hmac.compare_digest" in src
     assert "return True" not in src and "break" not in src
@@ -84,13 +84,13 @@ def _string_literals(path: Path):
 
 def test_xml_is_built_only_through_lxml():
     offenders = []
-    for path in sorted(COLLECTOR.glob("*.py")):
+    for path in sorted(COLLECTOR.rglob("*.py")):
         for tok in _string_literals(path):
             if re.search(r"<\s*(\?xml|[A-Za-z][\w:.-]*[\s>/])", tok.string) and "measurement" in tok.string.lower() \
                     or re.search(r"<\?xml|<measurementReport|</", tok.string):
                 offenders.append(f"{path.name}:{tok.start[0]}: {tok.string[:60]}")
     assert offenders == [], offenders
-    assert "lxml" in (COLLECTOR / "xmldoc.py").read_text()
+    assert "lxml" in (COLLECTOR / "core" / "xmldoc.py").read_text()
 
 
 def test_the_xml_check_would_catch_a_string_built_document(tmp_path):

@@ -11,10 +11,10 @@ import math
 
 from click.testing import CliRunner
 
-from collector import wire
-from collector.cli import cli
-from collector.examples import example_record
-from collector.harness import LiveService, http
+from collector.cli.main import cli
+from collector.core import wire
+from collector.testing.examples import example_record
+from collector.testing.harness import LiveService, http
 from devicesim.formats import AppUplink, uplink_body
 
 

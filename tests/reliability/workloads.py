@@ -5,7 +5,7 @@ a fraction of the measured maximum, open-message bounds.
 Each workload runs the real ``collector serve`` and ``collector webapp-stub``
 commands as subprocesses on loopback with free ports and real SQLite files, drives
 them over HTTP with real-shaped uplinks (:func:`devicesim.formats.uplink_body`,
-fragments from :func:`collector.wire.fragment`) and returns plain figures (a dict)
+fragments from :func:`collector.core.wire.fragment`) and returns plain figures (a dict)
 that the caller asserts on or reports. Not a test module: loaded by path from
 ``conftest.py`` and from the report script.
 """
@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from collector import wire
-from collector.examples import example_record
-from collector.harness import free_port, http, wait_until
+from collector.core import wire
+from collector.testing.examples import example_record
+from collector.testing.harness import free_port, http, wait_until
 from devicesim.formats import FORMATS, AppUplink, uplink_body
 
 TOKEN = "reliability-ingest-token"
@@ -613,7 +613,7 @@ def ingest_counts(db: Path) -> dict[str, int]:
 
 def corpus_run(workdir: Path) -> dict[str, Any]:
     """Every corpus request against a live collector: answers by category."""
-    from collector.harness import LiveService
+    from collector.testing.harness import LiveService
 
     db = workdir / "corpus.db"
     by_cat: dict[str, dict[str, int]] = {}
@@ -645,7 +645,7 @@ def outage_run(workdir: Path, *, documents: int = 40, hours: float = 1.0, step: 
     (virtual) until everything is delivered."""
     import math
 
-    from collector.harness import LiveService
+    from collector.testing.harness import LiveService
 
     with LiveService(workdir / "outage.db") as s:
         cfg = s.service.cfg

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from collector import wire
-from collector.examples import EXAMPLE_DEV_EUI, example_record
+from collector.core import wire
+from collector.testing.examples import EXAMPLE_DEV_EUI, example_record
 from scenarios.measure import Acked, Expected, Upload, expected_outcome
 
 #: EU868 DR0: 658-byte record in 14 fragments of 51 bytes

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from collector.assemble import assemble
-from collector.examples import EXAMPLE_DEV_EUI
-from collector.reassembly import Reassembler, Settings
-from collector.uplink import Uplink
+from collector.core.assemble import assemble
+from collector.core.reassembly import Reassembler, Settings
+from collector.core.uplink import Uplink
+from collector.testing.examples import EXAMPLE_DEV_EUI
 from scenarios.measure import Observed, measure, percentile
 from scenarios.spec import Expectation, parse_expectation
 

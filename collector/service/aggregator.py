@@ -3,14 +3,14 @@
 Assembling a closed message (decoding the record, building the lxml document,
 serialising the outcome) costs a few hundred microseconds. The ingest path never
 does it: it commits the fragment and the message's closed state and answers; the
-aggregator assembles afterwards (:meth:`collector.service.CollectorService.flush_closes`).
+aggregator assembles afterwards (:meth:`collector.service.app.CollectorService.flush_closes`).
 While closes are rare that happens in the service's process; when they come faster
 than ``offload_rate`` per second, :class:`Assembler` hands them in batches to one
-worker process (``python -m collector.aggregator``), so the event loop keeps its
+worker process (``python -m collector.service.aggregator``), so the event loop keeps its
 CPU for answering uplinks.
 
 The worker is a pure function over pipes: ``Message.to_dict()`` in,
-:class:`~collector.store.ClosedMessage` out (pickled frames with a length prefix).
+:class:`~collector.service.store.ClosedMessage` out (pickled frames with a length prefix).
 It holds no state; the service keeps the reassembler and the store. If the worker
 fails, the batch is assembled in-process and the worker is started again later.
 """
@@ -27,9 +27,9 @@ import sys
 import time
 from typing import BinaryIO
 
-from collector.assemble import assemble
-from collector.reassembly import Message
-from collector.store import ClosedMessage, closed_message
+from collector.core.assemble import assemble
+from collector.core.reassembly import Message
+from collector.service.store import ClosedMessage, closed_message
 
 log = logging.getLogger("collector.aggregator")
 
@@ -37,7 +37,7 @@ _LEN = struct.Struct("<Q")
 
 
 def close_message(m: Message) -> ClosedMessage:
-    """Assemble a closed message into what the store records (:func:`~collector.store.op_closed`)."""
+    """Assemble a closed message into what the store records (:func:`~collector.service.store.op_closed`)."""
     out = assemble(m)
     return closed_message(m.to_dict(), out.to_dict(), out.xml)
 
@@ -99,7 +99,7 @@ class Assembler:
     async def _start(self) -> None:
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "collector.aggregator", stdin=asyncio.subprocess.PIPE,
+                sys.executable, "-m", "collector.service.aggregator", stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE)
         except OSError as e:
             log.error("event=assembly_worker_failed error=%r", str(e))

@@ -1,6 +1,6 @@
-"""Parsers of the three ingest formats into :class:`~collector.uplink.Uplink`.
+"""Parsers of the three ingest formats into :class:`~collector.core.uplink.Uplink`.
 
-Shapes per ``shared/spec/ingest-formats.md``: The Things Stack v3 webhook uplink,
+Shapes per ``docs/spec/ingest-formats.md``: The Things Stack v3 webhook uplink,
 ChirpStack v4 HTTP integration (JSON ``up`` event), and the collector's own format.
 Network servers leave out fields whose value is a default (0, empty, false), so every
 optional field is read with a default. A body that cannot be used raises
@@ -24,9 +24,9 @@ from typing import Any
 
 import orjson
 
-from collector import lorawan
-from collector.timefmt import parse_ms
-from collector.uplink import Uplink
+from collector.core import lorawan
+from collector.core.timefmt import parse_ms
+from collector.core.uplink import Uplink
 
 _HEX16 = re.compile(r"^[0-9A-Fa-f]{16}\Z")
 _INT_TEXT = re.compile(r"-?\d{1,20}")
@@ -191,7 +191,7 @@ def _b64(v: Any, name: str) -> bytes:
 
 def _utc_ms(s: str) -> int | None:
     """Unix milliseconds of ``YYYY-MM-DDTHH:MM:SS[.f]Z`` with every field in range,
-    as :func:`~collector.timefmt.parse_ms` gives them (without building a datetime);
+    as :func:`~collector.core.timefmt.parse_ms` gives them (without building a datetime);
     None for anything else (left to ``parse_ms``)."""
     m = _UTC_STAMP.fullmatch(s)
     if m is None:

@@ -34,8 +34,8 @@ from typing import Any
 
 from aiohttp import web
 
-from collector.store import create_private_file
-from collector.xmldoc import xsd_validate
+from collector.core.xmldoc import xsd_validate
+from collector.service.store import create_private_file
 
 log = logging.getLogger("collector.webapp_stub")
 

@@ -22,10 +22,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from collector.clock import ManualClock
-from collector.config import ServiceConfig
-from collector.service import CollectorService, start_service
-from collector.webapp_stub import Faults, StubConfig, WebAppStub, start_stub
+from collector.service.app import CollectorService, start_service
+from collector.service.clock import ManualClock
+from collector.service.config import ServiceConfig
+from collector.testing.webapp_stub import Faults, StubConfig, WebAppStub, start_stub
 
 INGEST_TOKEN = "ingest-secret"
 WEBAPP_TOKEN = "webapp-secret"

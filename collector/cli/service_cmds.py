@@ -17,9 +17,9 @@ from typing import Any
 
 import click
 
-from collector.config import FIELDS, ServiceConfig, load_config
-from collector.registry import check_eui, load_file
-from collector.store import Store, op_device, op_device_remove, op_retry_dead
+from collector.service.config import FIELDS, ServiceConfig, load_config
+from collector.service.registry import check_eui, load_file
+from collector.service.store import Store, op_device, op_device_remove, op_retry_dead
 
 _HELP = {
     "host": "Address to listen on.",
@@ -149,7 +149,8 @@ def serve(config: str | None, **overrides: Any) -> None:
     Every setting comes from the defaults, then the TOML file (--config), then
     COLLECTOR_<NAME> environment variables, then these flags.
     """
-    from collector.service import run_service, setup_logging
+    from collector.service.app import run_service
+    from collector.service.logs import setup_logging
 
     cfg = _load(config, overrides)
     setup_logging(cfg.log_level)
@@ -360,8 +361,8 @@ def webapp_stub(host, port, db, tokens, users, error_rate, rate_limit_rate, retr
     """
     from aiohttp import web
 
-    from collector.service import setup_logging
-    from collector.webapp_stub import Faults, StubConfig, WebAppStub
+    from collector.service.logs import setup_logging
+    from collector.testing.webapp_stub import Faults, StubConfig, WebAppStub
 
     user_map = {}
     for u in users:

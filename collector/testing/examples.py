@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from collector.wire import Channel, Config, Diagnostics, Location, Record, Site
+from collector.core.wire import Channel, Config, Diagnostics, Location, Record, Site
 
 EXAMPLE_DEV_EUI = "70B3D57ED005A1B2"
 

@@ -2,7 +2,7 @@
 
 Everything here is a pure function of its arguments (no clock, no I/O). Sources:
 LoRaWAN Regional Parameters RP002 / v1.0.3, Semtech AN1200.13 (time on air),
-ETSI EN 300 220 (EU868 sub-band duty cycles); see docs/radio.md.
+ETSI EN 300 220 (EU868 sub-band duty cycles); see docs/spec/radio-facts.md.
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def parse_data_rate_name(name: str) -> tuple[int, int]:
 def message_airtime(dr: DataRate, record_len: int, size: int | None = None) -> tuple[int, float]:
     """Fragments and total time on air (s) of a record of ``record_len`` bytes sent at
     ``dr`` with fragments of ``size`` bytes (default: the DR's N)."""
-    from collector.wire import fragment_count, fragment_lengths
+    from collector.core.wire import fragment_count, fragment_lengths
 
     s = size or dr.max_payload
     n = fragment_count(record_len, s)

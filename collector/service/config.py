@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from collector.reassembly import Settings
+from collector.core.reassembly import Settings
 
 ENV_PREFIX = "COLLECTOR_"
 
@@ -54,7 +54,7 @@ class ServiceConfig:
     #: process does everything); see docs/operations.md, "Workers"
     workers: int = 0
     # ------------------------------------------------------------------ reassembly
-    # (defaults and meaning: collector.reassembly.Settings, the one place they live)
+    # (defaults and meaning: collector.core.reassembly.Settings, the one place they live)
     message_timeout: float = Settings.message_timeout
     deadline_policy: str = Settings.deadline_policy
     default_region: str = Settings.default_region

@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from collector.timefmt import format_ms
+from collector.core.timefmt import format_ms
 
 log = logging.getLogger("collector.store")
 

@@ -7,7 +7,6 @@ times and float seconds for clocks; both are UTC.
 from __future__ import annotations
 
 import re
-import time
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
@@ -42,7 +41,7 @@ def parse_ms(text: str) -> int:
 @lru_cache(maxsize=256)
 def _date_prefix(day: int) -> str:
     """``2026-11-24T`` for a day number since the epoch (documents of a run share a few)."""
-    return time.strftime("%Y-%m-%dT", time.gmtime(day * 86400))
+    return (_EPOCH + timedelta(days=day)).date().isoformat() + "T"
 
 
 def format_ms(ms: int) -> str:

@@ -1,4 +1,4 @@
-"""Delivery of documents to the Web App (``shared/spec/xml-format.md`` §2).
+"""Delivery of documents to the Web App (``docs/spec/xml-format.md`` §2).
 
 The policy is sans-IO and deterministic: :func:`classify` says what an answer
 means, :class:`Backoff` draws exponential backoff with full jitter from its own
@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from collector.clock import wait_first
-from collector.store import AttemptResult, GroupCommitter, Store, StoreUnavailable, op_attempt
+from collector.service.clock import wait_first
+from collector.service.store import AttemptResult, GroupCommitter, Store, StoreUnavailable, op_attempt
 
 if TYPE_CHECKING:
-    from collector.clock import Clock
-    from collector.config import ServiceConfig
-    from collector.metrics import Metrics
+    from collector.service.clock import Clock
+    from collector.service.config import ServiceConfig
+    from collector.service.metrics import Metrics
 
 log = logging.getLogger("collector.delivery")
 

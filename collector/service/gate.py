@@ -2,10 +2,10 @@
 
 :class:`IngestGate` authenticates the request, enforces the body limit, the content
 type and the read timeout, reads the body and parses it into an
-:class:`~collector.uplink.Uplink` (:mod:`collector.ingest`). What it rejects is
+:class:`~collector.core.uplink.Uplink` (:mod:`collector.core.ingest`). What it rejects is
 answered here (401, 400, 408, 413, 415, or 202 "ignored"); what it accepts goes on
 to the process that owns the reassembler and the store. The same gate runs in the
-single-process service and in each HTTP worker process (:mod:`collector.workers`),
+single-process service and in each HTTP worker process (:mod:`collector.service.workers`),
 so an answer does not depend on which process took the connection.
 
 The uplink's receive time is left ``None`` when the body carries none: the owner
@@ -23,9 +23,9 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 
-from collector import ingest
-from collector.config import ServiceConfig
-from collector.uplink import Uplink
+from collector.core import ingest
+from collector.core.uplink import Uplink
+from collector.service.config import ServiceConfig
 
 log = logging.getLogger("collector.ingest")
 

@@ -1,6 +1,6 @@
 """Turn a closed message into its outcome: a document or an incident (sans-IO).
 
-``shared/spec/wire-format.md`` §3: a complete message, or one closed early whose
+``docs/spec/wire-format.md`` §3: a complete message, or one closed early whose
 required section arrived whole with a good CRC, becomes a document (``complete``
 false and ``missingFragments``/``missingBlocks`` named when fragments are missing);
 anything else becomes an incident that keeps everything that did arrive.
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from collector.reassembly import Message
-from collector.wire import (
+from collector.core.reassembly import Message
+from collector.core.wire import (
     RecordError,
     RequiredMissing,
     WireError,
@@ -19,7 +19,7 @@ from collector.wire import (
     decode_partial,
     fragment_count,
 )
-from collector.xmldoc import Transport, build_document, idempotency_key
+from collector.core.xmldoc import Transport, build_document, idempotency_key
 
 
 @dataclass

@@ -1,11 +1,11 @@
 """The collector service: webhook ingest, durable store, aggregator and delivery.
 
-:class:`CollectorService` wires the sans-IO core (:mod:`collector.reassembly`,
-:mod:`collector.assemble`, :mod:`collector.delivery` policy) to aiohttp and SQLite:
+:class:`CollectorService` wires the sans-IO core (:mod:`collector.core.reassembly`,
+:mod:`collector.core.assemble`, :mod:`collector.service.delivery` policy) to aiohttp and SQLite:
 
-- ingest routes parse the three formats (:mod:`collector.ingest`), feed the
+- ingest routes parse the three formats (:mod:`collector.core.ingest`), feed the
   reassembler and answer 202 only after the fragment and the message state are
-  committed (group commit, :class:`collector.store.GroupCommitter`);
+  committed (group commit, :class:`collector.service.store.GroupCommitter`);
 - the aggregator closes messages at their deadlines on the injected clock, turns
   them into documents or incidents and queues documents durably;
 - the delivery agent posts documents to the Web App;
@@ -25,24 +25,26 @@ import importlib.metadata
 import json
 import logging
 import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from collector import ingest
-from collector.aggregator import Assembler
-from collector.clock import Clock, ManualClock, make_clock, wait_first
-from collector.config import ServiceConfig
-from collector.delivery import DeliveryAgent
-from collector.gate import Answer, IngestGate, authorised
-from collector.gate import error as answer_error
-from collector.metrics import CONTENT_TYPE_LATEST, Metrics
-from collector.reassembly import Message, Reassembler
-from collector.registry import load_file
-from collector.store import (
+from collector.core import ingest
+from collector.core.reassembly import Message, Reassembler
+from collector.core.uplink import Uplink
+from collector.core.wire import FragmentError
+from collector.service.aggregator import Assembler
+from collector.service.clock import Clock, ManualClock, make_clock, wait_first
+from collector.service.config import ServiceConfig
+from collector.service.delivery import DeliveryAgent
+from collector.service.gate import Answer, IngestGate, authorised
+from collector.service.gate import error as answer_error
+from collector.service.logs import KeyValueFormatter, setup_logging  # noqa: F401 (re-exported)
+from collector.service.metrics import CONTENT_TYPE_LATEST, Metrics
+from collector.service.registry import load_file
+from collector.service.store import (
     GroupCommitter,
     Op,
     Store,
@@ -57,9 +59,7 @@ from collector.store import (
     together,
     uplink_text,
 )
-from collector.uplink import Uplink
-from collector.wire import FragmentError
-from collector.workers import ChannelServer, PrivateDir, WorkerPool, reserve_port
+from collector.service.workers import ChannelServer, PrivateDir, WorkerPool, reserve_port
 
 log = logging.getLogger("collector.service")
 
@@ -89,26 +89,6 @@ class Pending:
     message: Any
     index: int
     closed: list[Message]
-
-
-class KeyValueFormatter(logging.Formatter):
-    """``ts=... level=... logger=... <message>`` - one line per record."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
-        line = f"ts={ts} level={record.levelname.lower()} logger={record.name} {record.getMessage()}"
-        if record.exc_info:
-            line += " exc=" + json.dumps(self.formatException(record.exc_info))
-        return line
-
-
-def setup_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(KeyValueFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
 class CollectorService:
@@ -251,7 +231,7 @@ class CollectorService:
     # ------------------------------------------------------------------ ingest
 
     def uplink(self, integration: str, outcome: str, n: int = 1) -> None:
-        """Count ``n`` uplinks by outcome (:class:`collector.gate.IngestStats`)."""
+        """Count ``n`` uplinks by outcome (:class:`collector.service.gate.IngestStats`)."""
         key = (integration, outcome)
         c = self._outcome_counters.get(key)
         if c is None:
@@ -269,7 +249,7 @@ class CollectorService:
         c[1].observe(seconds)
 
     def merge_worker_stats(self, stats: dict) -> None:
-        """Add what an HTTP worker process counted (:mod:`collector.workers`)."""
+        """Add what an HTTP worker process counted (:mod:`collector.service.workers`)."""
         for integration, outcome, n in stats.get("uplinks", ()):
             self.uplink(integration, outcome, n)
         for integration, status, latencies in stats.get("requests", ()):
@@ -385,7 +365,7 @@ class CollectorService:
         return ops
 
     async def _close_ops(self, closed: list[Message], now: float) -> list[Op]:
-        """Assemble closed messages (:class:`~collector.aggregator.Assembler`): their
+        """Assemble closed messages (:class:`~collector.service.aggregator.Assembler`): their
         documents or incidents, as store writes."""
         ops: list[Op] = []
         for cm in await self.assembler.run(closed):
@@ -628,7 +608,7 @@ class CollectorService:
 async def run_service(cfg: ServiceConfig, clock: Clock | None = None,
                       ready: Callable[[int], None] | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully. With ``cfg.workers``
-    HTTP worker processes take the connections (:mod:`collector.workers`)."""
+    HTTP worker processes take the connections (:mod:`collector.service.workers`)."""
     # A SIGTERM from now on stops the service gracefully - also one that comes while
     # it is still starting (its HTTP workers may be answering already).
     stop = asyncio.Event()

@@ -2,7 +2,7 @@
 
 The layout is declared once, with ``construct``, in :data:`RECORD_V1`; that
 declaration is the reference and documents every byte (see
-``shared/spec/wire-format.md``). Decoding bytes that came over the air uses the
+``docs/spec/wire-format.md``). Decoding bytes that came over the air uses the
 hand-written :mod:`struct` fast path below, which checks every length before it
 reads and is tested field-for-field against the declaration.
 

@@ -5,7 +5,7 @@ processes:
 
 - **N HTTP workers** accept the connections on the public port (each its own
   listening socket with ``SO_REUSEPORT``; the kernel spreads the connections). Each runs the same
-  :class:`~collector.gate.IngestGate` as the single-process service - tokens, body
+  :class:`~collector.service.gate.IngestGate` as the single-process service - tokens, body
   limit, content type, read timeout, parsing - and answers what it rejects itself.
   A parsed uplink goes over a Unix socket to the owner; the worker answers the
   request with what the owner replies. Every other request (APIs, ``/healthz``,
@@ -60,9 +60,9 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from collector.config import ServiceConfig
-from collector.gate import INTEGRATIONS, Answer, IngestGate, error
-from collector.uplink import Uplink
+from collector.core.uplink import Uplink
+from collector.service.config import ServiceConfig
+from collector.service.gate import INTEGRATIONS, Answer, IngestGate, error
 
 log = logging.getLogger("collector.workers")
 
@@ -118,7 +118,7 @@ _INTERNAL = error(500, "internal error (logged by the collector)")
 class ChannelServer:
     """The owner's end: feeds the workers' uplinks to the service, replies after the commit.
 
-    ``service`` is the :class:`~collector.service.CollectorService` (its ``enter`` and
+    ``service`` is the :class:`~collector.service.app.CollectorService` (its ``enter`` and
     ``settle``, and its counters for the workers' reports).
     """
 
@@ -212,7 +212,7 @@ class WorkerPool:
 
     async def _spawn(self, worker: int) -> asyncio.subprocess.Process:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "collector.workers", str(worker), str(self.port), self.channel_path, self.api_path,
+            sys.executable, "-m", "collector.service.workers", str(worker), str(self.port), self.channel_path, self.api_path,
             stdin=asyncio.subprocess.PIPE)
         assert proc.stdin is not None
         # the settings (tokens included) go over a pipe, not the command line
@@ -490,13 +490,13 @@ async def serve_worker(cfg: ServiceConfig, worker: int, port: int, channel_path:
 
 
 def main(argv: list[str] | None = None, read_settings: Callable[[], str] = lambda: sys.stdin.read()) -> None:
-    """``python -m collector.workers WORKER PORT CHANNEL API`` (settings as JSON on stdin);
+    """``python -m collector.service.workers WORKER PORT CHANNEL API`` (settings as JSON on stdin);
     started by :class:`WorkerPool`, not by hand."""
-    from collector.service import setup_logging
+    from collector.service.logs import setup_logging
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 4:
-        sys.exit("usage: python -m collector.workers WORKER PORT CHANNEL API (started by collector serve --workers)")
+        sys.exit("usage: python -m collector.service.workers WORKER PORT CHANNEL API (started by collector serve --workers)")
     cfg = ServiceConfig(**json.loads(read_settings()))
     setup_logging(cfg.log_level)
     with contextlib.suppress(KeyboardInterrupt):

@@ -1,4 +1,4 @@
-"""The measurement report document (``shared/spec/xml-format.md`` §1), built with lxml.
+"""The measurement report document (``docs/spec/xml-format.md`` §1), built with lxml.
 
 Element order and number formats follow the spec to the byte; every attribute
 value goes through lxml, never through string formatting of XML. Numbers are
@@ -14,8 +14,8 @@ from pathlib import Path
 
 from lxml import etree
 
-from collector.timefmt import format_ms, format_s
-from collector.wire import (
+from collector.core.timefmt import format_ms, format_s
+from collector.core.wire import (
     BLOCK_NAMES,
     FIX_NAMES,
     FLAG_NAMES,

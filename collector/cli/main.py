@@ -10,11 +10,11 @@ import sys
 
 import click
 
-from collector import lorawan, wire
-from collector.assemble import assemble
-from collector.examples import EXAMPLE_DEV_EUI, example_record
-from collector.reassembly import Reassembler, Settings
-from collector.uplink import Uplink
+from collector.core import lorawan, wire
+from collector.core.assemble import assemble
+from collector.core.reassembly import Reassembler, Settings
+from collector.core.uplink import Uplink
+from collector.testing.examples import EXAMPLE_DEV_EUI, example_record
 
 _HEX = re.compile(r"^(?:[0-9a-fA-F]{2})+\Z")
 _EUI = re.compile(r"^[0-9a-fA-F]{16}\Z")
@@ -152,7 +152,7 @@ def example_record_cmd() -> None:
 
 def _register_service_commands() -> None:
     """The service's commands live in their own module."""
-    from collector import cli_service
+    from collector.cli import service_cmds as cli_service
 
     cli_service.register(cli)
 

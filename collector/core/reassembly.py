@@ -4,7 +4,7 @@ Fed uplinks and the current time, it holds the fragments of each message until a
 have arrived or the message's deadline passes, and says what happened. It never
 reads a clock and never does I/O; its state is plain data (see
 :meth:`Message.to_dict`) so the service can persist it and restore it after a
-restart. The rules are those of ``shared/spec/wire-format.md`` §3; the choices the
+restart. The rules are those of ``docs/spec/wire-format.md`` §3; the choices the
 spec leaves open are written down in ``docs/reassembly.md``.
 """
 
@@ -16,9 +16,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Literal
 
-from collector import lorawan
-from collector.uplink import Uplink
-from collector.wire import (
+from collector.core import lorawan
+from collector.core.uplink import Uplink
+from collector.core.wire import (
     FPORT,
     MAX_FRAGMENTS,
     MIN_SIZE,
@@ -386,7 +386,7 @@ class Reassembler:
     # ------------------------------------------------------------------ feeding
 
     def feed(self, up: Uplink, now: float) -> FeedResult:
-        """Take one uplink. Raises :class:`collector.wire.FragmentError` when its
+        """Take one uplink. Raises :class:`collector.core.wire.FragmentError` when its
         payload is not a valid fragment."""
         if up.fport != self.settings.fport:
             return FeedResult("ignored", reason=f"fPort {up.fport} is not the fragment port {self.settings.fport}")

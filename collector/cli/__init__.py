@@ -1,0 +1,5 @@
+"""The ``collector`` command line."""
+
+from collector.cli.main import cli, main
+
+__all__ = ["cli", "main"]
