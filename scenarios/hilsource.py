@@ -10,14 +10,14 @@ apart, and module *m* starts ``7·m`` seconds after the scenario start.
 
 from __future__ import annotations
 
-from collector import wire
+from collector.core import wire
 from devicesim.network import Frame, NetworkServer
 from hil import bench
 from hil.emulator import EmulatorConfig, TxFrame, start_emulator
 from hil.modem import Modem
 from hil.rak3172 import RAK3172
 from hil.rn2483 import RN2483
-from scenarios.runner import Plan, Post, TruthRecord
+from scenarios.plan import Plan, Post, TruthRecord
 from scenarios.spec import Scenario
 
 DRIVERS: dict[str, type[Modem]] = {"rn2483": RN2483, "rak3172": RAK3172}
