@@ -11,13 +11,12 @@ import json
 import logging
 import random
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from collector.core import wire
+from collector.testing.http import http
 from hil.modem import Modem, PayloadTooLong
 
 log = logging.getLogger("hil.bench")
@@ -117,15 +116,15 @@ class ApiError(Exception):
 def fetch_messages(base_url: str, dev_eui: str, *, token: str | None = None, timeout: float = 5.0) -> list[dict]:
     """``GET {base}/api/messages?device=DEVEUI`` → the ``messages`` list."""
     url = f"{base_url.rstrip('/')}/api/messages?" + urllib.parse.urlencode({"device": dev_eui.upper()})
-    req = urllib.request.Request(url, headers={"Accept": "application/json"})
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            body = json.loads(resp.read() or b"{}")
-    except urllib.error.HTTPError as e:
-        raise ApiError(f"GET {url} answered HTTP {e.code}") from None
-    except (urllib.error.URLError, OSError, ValueError) as e:
+        r = http("GET", url, headers={"Accept": "application/json"}, timeout=timeout, token=token)
+    except (OSError, ValueError) as e:  # no answer, or not a URL
+        raise ApiError(f"GET {url} failed: {e}") from None
+    if r.status >= 400:
+        raise ApiError(f"GET {url} answered HTTP {r.status}")
+    try:
+        body = json.loads(r.body or b"{}")
+    except ValueError as e:
         raise ApiError(f"GET {url} failed: {e}") from None
     msgs = body.get("messages") if isinstance(body, dict) else None
     if not isinstance(msgs, list):
