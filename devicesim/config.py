@@ -15,11 +15,13 @@ from typing import Any
 
 from collector.core.lorawan import region as lookup_region
 from collector.core.timefmt import parse_ms
+from collector.core.wire import BLOCK_NAMES
 
 #: 2026-11-24T00:00:00Z, the default virtual start time (fixed so output is reproducible)
 DEFAULT_START = 1_795_478_400
 
-BLOCKS = ("location", "diagnostics", "config", "site")
+#: the optional blocks a record may carry
+BLOCKS = BLOCK_NAMES
 
 
 class ConfigError(ValueError):

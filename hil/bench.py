@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from collector.core import wire
+from collector.testing.examples import seeded_record
 from collector.testing.http import http
 from hil.modem import Modem, PayloadTooLong
 
@@ -26,22 +26,10 @@ def make_record(serial: int, seq: int, *, samples: int = 144, start_time: int = 
                 seed: int = 0) -> wire.Record:
     """A schema-1 record with two channels of ``samples`` samples and all four
     optional blocks (658 bytes at the default 144 samples: 74 fragments at US915
-    DR0, 3 at DR3). Deterministic for (serial, seq, seed)."""
-    rng = random.Random(f"{seed}:{serial}:{seq}")
-    temp = [int(2000 + 300 * rng.random()) for _ in range(samples)]
-    hum = [int(4500 + 1000 * rng.random()) for _ in range(samples)]
-    return wire.Record(
-        device_serial=serial,
-        record_seq=seq,
-        start_time=start_time + seq * samples * 600,
-        interval_s=600,
-        flags=1,
-        channels=[wire.Channel(1, -2, temp), wire.Channel(2, -2, hum)],
-        location=wire.Location(473_769_000, 85_417_000, 408, 9, 2),
-        diagnostics=wire.Diagnostics(86_400 * (seq + 1), 3, 0, 0, -97, 30, 1, 0, 512),
-        config=wire.Config(1, 6, 0, 0, 3000),
-        site=wire.Site(b"bench"),
-    )
+    DR0, 3 at DR3): the project's one generator
+    (:func:`collector.testing.examples.seeded_record`). Deterministic for (serial,
+    seq, seed)."""
+    return seeded_record(serial, seq, samples=samples, start_time=start_time, seed=seed)
 
 
 @dataclass
