@@ -11,11 +11,11 @@ import signal
 import sys
 import threading
 import time
-import tomllib
 
 import click
 
 from collector.core import wire
+from collector.tomlconfig import ConfigError, check_keys, read_toml, table
 from devicesim.formats import FORMATS
 from hil import bench, p2p
 from hil.emulator import FAULTS, EmulatorConfig, Faults, start_emulator
@@ -36,14 +36,22 @@ def _setup_logging(level: str) -> None:
 
 
 def _load_config(ctx: click.Context, _param, path: str | None) -> None:
+    """``--config FILE``: one table per command (``[send-records]``) holding its
+    options by name; an unknown table or option is an error, not a default skipped."""
     if not path:
         return
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise click.BadParameter(f"cannot read {path}: {e}") from None
-    ctx.default_map = {k.replace("_", "-"): v for k, v in data.items() if isinstance(v, dict)}
+        data = {k.replace("_", "-"): v for k, v in read_toml(path).items()}
+        commands = ctx.command.commands  # type: ignore[attr-defined]
+        check_keys(data, tables=commands, where=path, known="none (one table per command)")
+        default_map = {}
+        for name in data:
+            options = {k.replace("-", "_"): v for k, v in table(data, name, path).items()}
+            check_keys(options, [p.name for p in commands[name].params if p.name], where=f"{path}, [{name}]")
+            default_map[name] = options
+    except ConfigError as e:
+        raise click.BadParameter(str(e)) from None
+    ctx.default_map = default_map
 
 
 @click.group(context_settings={"auto_envvar_prefix": "HIL", "help_option_names": ["-h", "--help"]})
