@@ -96,3 +96,13 @@ def test_scenario_files_reject_unknown_tables(tmp_path):
         load_scenario(write(tmp_path, 'name = "x"\n[webapp.faults]\nerror_rate = 1\n'))
     with pytest.raises(ScenarioError, match=r"unknown table\(s\) \[expcet\]"):
         load_scenario(write(tmp_path, 'name = "x"\n[expcet]\nincidents = "== 0"\n'))
+
+
+def test_device_registry_rejects_unknown_keys_and_tables():
+    from collector.service.registry import parse_toml
+
+    assert [d.dev_eui for d in parse_toml('[devices.00000000000000A2]\nname = "x"\n')] == ["00000000000000A2"]
+    with pytest.raises(ValueError, match=r"unknown table\(s\) \[devics\]"):
+        parse_toml('[devics.00000000000000A2]\nname = "x"\n')
+    with pytest.raises(ValueError, match=r"device\[0\]: unknown key\(s\) tokn"):
+        parse_toml('[[device]]\ndev_eui = "00000000000000A1"\ntokn = "x"\n')
