@@ -15,6 +15,7 @@ import click
 from collector.core.lorawan import message_airtime, min_message_duration
 from collector.core.lorawan import region as lookup_region
 from collector.core.wire import fragment_lengths
+from collector.testing.progress import ProgressBar
 from devicesim.config import ConfigError, SimConfig, load_config
 from devicesim.formats import FORMATS
 
@@ -103,19 +104,8 @@ def run(config_path, region, devices, hours, seed, fmt, out, dr, loss, loss_p, g
         raise click.UsageError(str(e)) from None
 
     t0 = time.perf_counter()
-    if quiet:
-        result = simulate(cfg)
-    else:
-        with click.progressbar(length=1000, label="simulating", file=sys.stderr) as bar:
-            done = [0]
-
-            def tick(frac: float) -> None:
-                n = int(frac * 1000)
-                if n > done[0]:
-                    bar.update(n - done[0])
-                    done[0] = n
-
-            result = simulate(cfg, progress=tick)
+    with ProgressBar("simulating", enabled=not quiet) as bar:
+        result = simulate(cfg, progress=bar)
     sim_s = time.perf_counter() - t0
     lines = 0
     if out:

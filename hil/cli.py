@@ -15,6 +15,8 @@ import time
 import click
 
 from collector.core import wire
+from collector.service.logs import setup_logging
+from collector.testing.progress import ProgressBar
 from collector.tomlconfig import ConfigError, check_keys, read_toml, table
 from devicesim.formats import FORMATS
 from hil import bench, p2p
@@ -25,14 +27,6 @@ from hil.rn2483 import RN2483
 
 MODULE_CHOICE = click.Choice(["rn2483", "rak3172"])
 log = logging.getLogger("hil.cli")
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=getattr(logging, level.upper()),
-        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
-    )
 
 
 def _load_config(ctx: click.Context, _param, path: str | None) -> None:
@@ -61,7 +55,7 @@ def _load_config(ctx: click.Context, _param, path: str | None) -> None:
               type=click.Choice(["debug", "info", "warning", "error"]), help="Structured log lines on stderr.")
 def main(log_level: str) -> None:
     """Drive RN2483/RN2903 and RAK3172 LoRa modules (or their emulators) on a bench."""
-    _setup_logging(log_level)
+    setup_logging(log_level)
 
 
 # --------------------------------------------------------------------------- shared options
@@ -246,10 +240,10 @@ def send_records(port, module, count, dr, samples, first_msg_id, seed, do_join, 
             rec = wire.encode_record(bench.make_record(serial_no, i, samples=samples, start_time=now, seed=seed))
             mid = (msg_id + i) % 256
             t0 = time.monotonic()
+            bar = ProgressBar(f"record {i + 1}/{count}")
 
-            def progress(done: int, total: int, _i=i) -> None:
-                if done == total or done % 10 == 0:
-                    click.echo(f"record {_i + 1}/{count}: fragment {done}/{total}", err=True)
+            def progress(done: int, total: int, bar: ProgressBar = bar) -> None:
+                bar(done / total, f"fragment {done}/{total}")
 
             try:
                 if p2p_mode:
@@ -262,6 +256,7 @@ def send_records(port, module, count, dr, samples, first_msg_id, seed, do_join, 
             except (ModemError, ValueError) as e:
                 s = bench.SentMessage(mid, i, len(rec), 0, 0, -1, status=f"error: {e}")
                 failed = True
+            bar.done()
             sent.append(s)
             if failed:
                 break
