@@ -270,10 +270,10 @@ async def start_service(cfg: ServiceConfig, clock: Clock | None = None) -> tuple
     """Start the service in the running event loop (tests, scenarios); returns
     ``(app, runner, port)``. Stop it with ``await runner.cleanup()``."""
     runner = _runner(init_app(cfg, clock))
-    await runner.setup()
     try:
+        await runner.setup()
         await web.TCPSite(runner, cfg.host, cfg.port).start()
     except BaseException:
-        await runner.cleanup()
+        await runner.cleanup()  # the parts that had started stop again
         raise
     return runner.app, runner, runner.addresses[0][1]
