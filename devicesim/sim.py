@@ -23,11 +23,11 @@ import simpy
 from collector.core.lorawan import DataRate, Region, off_time
 from collector.core.lorawan import region as lookup_region
 from collector.core.wire import encode_record, fragment
-from collector.testing.examples import make_record
 from devicesim import rng as streams
 from devicesim.channel import SNR_FLOOR, collisions, noise_floor, path_loss, sensitivity
 from devicesim.config import ConfigError, SimConfig
 from devicesim.network import Delivery, Frame, NetworkServer, NetworkStats, Reception
+from devicesim.records import make_record
 
 Progress = Callable[[float], None]
 
