@@ -2,7 +2,7 @@
 
 The writes are the ones the service commits: :func:`op_ingest` built from a real
 reassembler's result exactly as the ingest path builds it, :func:`op_closed` of what the
-aggregator assembled."""
+aggregator assembled, :func:`op_attempt` of the delivery agent."""
 
 from __future__ import annotations
 
@@ -15,11 +15,13 @@ from collector.core.reassembly import Message, Reassembler, Settings
 from collector.core.uplink import Uplink
 from collector.service.aggregator import close_message
 from collector.service.store import (
+    AttemptResult,
     GroupCommitter,
     IngestWrite,
     Store,
     StoreUnavailable,
     message_header,
+    op_attempt,
     op_closed,
     op_device,
     op_ingest,
@@ -136,8 +138,11 @@ def test_restore_state_and_prune(tmp_path):
     # a pending document is never pruned; a delivered one is, after the retention period
     assert store.get_document(done_uid)["state"] == "pending"
     assert store.write(op_prune(T0 + 10_000)) == {"fragments": 6, "documents": 0, "messages": 0}
-    store.apply([lambda c: c.execute("UPDATE documents SET state='delivered', delivered_at=?", (T0 + 150,)),
-                 lambda c: c.execute("UPDATE messages SET delivery='delivered'")])
+    # the delivery agent's record of a retry, then of the upload that was accepted
+    store.write(op_attempt(AttemptResult(done_uid, T0 + 120, "retry", status=503, next_attempt=T0 + 140)))
+    assert store.write(op_prune(T0 + 10_000))["documents"] == 0
+    store.write(op_attempt(AttemptResult(done_uid, T0 + 150, "delivered", status=201)))
+    assert store.get_message(done_uid)["delivery"] == "delivered"
     assert store.write(op_prune(T0 + 10_000)) == {"fragments": 0, "documents": 1, "messages": 1}
     assert store.counts()["fragments"] == 2  # the open message keeps its fragments
     assert store.device_token("70b3d57ed005a1b2") == "t"
@@ -157,7 +162,8 @@ def test_a_dead_letter_goes_back_in_the_queue(tmp_path):
     store.write(op_closed(close_message(closed[0]), T0 + 11))  # closing twice records it once
     assert store.counts()["documents"]["pending"] == 1
     assert store.write(op_retry_dead(None, T0 + 20)) == 0  # nothing dead yet
-    store.write(lambda c: c.execute("UPDATE documents SET state='dead', dead_reason='x'"))
+    store.write(op_attempt(AttemptResult(uid, T0 + 25, "dead", status=400, dead_reason="rejected")))
+    assert store.get_document(uid)["state"] == "dead"
     assert store.write(op_retry_dead([uid, "no-such"], T0 + 30)) == 1
     doc = store.get_document(uid)
     assert doc["state"] == "pending" and doc["deadReason"] is None
