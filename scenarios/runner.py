@@ -36,6 +36,7 @@ from collector.testing.webapp_stub import StubConfig, WebAppStub
 from scenarios.measure import Acked, Expected, Observed, Upload, expected_outcome, measure
 from scenarios.plan import Plan, Post, devicesim_plan
 from scenarios.spec import Scenario
+from scenarios.yields import fates_from
 
 INGEST_TOKEN = "scenario-ingest"
 WEBAPP_TOKEN = "scenario-webapp"
@@ -188,6 +189,8 @@ class Driver:
         self.workdir = workdir
         self.progress = progress
         self.acked: dict[int, dict[int, Acked]] = {}
+        #: fragments delivered while the collector was down, by record
+        self.refused: dict[int, set[int]] = {}
         self.obs = Observed(records=len(plan.records), uplinks=len(plan.posts))
         self.vnow = plan.start
         self.down = False
@@ -227,6 +230,8 @@ class Driver:
         self.devices.add(p.dev_eui)
         if self.down:
             self.obs.uplinks_refused += 1
+            if p.record >= 0:
+                self.refused.setdefault(p.record, set()).add(p.frag)
             return False
         try:
             async with self.session.post(self.collector.url + p.path, data=json.dumps(p.body),
@@ -451,7 +456,7 @@ def run_scenario(sc: Scenario, *, workdir: str | Path | None = None,
         driver = Driver(sc, plan, wd, tick)
         obs, acked, info = asyncio.run(driver.run())
     expected = expected_outcomes(plan, acked)
-    values, details = measure(expected, obs)
+    values, details = measure(expected, obs, fates_from(plan.records, driver.refused, acked))
     tick(1.0, "done")
     checks = []
     for e in sc.expect:
