@@ -47,6 +47,8 @@ class TruthRecord:
     downlinks: int = 0
     repair_rounds: int = 0
     gave_up: bool = False
+    #: distinct frames that rebuild it (v2: k of data and parity); None: all fragments
+    need: int | None = None
 
 
 @dataclass

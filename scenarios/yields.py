@@ -62,6 +62,9 @@ class Fate:
     downlinks: int = 0
     repair_rounds: int = 0
     gave_up: bool = False
+    #: distinct frames that rebuild the record (v2: any k of its data and parity
+    #: frames); None: every fragment 0..count-1 (v1)
+    need: int | None = None
 
     @property
     def frames(self) -> int:
@@ -70,12 +73,21 @@ class Fate:
 
 def cause(f: Fate) -> str:
     """The stage that lost a fragment the record needed (see the module docstring)."""
-    need = set(range(f.count))
-    if f.gave_up or (f.sent is not None and not need <= f.sent):
+    if f.need is None:
+        every = set(range(f.count))
+
+        def short(have: frozenset[int] | None) -> bool:
+            return have is not None and not every <= have
+    else:
+        k = f.need
+
+        def short(have: frozenset[int] | None) -> bool:
+            return have is not None and len(have) < k
+    if f.gave_up or short(f.sent):
         return "gave_up"
-    if f.heard is not None and not need <= f.heard:
+    if short(f.heard):
         return "radio"
-    if f.delivered is not None and not need <= f.delivered:
+    if short(f.delivered):
         return "network_server"
     if f.refused:
         return "collector_down"
@@ -117,5 +129,6 @@ def fates_from(records: list, refused: Mapping[int, set[int]], acked: Mapping[in
     and that no other copy brought to it (``acked``)."""
     return [Fate(len(r.fragments), r.sent, r.heard, r.delivered,
                  frozenset(refused.get(r.record_id, set()) - set(acked.get(r.record_id, {}))),
-                 r.airtime_s, r.parity_sent, r.polls_sent, r.downlinks, r.repair_rounds, r.gave_up)
+                 r.airtime_s, r.parity_sent, r.polls_sent, r.downlinks, r.repair_rounds, r.gave_up,
+                 r.need)
             for r in records]

@@ -28,6 +28,11 @@ def fate(**kw) -> Fate:
     ({"delivered": ALL - {3}, "refused": frozenset({4})}, "network_server"),
     ({"refused": frozenset({4})}, "collector_down"),
     ({"sent": None, "heard": None, "delivered": None}, "other"),
+    # v2: any 12 of 16 frames rebuild the record, whichever they are
+    ({"count": 16, "need": 12, "sent": frozenset(range(16)), "heard": frozenset(range(4, 16)),
+      "delivered": frozenset(range(4, 16))}, "other"),
+    ({"count": 16, "need": 12, "sent": frozenset(range(16)), "heard": frozenset(range(5, 16))}, "radio"),
+    ({"count": 16, "need": 12, "sent": frozenset(range(11))}, "gave_up"),
 ])
 def test_loss_charged_to_the_first_stage_that_lost_a_fragment(kw, want):
     assert cause(fate(**kw)) == want
