@@ -685,7 +685,7 @@ def headline_text() -> str:
     sweep = json.loads(path.read_text(encoding="utf-8")).get("loss_sweep", [])
     if not any("yield" in r for r in sweep) or not any(r["dr"] == 0 for r in sweep):
         return ""
-    return yr.headline(sweep, sizes_of(sorted({r["dr"] for r in sweep}))) + "\n\n"
+    return yr.headline(sweep, sizes_of(sorted({r["dr"] for r in sweep}))) + "\n"
 
 
 def index(done: dict[str, float], quick: bool) -> str:

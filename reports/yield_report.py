@@ -150,9 +150,12 @@ def headline(rows: list[dict], sizes: dict[int, int], dr: int = 0) -> str:
         m = [x for x in rows if x["dr"] == dr and x.get("model", "independent") == "independent"
              and abs(x["loss"] - p) < 1e-9]
         v1 = f"{m[0]['yield']:.1%} measured" if m else f"{th.v1_yield(n, p):.1%} in theory"
+        fpd = m[0].get("frames_per_delivered") if m else None
+        frames = f"{fpd:.0f} frames per delivered record measured" if fpd else \
+            f"{th.v1_frames_per_delivered(n, p):.0f} frames per delivered record in theory"
         r = next((r for r in range(0, 33) if th.v2_yield(k, r, p) >= 0.999), 32)
-        parts.append(f"at {p:.0%} independent loss v1 delivers {v1} of the records "
-                     f"({th.v1_frames_per_delivered(n, p):.0f} frames per delivered record); v2 with r = {r} "
+        parts.append(f"{'At' if not parts else 'at'} {p:.0%} independent loss v1 delivers {v1} of the records "
+                     f"({frames}); v2 with r = {r} "
                      f"parity rows and no repair round delivers {th.v2_yield(k, r, p):.2%} for {(k + r) / n:.2f} x "
                      f"v1's airtime per generated record ({th.v2_frames_per_delivered(k, r, p):.1f} frames per "
                      f"delivered record; the erasure limit is {th.erasure_limit_frames(k, p):.1f})")
