@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from collector.core.reassembly import Settings
+from collector.core.repair import Policy
 
 ENV_PREFIX = "COLLECTOR_"
 
@@ -81,6 +82,29 @@ class ServiceConfig:
     circuit_reset: float = 30.0
     #: seed of the jitter stream
     seed: int = 0
+    # ------------------------------------------------------------------ repair (wire format v2)
+    # (docs/repair.md, "The collector"; docs/operations.md, "Repair and downlinks")
+    #: ChirpStack v4 REST API base URL, for downlinks to devices heard through ChirpStack
+    chirpstack_api_url: str = ""
+    chirpstack_api_token: str = ""
+    #: ``Authorization`` or ``Grpc-Metadata-Authorization`` (its REST proxy's header)
+    chirpstack_auth_header: str = "Authorization"
+    #: where downlinks to devices heard on /uplink (the collector's own format) go
+    downlink_url: str = ""
+    downlink_token: str = ""
+    #: predicted first-round rebuild the redundancy policy keeps (and one NEED round)
+    repair_target: float = 0.99
+    #: steer each device's parity with REDUNDANCY
+    repair_adaptive: bool = True
+    repair_min_parity: int = 0
+    repair_max_parity: int = 32
+    #: ACK a message as soon as it is rebuilt, not only when polled
+    repair_ack_on_rebuild: bool = True
+    downlink_timeout: float = 10.0
+    downlink_backoff_base: float = 5.0
+    downlink_backoff_cap: float = 300.0
+    #: seconds a downlink the network server does not take is retried before it is dropped
+    downlink_expiry: float = 3600.0
     # ------------------------------------------------------------------ store / operations
     #: delivered documents and fragments older than this (seconds) are pruned
     retention: float = 30 * 24 * 3600.0
@@ -119,6 +143,18 @@ class ServiceConfig:
             raise ValueError("delivery_concurrency must be at least 1")
         if self.webapp_url and not self.webapp_url.startswith(("http://", "https://")):
             raise ValueError(f"webapp_url {self.webapp_url!r} must start with http:// or https://")
+        for name in ("chirpstack_api_url", "downlink_url"):
+            if getattr(self, name) and not getattr(self, name).startswith(("http://", "https://")):
+                raise ValueError(f"{name} {getattr(self, name)!r} must start with http:// or https://")
+        if self.chirpstack_auth_header not in ("Authorization", "Grpc-Metadata-Authorization"):
+            raise ValueError("chirpstack_auth_header must be 'Authorization' or 'Grpc-Metadata-Authorization'")
+        self.repair_policy()  # raises on a target or parity bound out of range
+
+    def repair_policy(self) -> Policy:
+        """The repair and redundancy policy (:class:`collector.core.repair.Policy`)."""
+        return Policy(target=self.repair_target, lower_target=1 - (1 - self.repair_target) / 2,
+                      min_r=self.repair_min_parity, max_r=self.repair_max_parity, adaptive=self.repair_adaptive,
+                      ack_on_rebuild=self.repair_ack_on_rebuild)
 
     @property
     def any_ingest_token(self) -> bool:
@@ -134,7 +170,7 @@ class ServiceConfig:
 
 
 SECRETS = ("ingest_token", "ttn_token", "chirpstack_token", "generic_token", "api_token",
-           "webapp_token", "webapp_password")
+           "webapp_token", "webapp_password", "chirpstack_api_token", "downlink_token")
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(ServiceConfig)}
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from collector.core.timefmt import format_ms
+from collector.service import outbox
 
 log = logging.getLogger("collector.store")
 
@@ -155,6 +156,7 @@ def connect(path: str | os.PathLike, *, readonly: bool = False) -> sqlite3.Conne
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
         conn.executescript(_SCHEMA)
+        outbox.create_schema(conn)
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
     conn.execute("PRAGMA foreign_keys = ON")
     return conn
