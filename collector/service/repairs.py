@@ -1,0 +1,184 @@
+"""The service's side of the v2 repair loop: per-device state, routes, the outbox.
+
+:class:`RepairHub` lives in the process that owns the store. The ingest path
+calls :meth:`RepairHub.on_uplink` for every accepted FPort-17 uplink, in the same
+synchronous step that feeds the reassembler; it returns the store writes that go
+into the uplink's own commit: the device's repair state, its route and, when a
+command became due, the device's one pending downlink (replacing the one before).
+So a poll answered 202 has its ACK or NEED durably queued; the
+:class:`~collector.service.downlinks.DownlinkAgent` hands it to the network server
+afterwards and retries it until it is taken, also after a restart.
+
+Without a usable route (no downlink key on a The Things Stack webhook, no
+ChirpStack API URL, no downlink URL) repair is unavailable for the device: the
+collector still rebuilds from the parity that arrives, says so once in the log
+(``event=repair_unavailable``) and in ``/api/devices/{eui}/repair``, and counts
+it in ``collector_repair_unavailable``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from collector.core.repair import DeviceRepair, describe, downlink_limit
+from collector.core.uplink import Uplink
+from collector.core.wire2 import POLL, Need, decode_downlink, encode_downlink
+from collector.service import outbox
+from collector.service.config import ServiceConfig
+from collector.service.downlinks import unavailable
+
+log = logging.getLogger("collector.repair")
+
+
+class RepairMetrics:
+    def __init__(self, r: CollectorRegistry):
+        self.rebuilt = Counter("collector_records_rebuilt_with_parity",
+                               "v2 messages rebuilt with at least one parity row standing in for a data chunk",
+                               registry=r)
+        self.polls = Counter("collector_repair_polls", "v2 polls received", registry=r)
+        self.commands = Counter("collector_repair_commands", "Repair commands decided, by command (ack, need, "
+                                "redundancy)", ["command"], registry=r)
+        self.downlinks = Counter("collector_downlinks", "Downlink hand-overs to the network server, by outcome "
+                                 "(sent, failed, rejected, expired)", ["outcome"], registry=r)
+        self.unavailable = Counter("collector_repair_unavailable", "v2 uplinks of devices without a usable "
+                                   "downlink route", registry=r)
+        self.redundancy = Gauge("collector_device_redundancy", "Parity rows per message the collector wants "
+                                "from each v2 device (the device's observed r until it is steered)",
+                                ["dev_eui"], registry=r)
+
+
+class RepairHub:
+    def __init__(self, cfg: ServiceConfig, registry: CollectorRegistry):
+        self.cfg = cfg
+        self.policy = cfg.repair_policy()
+        self.metrics = RepairMetrics(registry)
+        self.devices: dict[str, DeviceRepair] = {}
+        #: each device's downlink route (with its secret key: never logged)
+        self.routes: dict[str, dict] = {}
+        #: the payload of each device's pending or sent downlink
+        self.pending: dict[str, bytes] = {}
+        #: devices whose downlink the network server took, before the device's next uplink
+        self.sent: set[str] = set()
+        self._told: set[str] = set()
+        #: the agent to wake when a downlink was queued (set by the service)
+        self.agent: Any = None
+
+    def load(self, query: Any) -> None:
+        """Restore the committed state (at start)."""
+        for dev, state, route in outbox.load(query):
+            self.devices[dev] = d = DeviceRepair.from_dict(state)
+            if route is not None:
+                self.routes[dev] = route
+            self._gauge(dev, d)
+        for r in query("SELECT dev_eui, payload, state FROM downlinks", ()):
+            self.pending[r[0]] = bytes(r[1])
+            if r[2] == "sent":
+                self.sent.add(r[0])
+
+    # ------------------------------------------------------------------ ingest
+
+    def on_uplink(self, up: Uplink, route: dict | None, closed: list, now: float,
+                  done: bool | None = None) -> list[outbox.Op]:
+        """An FPort-17 uplink the reassembler accepted (or found a duplicate); the
+        messages it closed. The store writes for the same commit."""
+        p = up.payload
+        if len(p) < 4:
+            return []
+        dev_eui = up.dev_eui
+        msg_id, index, k = p[0], p[1], p[2]
+        dev = self.devices.get(dev_eui)
+        if dev is None:
+            dev = self.devices[dev_eui] = DeviceRepair(dev_eui)
+        ops: list[outbox.Op] = []
+        new_route = None
+        if route is not None and route != self.routes.get(dev_eui):
+            self.routes[dev_eui] = new_route = route
+        if dev_eui in self.sent:
+            # this uplink's receive windows carried the downlink the network server had
+            self.sent.discard(dev_eui)
+            self.pending.pop(dev_eui, None)
+            dev.delivered()
+            ops.append(outbox.op_delivered(dev_eui, dev.to_dict(), now))
+        if index == POLL:
+            self.metrics.polls.inc()
+            r_before = dev.r_wanted
+            cmd = dev.poll(msg_id, k, p[3], self.policy, done)
+            self.metrics.commands.labels("need" if isinstance(cmd, Need) else "ack").inc()
+            log.info("event=poll dev=%s msg_id=%d k=%d sent=%d held=%d answer=%r loss=%.3f", dev_eui, msg_id, k,
+                     p[3], dev.messages[msg_id].held, describe(cmd), dev.loss(self.policy))
+            if dev.r_wanted != r_before:
+                self.metrics.commands.labels("redundancy").inc()
+                log.info("event=redundancy dev=%s r_from=%s r_to=%d loss=%.3f", dev_eui,
+                         r_before if r_before is not None else dev.r_observed, dev.r_wanted, dev.loss(self.policy))
+        else:
+            dev.fragment(msg_id, index, k)
+            if any(m.msg_id == msg_id and m.close_reason == "complete" and m.dev_eui == dev_eui for m in closed):
+                seen = dev.messages[msg_id]
+                if sum(1 for i in seen.indices if i < k) < k:
+                    self.metrics.rebuilt.inc()
+                if dev.rebuilt(msg_id, self.policy):
+                    self.metrics.commands.labels("ack").inc()
+        self._gauge(dev_eui, dev)
+        downlink = None
+        if dev.has_due:
+            reason = unavailable(self.cfg, self.routes.get(dev_eui), up.source)
+            if reason is not None:
+                self.metrics.unavailable.inc()
+                if dev_eui not in self._told:
+                    self._told.add(dev_eui)
+                    log.warning("event=repair_unavailable dev=%s integration=%s reason=%r (messages are still "
+                                "rebuilt from the parity that arrives)", dev_eui, up.source, reason)
+            else:
+                cmds = dev.commands(downlink_limit(up.region, up.data_rate), self.policy.keep)
+                payload = encode_downlink(cmds)
+                if cmds and payload != self.pending.get(dev_eui):
+                    self.pending[dev_eui] = payload
+                    downlink = (payload, [describe(c) for c in cmds])
+                    if self.agent is not None:
+                        self.agent.wake()
+        ops.append(outbox.op_repair(dev_eui, dev.to_dict(), new_route, downlink, now))
+        return ops
+
+    def _gauge(self, dev_eui: str, dev: DeviceRepair) -> None:
+        r = dev.r_wanted if dev.r_wanted is not None else dev.r_observed
+        if r is not None:
+            self.metrics.redundancy.labels(dev_eui).set(r)
+
+    # ------------------------------------------------------------------ the agent's side
+
+    def handed_over(self, dev_eui: str, payload: bytes) -> dict | None:
+        """The network server took ``payload``: the device's state to commit with it
+        (None when a newer downlink replaced it meanwhile)."""
+        dev = self.devices.get(dev_eui)
+        if dev is None or self.pending.get(dev_eui) != payload:
+            return None
+        dev.handed_over(decode_downlink(payload))
+        self.sent.add(dev_eui)
+        return dev.to_dict()
+
+    def attempted(self, dev_eui: str, outcome: str) -> None:
+        self.metrics.downlinks.labels(outcome).inc()
+        if outcome == "expired":
+            self.pending.pop(dev_eui, None)
+
+    # ------------------------------------------------------------------ views
+
+    def status(self) -> dict:
+        unavailable_n = sum(1 for d in self.devices if unavailable(self.cfg, self.routes.get(d)) is not None)
+        rs = [d.r_wanted if d.r_wanted is not None else d.r_observed for d in self.devices.values()]
+        known = [r for r in rs if r is not None]
+        return {"devices": len(self.devices), "repairUnavailable": unavailable_n,
+                "downlinksWaiting": len(self.pending) - len(self.sent), "downlinksAtNetworkServer": len(self.sent),
+                "redundancy": {str(r): known.count(r) for r in sorted(set(known))}}
+
+    def device(self, dev_eui: str) -> dict | None:
+        dev = self.devices.get(dev_eui)
+        if dev is None:
+            return None
+        reason = unavailable(self.cfg, self.routes.get(dev_eui))
+        return {"devEui": dev_eui, "repair": "available" if reason is None else "unavailable",
+                "reason": reason, "route": outbox.public_route(self.routes.get(dev_eui)),
+                **dev.summary(self.policy)}
