@@ -17,6 +17,8 @@ from typing import Any
 
 import click
 
+from collector.cli.repair_cmds import repair_lines
+from collector.service import outbox
 from collector.service.config import FIELDS, ServiceConfig, load_config
 from collector.service.registry import check_eui, load_file
 from collector.service.store import Store, op_device, op_device_remove, op_retry_dead
@@ -173,6 +175,8 @@ def status(config: str | None, db: str | None, as_json: bool) -> None:
     """Counts of open and closed messages, documents, incidents and dead letters."""
     with _store(config, db) as store:
         c = store.counts()
+        c["repair"] = outbox.counts(store.query)
+        repair = repair_lines(store.query)
     if as_json:
         _echo_json(c)
         return
@@ -184,6 +188,8 @@ def status(config: str | None, db: str | None, as_json: bool) -> None:
     click.echo(f"incidents:       {c['incidents']}")
     click.echo(f"fragments kept:  {c['fragments']}")
     click.echo(f"devices:         {c['devices']}")
+    for line in repair:
+        click.echo(line)
 
 
 # --------------------------------------------------------------------------- incidents
