@@ -134,9 +134,9 @@ def _as_matrix(chunks: Sequence[bytes], length: int) -> np.ndarray:
 
 
 def parity_rows(chunks: Sequence[bytes], first: int, count: int) -> list[bytes]:
-    """Parity rows ``first .. first+count-1`` of the data ``chunks`` (all of one length
-    L, except that the last may be shorter: it is padded with zeros, as the spec's
-    padded record is)."""
+    """Parity rows ``first .. first+count-1`` of the data ``chunks``, all of one length
+    L. The last may be shorter (it is padded with zeros, as the spec's padded record
+    is), but then L is that of the first chunk: with k = 1, pass it padded."""
     k = len(chunks)
     if not 1 <= k <= MAX_K:
         raise FecError(f"{k} data chunks; a message has 1..{MAX_K}")
