@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from collector.core.uplink import Uplink
 from collector.core.wire2 import FPORT_V2
 from collector.service import outbox
 from collector.service.clock import Clock, wait_first
@@ -57,6 +58,13 @@ def route_from_headers(integration: str, headers: Mapping[str, str]) -> dict | N
     if integration == "chirpstack":
         return {"kind": "chirpstack"}
     return {"kind": "generic"}
+
+
+def downlink_route(up: Uplink, integration: str, request: Any) -> dict | None:
+    """The downlink route of a v2 uplink's request (None for every other uplink)."""
+    if up.fport != FPORT_V2:
+        return None
+    return route_from_headers(integration, request.headers)
 
 
 def unavailable(cfg: ServiceConfig, route: dict | None, integration: str | None = None) -> str | None:

@@ -22,13 +22,16 @@ from aiohttp import web
 from collector.core.reassembly import Message, Reassembler
 from collector.core.uplink import Uplink
 from collector.core.wire import FragmentError
+from collector.core.wire2 import FPORT_V2
 from collector.service.clock import Clock
 from collector.service.config import ServiceConfig
+from collector.service.downlinks import downlink_route
 from collector.service.gate import Answer, IngestGate
 from collector.service.gate import error as answer_error
 from collector.service.keys import STOPPING
 from collector.service.loops import Closing
 from collector.service.metrics import Metrics
+from collector.service.repairs import RepairHub
 from collector.service.store import (
     GroupCommitter,
     Op,
@@ -68,6 +71,8 @@ class Ingest:
         self.committer = committer
         self.closing = closing
         self.gate = IngestGate(cfg, self)
+        #: the v2 repair loop (set when the service starts)
+        self.repair: RepairHub | None = None
         self._outcome_counters: dict[tuple[str, str], Any] = {}
         self._request_counters: dict[tuple[str, int], Any] = {}
 
@@ -101,18 +106,19 @@ class Ingest:
 
     # ------------------------------------------------------------------ ingest
 
-    async def accept(self, up: Uplink, integration: str) -> Answer:
+    async def accept(self, up: Uplink, integration: str, route: dict | None = None) -> Answer:
         """Feed one parsed uplink to the reassembler and commit it; the answer."""
-        entered = self.enter(up, integration)
+        entered = self.enter(up, integration, route)
         if isinstance(entered, Answer):
             return entered
         await asyncio.wait([entered.future])
         return self.settle(entered)
 
-    def enter(self, up: Uplink, integration: str) -> Answer | Pending:
+    def enter(self, up: Uplink, integration: str, route: dict | None = None) -> Answer | Pending:
         """The synchronous part of :meth:`accept`: feed the reassembler and queue the
         commit. Answers at once what needs no commit; otherwise the commit to wait
-        for before :meth:`settle`."""
+        for before :meth:`settle`. ``route``: the downlink route a v2 uplink's
+        request brought (:func:`collector.service.downlinks.route_from_headers`)."""
         now = self.clock.now()
         if up.received_ms is None:  # the body carried no receive time: the collector's
             up = dataclasses.replace(up, received_ms=int(now * 1000))
@@ -143,6 +149,9 @@ class Ingest:
         if closed:
             ops.extend(self._cap_ops(closed, now))
             self.closing.pending.extend(closed)
+        if self.repair is not None and up.fport == FPORT_V2:
+            # the repair state and any downlink it made due commit with the uplink
+            ops.extend(self.repair.on_uplink(up, route, res, now))
         try:
             fut = self.committer.submit_nowait(ops[0] if len(ops) == 1 else together(ops))
         except StoreUnavailable as e:
@@ -208,7 +217,8 @@ def ingest_handler(integration: str):
             ans = answer_error(503, "the collector is shutting down", {"Retry-After": "5"})
         else:
             up = await ingest.gate.admit(request, integration)
-            ans = up if isinstance(up, Answer) else await ingest.accept(up, integration)
+            ans = up if isinstance(up, Answer) else await ingest.accept(up, integration,
+                                                                       downlink_route(up, integration, request))
         ingest.answered(integration, ans.status, time.perf_counter() - t0)
         return ans.response()
     return handler

@@ -18,19 +18,37 @@ it in ``collector_repair_unavailable``.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from collector.core.reassembly import FeedResult, Message
 from collector.core.repair import DeviceRepair, describe, downlink_limit
+from collector.core.timefmt import parse_ms
 from collector.core.uplink import Uplink
 from collector.core.wire2 import POLL, Need, decode_downlink, encode_downlink
 from collector.service import outbox
 from collector.service.config import ServiceConfig
-from collector.service.downlinks import unavailable
+from collector.service.downlinks import DownlinkAgent, unavailable
+from collector.service.keys import CFG, CLOCK, COMMITTER, METRICS, STORE
 
 log = logging.getLogger("collector.repair")
+
+
+def poll_done(res: FeedResult) -> bool | None:
+    """The reassembler's word on a polled message: True when it is closed (rebuilt,
+    or given up at its deadline); None to decide from the fragments counted."""
+    msg = res.message
+    if msg is None:
+        return None
+    if not isinstance(msg, Message) or msg.closed is not None:
+        return True
+    return None
 
 
 class RepairMetrics:
@@ -80,10 +98,11 @@ class RepairHub:
 
     # ------------------------------------------------------------------ ingest
 
-    def on_uplink(self, up: Uplink, route: dict | None, closed: list, now: float,
-                  done: bool | None = None) -> list[outbox.Op]:
-        """An FPort-17 uplink the reassembler accepted (or found a duplicate); the
-        messages it closed. The store writes for the same commit."""
+    def on_uplink(self, up: Uplink, route: dict | None, res: FeedResult, now: float) -> list[outbox.Op]:
+        """An FPort-17 uplink the reassembler took (accepted, or a duplicate) and what
+        it made of it. The store writes for the uplink's own commit."""
+        closed = res.closed
+        done = poll_done(res)
         p = up.payload
         if len(p) < 4:
             return []
@@ -182,3 +201,73 @@ class RepairHub:
         return {"devEui": dev_eui, "repair": "available" if reason is None else "unavailable",
                 "reason": reason, "route": outbox.public_route(self.routes.get(dev_eui)),
                 **dev.summary(self.policy)}
+
+
+REPAIR = web.AppKey("repair", RepairHub)
+
+
+def message_view(hub: RepairHub, query: Any, d: dict) -> dict | None:
+    """The repair picture of one message (``/api/messages/{id}``): the data chunks
+    and parity rows held, the polls, the repair rounds and the downlinks that
+    carried a command for it. None for a v1 message."""
+    held: set[int] = set()
+    k = None
+    polls = 0
+    for f in d.get("fragments", []):
+        try:
+            p = base64.b64decode(f.get("payload") or "")
+        except ValueError:
+            continue
+        if len(p) < 4 or p[2] in (0, 255) or f.get("index") != p[1]:
+            continue
+        k = p[2]
+        if p[1] == POLL:
+            polls += 1
+        else:
+            held.add(p[1])
+    dev = hub.devices.get(d["devEui"])
+    seen = dev.messages.get(d["msgId"]) if dev is not None else None
+    if k is None and (seen is None or seen.k is None):
+        return None
+    if k is None and seen is not None:
+        k = seen.k
+    if seen is not None and seen.k != k:
+        seen = None
+    opened = parse_ms(d["opened"]) / 1000 if d.get("opened") else None
+    view = outbox.device_view(query, d["devEui"], since=opened) or {"downlinks": []}
+    mine = [x for x in view["downlinks"]
+            if any(c.split()[0] != "REDUNDANCY" and c.split()[1] == str(d["msgId"]) for c in x["commands"])]
+    assert k is not None
+    return {"wire": "v2", "k": k, "dataHeld": sorted(i for i in held if i < k),
+            "parityRowsHeld": sorted(i - k for i in held if i >= k),
+            "polls": max(polls, seen.polls if seen else 0), "deviceSent": seen.sent if seen else None,
+            "repairRounds": seen.needs if seen else None, "acked": seen.acked if seen else None,
+            "downlinks": mine}
+
+
+async def device_handler(request: web.Request) -> web.Response:
+    """``GET /api/devices/{eui}/repair``: the device's repair state, route (without
+    its key), pending downlink and recent downlinks."""
+    hub = request.app[REPAIR]
+    eui = request.match_info["eui"].upper()
+    d = hub.device(eui)
+    if d is None:
+        return web.json_response({"error": f"no v2 device {eui!r} heard"}, status=404)
+    view = await asyncio.to_thread(outbox.device_view, request.app[STORE].query, eui)
+    if view is not None:
+        d["pending"] = view["pending"]
+        d["downlinks"] = view["downlinks"]
+    return web.json_response(d)
+
+
+async def repair_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The repair hub and the downlink agent (after the store; the ingest path
+    is given the hub when it is set up, after this)."""
+    hub = app[REPAIR] = RepairHub(app[CFG], app[METRICS].registry)
+    await asyncio.to_thread(hub.load, app[STORE].query)
+    agent = hub.agent = DownlinkAgent(app[CFG], app[STORE], app[COMMITTER], app[CLOCK], hub)
+    await agent.start()
+    try:
+        yield
+    finally:
+        await agent.stop()
