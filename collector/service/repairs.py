@@ -41,8 +41,12 @@ log = logging.getLogger("collector.repair")
 
 
 def poll_done(res: FeedResult) -> bool | None:
-    """The reassembler's word on a polled message: True when it is closed (rebuilt,
-    or given up at its deadline); None to decide from the fragments counted."""
+    """The reassembler's word on a polled message: True when it is rebuilt or closed
+    (given up at its deadline), False while it is open; None when it says nothing
+    (decide from the fragments counted here)."""
+    ev = getattr(res, "poll", None)
+    if ev is not None:
+        return bool(ev.closed or ev.rebuilt)
     msg = res.message
     if msg is None:
         return None

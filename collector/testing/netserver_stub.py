@@ -28,10 +28,12 @@ the next n network-server requests with that status.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -222,3 +224,33 @@ async def start_netserver(cfg: NetServerConfig | None = None, host: str = "127.0
     await site.start()
     addr = runner.addresses[0]
     return stub, runner, f"http://{addr[0]}:{addr[1]}"
+
+
+class NetServerThread:
+    """The stub on its own event loop in a background thread (for blocking tests and
+    tools): ``with NetServerThread(cfg) as ns: ns.url ...``. Talk to it over HTTP."""
+
+    def __init__(self, cfg: NetServerConfig | None = None):
+        self.cfg = cfg
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="netserver-stub", daemon=True)
+        self.url = ""
+        self.stub: NetServerStub | None = None
+        self._runner: web.AppRunner | None = None
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
+
+    def __enter__(self) -> NetServerThread:
+        self.thread.start()
+        self.stub, self._runner, self.url = self._run(start_netserver(self.cfg))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._runner is not None:
+                self._run(self._runner.cleanup())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=10)
+            self.loop.close()
