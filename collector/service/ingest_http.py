@@ -153,14 +153,17 @@ class Ingest:
         if closed:
             ops.extend(self._cap_ops(closed, now))
             self.closing.pending.extend(closed)
-        if self.repair is not None and up.fport == FPORT_V2:
+        repair = self.repair if up.fport == FPORT_V2 else None
+        if repair is not None:
             # the repair state and any downlink it made due commit with the uplink
-            ops.extend(self.repair.on_uplink(up, route, res, now))
+            ops.extend(repair.on_uplink(up, route, res, now))
         try:
             fut = self.committer.submit_nowait(ops[0] if len(ops) == 1 else together(ops))
         except StoreUnavailable as e:
             fut = asyncio.get_running_loop().create_future()
             fut.set_exception(e)
+        if repair is not None:
+            fut.add_done_callback(repair.committed)
         if closed:
             # closed messages are gone from the open set: record them in any case
             self.closing.wake()

@@ -31,7 +31,7 @@ from collector.core.reassembly import FeedResult, Message
 from collector.core.repair import DeviceRepair, describe, downlink_limit
 from collector.core.timefmt import parse_ms
 from collector.core.uplink import Uplink
-from collector.core.wire2 import POLL, Need, decode_downlink, encode_downlink
+from collector.core.wire2 import FPORT_V2, POLL, Need, decode_downlink, encode_downlink
 from collector.service import outbox
 from collector.service.config import ServiceConfig
 from collector.service.downlinks import DownlinkAgent, unavailable
@@ -85,6 +85,10 @@ class RepairHub:
         #: devices whose downlink the network server took, before the device's next uplink
         self.sent: set[str] = set()
         self._told: set[str] = set()
+        #: the integration each device was last heard on (for the reason repair is unavailable)
+        self.sources: dict[str, str] = {}
+        #: a downlink was queued since the agent was last woken
+        self._queued = False
         #: the agent to wake when a downlink was queued (set by the service)
         self.agent: Any = None
 
@@ -116,6 +120,7 @@ class RepairHub:
         if dev is None:
             dev = self.devices[dev_eui] = DeviceRepair(dev_eui)
         ops: list[outbox.Op] = []
+        self.sources[dev_eui] = up.source
         new_route = None
         if route is not None and route != self.routes.get(dev_eui):
             self.routes[dev_eui] = new_route = route
@@ -160,10 +165,17 @@ class RepairHub:
                 if cmds and payload != self.pending.get(dev_eui):
                     self.pending[dev_eui] = payload
                     downlink = (payload, [describe(c) for c in cmds])
-                    if self.agent is not None:
-                        self.agent.wake()
+                    self._queued = True
         ops.append(outbox.op_repair(dev_eui, dev.to_dict(), new_route, downlink, now))
         return ops
+
+    def committed(self, fut: asyncio.Future) -> None:
+        """The commit of an uplink that went through :meth:`on_uplink` finished:
+        a downlink it queued can be handed over now (not before: the agent reads
+        the committed outbox)."""
+        if self._queued and not fut.cancelled() and fut.exception() is None and self.agent is not None:
+            self._queued = False
+            self.agent.wake()
 
     def _gauge(self, dev_eui: str, dev: DeviceRepair) -> None:
         r = dev.r_wanted if dev.r_wanted is not None else dev.r_observed
@@ -190,7 +202,8 @@ class RepairHub:
     # ------------------------------------------------------------------ views
 
     def status(self) -> dict:
-        unavailable_n = sum(1 for d in self.devices if unavailable(self.cfg, self.routes.get(d)) is not None)
+        unavailable_n = sum(1 for d in self.devices
+                            if unavailable(self.cfg, self.routes.get(d), self.sources.get(d)) is not None)
         rs = [d.r_wanted if d.r_wanted is not None else d.r_observed for d in self.devices.values()]
         known = [r for r in rs if r is not None]
         return {"devices": len(self.devices), "repairUnavailable": unavailable_n,
@@ -201,7 +214,7 @@ class RepairHub:
         dev = self.devices.get(dev_eui)
         if dev is None:
             return None
-        reason = unavailable(self.cfg, self.routes.get(dev_eui))
+        reason = unavailable(self.cfg, self.routes.get(dev_eui), self.sources.get(dev_eui))
         return {"devEui": dev_eui, "repair": "available" if reason is None else "unavailable",
                 "reason": reason, "route": outbox.public_route(self.routes.get(dev_eui)),
                 **dev.summary(self.policy)}
@@ -218,6 +231,8 @@ def message_view(hub: RepairHub, query: Any, d: dict) -> dict | None:
     k = None
     polls = 0
     for f in d.get("fragments", []):
+        if f.get("fPort") != FPORT_V2:
+            continue
         try:
             p = base64.b64decode(f.get("payload") or "")
         except ValueError:
@@ -229,19 +244,16 @@ def message_view(hub: RepairHub, query: Any, d: dict) -> dict | None:
             polls += 1
         else:
             held.add(p[1])
+    if k is None:
+        return None
     dev = hub.devices.get(d["devEui"])
     seen = dev.messages.get(d["msgId"]) if dev is not None else None
-    if k is None and (seen is None or seen.k is None):
-        return None
-    if k is None and seen is not None:
-        k = seen.k
     if seen is not None and seen.k != k:
         seen = None
     opened = parse_ms(d["opened"]) / 1000 if d.get("opened") else None
     view = outbox.device_view(query, d["devEui"], since=opened) or {"downlinks": []}
     mine = [x for x in view["downlinks"]
             if any(c.split()[0] != "REDUNDANCY" and c.split()[1] == str(d["msgId"]) for c in x["commands"])]
-    assert k is not None
     return {"wire": "v2", "k": k, "dataHeld": sorted(i for i in held if i < k),
             "parityRowsHeld": sorted(i - k for i in held if i >= k),
             "polls": max(polls, seen.polls if seen else 0), "deviceSent": seen.sent if seen else None,

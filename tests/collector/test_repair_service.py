@@ -110,7 +110,8 @@ def test_poll_need_fresh_rows_document(live, ns, fmt):
     assert view.status == 200 and TTS_KEY.encode() not in view.body
 
 
-@pytest.mark.parametrize("lose", [{1, 2}, {5, 6}, {7, 8}, {1, 8}], ids=["data01", "data45", "parity", "ends"])
+@pytest.mark.parametrize("lose", [{1, 2}, {5, 6}, {7, 8}, {3, 7}, {1, 8}],
+                         ids=["data01", "data45", "parity", "data2-parity0", "ends"])
 def test_loss_patterns_rebuilt_from_parity_without_a_route(live, ns, lose):
     """No downlink key on the webhook: repair is unavailable, yet any 2 of 8 lost is
     rebuilt from the 2 parity rows, and the API says why repair is unavailable."""
@@ -120,7 +121,9 @@ def test_loss_patterns_rebuilt_from_parity_without_a_route(live, ns, lose):
     play(live, ns, "ttn", eui, dev, lose=lose)
     m = message_of(live, eui)
     assert m["state"] == "complete" and m["fragmentsExpected"] == 6
-    assert m["repair"]["parityRowsHeld"]
+    data_lost = sorted(i - 1 for i in lose if i <= 6)
+    assert m["repair"]["dataHeld"] == [i for i in range(6) if i not in data_lost]
+    assert len(m["repair"]["parityRowsHeld"]) == len(data_lost)
     view = live.get(f"/api/devices/{eui}/repair").json()
     assert view["repair"] == "unavailable" and "X-Downlink-Apikey" in view["reason"]
 
