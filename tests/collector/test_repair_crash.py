@@ -104,3 +104,30 @@ def test_kill_9_between_a_poll_and_its_downlink_loses_nothing(tmp_path):
                     p.wait(timeout=15)
                 except subprocess.TimeoutExpired:
                     p.kill()
+
+
+def test_the_webhooks_route_crosses_the_http_workers_channel(tmp_path):
+    """With HTTP workers in front, a poll's NEED still goes to the URL and key the
+    webhook's X-Downlink-* headers named."""
+    ns_port, port = free_port(), free_port()
+    url, ns = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ns_port}"
+    prefix = f"{ns}/api/v3/as/applications/loggers/webhooks/collector/devices/{EUI.lower()}/down"
+    headers = {"Authorization": f"Bearer {TOKEN}", "X-Downlink-Apikey": KEY, "X-Downlink-Push": prefix + "/push"}
+    procs = [start(["netserver-stub", "--port", str(ns_port), "--tts-key", KEY], tmp_path / "ns.log",
+                   ns + "/stub/queue")]
+    try:
+        procs.append(start(["serve", "--port", str(port), "--db", str(tmp_path / "c.db"), "--ingest-token", TOKEN,
+                            "--workers", "2"], tmp_path / "collector.log", url + "/healthz"))
+        frags = wire2.encode_message(wire.encode_record(example_record()), 3, 115, 2)  # k = 6
+        for i, p in enumerate([*frags[:4], frags[7], wire2.poll(3, 6, 8)]):
+            path, body = uplink_body("ttn", AppUplink(EUI, 17, i, p, (1_800_000_000 + i) * 10**9, dr=3, sf=9))
+            assert http("POST", url + path, body, headers).status == 202
+        queued = wait_until(lambda: http("GET", ns + "/stub/queue").json().get(EUI), what="the NEED")
+        assert queued["hex"][:4] == "0203" and queued["via"] == "tts-push"
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()

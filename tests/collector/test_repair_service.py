@@ -157,3 +157,20 @@ def test_metrics_status_and_the_cli(live):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "v2 devices:" in out.stdout and "NEEDs" in out.stdout and "downlinks:" in out.stdout
+
+
+def test_heavy_loss_steers_the_devices_parity_up(live, ns):
+    """A quarter of the uplinks lost: NEEDs repair each message, and the collector's
+    REDUNDANCY reaches the device, which sends more parity from then on."""
+    eui = "00000000000007D1"
+    dev = Device(parity=1)
+    for _ in range(6):
+        dev.submit(DATA, SIZE, 0.0)
+    play(live, ns, "ttn", eui, dev, lose=set(range(4, 400, 4)), headers=route_headers(ns, "ttn", eui))
+    assert dev.stats.redundancy_changes >= 1 and dev.parity > 1
+    rows = live.get(f"/api/messages?device={eui}").json()["messages"]
+    assert sorted(m["state"] for m in rows) == ["complete"] * 6
+    view = live.get(f"/api/devices/{eui}/repair").json()
+    assert view["parityWanted"] == dev.parity
+    metric = f'collector_device_redundancy{{dev_eui="{eui}"}} {float(dev.parity)}'
+    assert metric in live.get("/metrics").body.decode()
