@@ -205,8 +205,7 @@ def rebuild_record(frags: Iterable[V2Fragment]) -> bytes:
     if len(held) < first.k:
         raise FragmentError(
             "fragments_missing", f"{len(held)} distinct fragment(s) of message {first.msg_id}; {first.k} needed")
-    chunks = fec.rebuild(first.k, {i: f.chunk for i, f in held.items()})
-    return b"".join(chunks)[: first.record_len]
+    return fec.rebuild_joined(first.k, {i: f.chunk for i, f in held.items()})[: first.record_len]
 
 
 # --------------------------------------------------------------------------- downlinks
