@@ -153,10 +153,10 @@ class Ingest:
         if closed:
             ops.extend(self._cap_ops(closed, now))
             self.closing.pending.extend(closed)
-        repair = self.repair if up.fport == FPORT_V2 else None
+        repair = self.repair.on_uplink(up, route, res, now) if self.repair and up.fport == FPORT_V2 else None
         if repair is not None:
             # the repair state and any downlink it made due commit with the uplink
-            ops.extend(repair.on_uplink(up, route, res, now))
+            ops.extend(repair.ops)
         try:
             fut = self.committer.submit_nowait(ops[0] if len(ops) == 1 else together(ops))
         except StoreUnavailable as e:

@@ -22,6 +22,7 @@ import asyncio
 import base64
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -53,6 +54,23 @@ def poll_done(res: FeedResult) -> bool | None:
     if not isinstance(msg, Message) or msg.closed is not None:
         return True
     return None
+
+
+@dataclass
+class Entered:
+    """What :meth:`RepairHub.on_uplink` made of one uplink: the store writes for its
+    commit; :meth:`committed` is called once that commit has finished."""
+
+    hub: RepairHub
+    dev_eui: str
+    version: int
+    snapshot: tuple | None
+    queued: bool
+    ops: list[outbox.Op]
+
+    def committed(self, fut: asyncio.Future) -> None:
+        if self.snapshot is not None:
+            self.hub._settled(self, fut)
 
 
 class RepairMetrics:
@@ -87,8 +105,10 @@ class RepairHub:
         self._told: set[str] = set()
         #: the integration each device was last heard on (for the reason repair is unavailable)
         self.sources: dict[str, str] = {}
-        #: a downlink was queued since the agent was last woken
-        self._queued = False
+        #: per device: how many uplinks changed its state, and the last committed
+        #: (version, snapshot) - restored when a commit fails
+        self._version: dict[str, int] = {}
+        self._committed: dict[str, tuple[int, tuple]] = {}
         #: the agent to wake when a downlink was queued (set by the service)
         self.agent: Any = None
 
@@ -106,16 +126,19 @@ class RepairHub:
 
     # ------------------------------------------------------------------ ingest
 
-    def on_uplink(self, up: Uplink, route: dict | None, res: FeedResult, now: float) -> list[outbox.Op]:
-        """An FPort-17 uplink the reassembler took (accepted, or a duplicate) and what
-        it made of it. The store writes for the uplink's own commit."""
+    def on_uplink(self, up: Uplink, route: dict | None, res: FeedResult, now: float) -> Entered:
+        """An FPort-17 uplink the reassembler took (accepted, a duplicate, a poll) and
+        what it made of it: the store writes for the uplink's own commit, and the
+        callback for when that commit has finished (:meth:`Entered.committed`)."""
         closed = res.closed
         done = poll_done(res)
         p = up.payload
-        if len(p) < 4:
-            return []
         dev_eui = up.dev_eui
+        if len(p) < 4:
+            return Entered(self, dev_eui, -1, None, False, [])
         msg_id, index, k = p[0], p[1], p[2]
+        if dev_eui not in self._committed:
+            self._committed[dev_eui] = (0, self._snapshot(dev_eui))
         dev = self.devices.get(dev_eui)
         if dev is None:
             dev = self.devices[dev_eui] = DeviceRepair(dev_eui)
@@ -165,17 +188,41 @@ class RepairHub:
                 if cmds and payload != self.pending.get(dev_eui):
                     self.pending[dev_eui] = payload
                     downlink = (payload, [describe(c) for c in cmds])
-                    self._queued = True
-        ops.append(outbox.op_repair(dev_eui, dev.to_dict(), new_route, downlink, now))
-        return ops
+        snap = self._snapshot(dev_eui)
+        assert snap[0] is not None
+        ops.append(outbox.op_repair(dev_eui, snap[0], new_route, downlink, now))
+        version = self._version[dev_eui] = self._version.get(dev_eui, 0) + 1
+        return Entered(self, dev_eui, version, snap, downlink is not None, ops)
 
-    def committed(self, fut: asyncio.Future) -> None:
-        """The commit of an uplink that went through :meth:`on_uplink` finished:
-        a downlink it queued can be handed over now (not before: the agent reads
-        the committed outbox)."""
-        if self._queued and not fut.cancelled() and fut.exception() is None and self.agent is not None:
-            self._queued = False
-            self.agent.wake()
+    def _snapshot(self, dev_eui: str) -> tuple:
+        dev = self.devices.get(dev_eui)
+        return (dev.to_dict() if dev is not None else None, self.pending.get(dev_eui), dev_eui in self.sent,
+                self.routes.get(dev_eui))
+
+    def _settled(self, e: Entered, fut: asyncio.Future) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            if e.version > self._committed[e.dev_eui][0]:
+                self._committed[e.dev_eui] = (e.version, e.snapshot)
+            if e.queued and self.agent is not None:
+                # not before: the agent reads the committed outbox
+                self.agent.wake()
+            return
+        if self._version.get(e.dev_eui) != e.version:
+            return  # a later uplink of the device changed the state again; its commit decides
+        # the store did not take it: back to what was last committed
+        state, pending, sent, route = self._committed[e.dev_eui][1]
+        dev = e.dev_eui
+        if state is None:
+            self.devices.pop(dev, None)
+        else:
+            self.devices[dev] = DeviceRepair.from_dict(state)
+        for table, value in ((self.pending, pending), (self.routes, route)):
+            if value is None:
+                table.pop(dev, None)
+            else:
+                table[dev] = value
+        (self.sent.add if sent else self.sent.discard)(dev)
+        log.warning("event=repair_state_restored dev=%s reason=%r", dev, "the uplink's commit failed")
 
     def _gauge(self, dev_eui: str, dev: DeviceRepair) -> None:
         r = dev.r_wanted if dev.r_wanted is not None else dev.r_observed

@@ -208,3 +208,31 @@ def test_the_agent_retries_with_backoff_until_the_network_server_takes_it(tmp_pa
     assert queued["payload"] == NEED
     assert sent == {EUI}
     assert left == [(EUI, NEED, "sent", 0, 3)]
+
+
+def test_a_failed_commit_puts_the_devices_repair_state_back():
+    """In memory the repair state changes only with what was committed."""
+    from collector.core import wire2
+    from collector.core.reassembly import FeedResult, PollEvent
+    from collector.core.uplink import Uplink
+    from collector.service.store import StoreUnavailable
+
+    async def go():
+        hub = RepairHub(ServiceConfig(downlink_url="http://127.0.0.1:9/downlink"), CollectorRegistry())
+        loop = asyncio.get_running_loop()
+        frag = wire2.encode_message(bytes(range(40)), 3, 12, 2)[0]
+        e1 = hub.on_uplink(Uplink(EUI, 17, frag, 0, source="generic"), {"kind": "generic"}, FeedResult("accepted"), 1.0)
+        ok = loop.create_future()
+        ok.set_result(None)
+        e1.committed(ok)
+        after_first = hub.devices[EUI].to_dict()
+        poll = Uplink(EUI, 17, wire2.poll(3, 5, 7), 0, source="generic")
+        e2 = hub.on_uplink(poll, None, FeedResult("poll", poll=PollEvent(3, 5, 7, 1, False, False)), 2.0)
+        assert e2.queued and hub.pending[EUI][0] == 2 and hub.devices[EUI].messages[3].polls == 1
+        failed = loop.create_future()
+        failed.set_exception(StoreUnavailable("disk full"))
+        e2.committed(failed)
+        return hub, after_first
+    hub, after_first = run(go())
+    assert hub.devices[EUI].to_dict() == after_first
+    assert EUI not in hub.pending
