@@ -49,6 +49,13 @@ _HELP = {
     "clock_start": "Start of the manual clock, Unix seconds.",
     "retention": "Seconds after which delivered documents and fragments are pruned.",
     "seed": "Seed of the delivery jitter stream.",
+    "chirpstack_api_url": "ChirpStack v4 REST API base URL, for downlinks to v2 devices heard through ChirpStack.",
+    "chirpstack_api_token": "ChirpStack API key for the device queue.",
+    "chirpstack_auth_header": "Authorization, or Grpc-Metadata-Authorization (ChirpStack's REST proxy).",
+    "downlink_url": "Where downlinks to v2 devices heard on /uplink go (the collector's own format).",
+    "downlink_token": "Bearer token for --downlink-url.",
+    "repair_target": "Predicted first-round rebuild the redundancy policy keeps (0.99).",
+    "repair_adaptive": "Steer each v2 device's parity with REDUNDANCY.",
 }
 
 
