@@ -151,7 +151,13 @@ class ServiceConfig:
                 raise ValueError(f"{name} {getattr(self, name)!r} must start with http:// or https://")
         if self.chirpstack_auth_header not in ("Authorization", "Grpc-Metadata-Authorization"):
             raise ValueError("chirpstack_auth_header must be 'Authorization' or 'Grpc-Metadata-Authorization'")
-        self.repair_policy()  # raises on a target or parity bound out of range
+        if not 0.0 < self.repair_target < 1.0:
+            raise ValueError(f"repair_target must be between 0 and 1 (exclusive), not {self.repair_target}")
+        if not 0 <= self.repair_min_parity <= self.repair_max_parity <= 32:
+            raise ValueError("need 0 <= repair_min_parity <= repair_max_parity <= 32")
+        for name in ("downlink_timeout", "downlink_backoff_base", "downlink_backoff_cap", "downlink_expiry"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
 
     def repair_policy(self) -> Policy:
         """The repair and redundancy policy (:class:`collector.core.repair.Policy`)."""
