@@ -28,6 +28,8 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from collector.core.timefmt import format_ms
 
 Op = Callable[[sqlite3.Connection], Any]
@@ -80,7 +82,7 @@ def public_route(route: dict | None) -> dict | None:
 
 
 def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True)
+    return orjson.dumps(obj).decode()
 
 
 # --------------------------------------------------------------------------- writes

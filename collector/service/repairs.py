@@ -172,7 +172,8 @@ class RepairHub:
                     self.metrics.rebuilt.inc()
                 if dev.rebuilt(msg_id, self.policy):
                     self.metrics.commands.labels("ack").inc()
-        self._gauge(dev_eui, dev)
+        if index == POLL:
+            self._gauge(dev_eui, dev)
         downlink = None
         if dev.has_due:
             reason = unavailable(self.cfg, self.routes.get(dev_eui), up.source)
