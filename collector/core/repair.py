@@ -220,22 +220,25 @@ class DeviceRepair:
         """A fragment (data chunk or parity row) was accepted."""
         self._see(msg_id, k).indices.add(index)
 
-    def poll(self, msg_id: int, k: int, sent: int, policy: Policy, done: bool | None = None) -> Ack | Need:
+    def poll(self, msg_id: int, k: int, sent: int, policy: Policy, done: bool | None = None,
+             held: int | None = None) -> Ack | Need:
         """A poll was accepted; ``done``: the reassembler rebuilt or closed the message
-        (None: decide from the fragments counted here). Returns the answer, now due."""
+        (None: decide from the fragments counted here); ``held``: the distinct
+        fragments the reassembler holds (None: those counted here), for NEED's n.
+        Returns the answer, now due."""
         m = self._see(msg_id, k)
         first = m.polls == 0
         m.polls += 1
         self._count("polls")
-        held = m.held
+        counted = m.held
         d_sent = max(0, sent - m.sent)
         if d_sent:
             # late fragments counted lost at an earlier poll come back here
-            self.lost = max(0.0, self.lost * policy.decay + d_sent - (held - m.held_at_poll))
+            self.lost = max(0.0, self.lost * policy.decay + d_sent - (counted - m.held_at_poll))
             self.sent = self.sent * policy.decay + d_sent
             self.observed += d_sent
             m.sent = sent
-            m.held_at_poll = held
+            m.held_at_poll = counted
         if first and m.needs == 0 and sent >= k:
             self.r_observed = sent - k
             self.since_change += 1
@@ -243,6 +246,8 @@ class DeviceRepair:
             self._steer(k, policy)
         if self.r_wanted is not None and self.r_observed is not None and self.r_observed != self.r_wanted:
             self.redundancy_due = True
+        if held is None:
+            held = counted
         if done is None:
             done = held >= k
         remaining = 255 - max(sent, held)

@@ -156,7 +156,8 @@ class RepairHub:
         if index == POLL:
             self.metrics.polls.inc()
             r_before = dev.r_wanted
-            cmd = dev.poll(msg_id, k, p[3], self.policy, done)
+            ev = getattr(res, "poll", None)
+            cmd = dev.poll(msg_id, k, p[3], self.policy, done, ev.held if ev is not None and ev.held else None)
             self.metrics.commands.labels("need" if isinstance(cmd, Need) else "ack").inc()
             log.info("event=poll dev=%s msg_id=%d k=%d sent=%d held=%d answer=%r loss=%.3f", dev_eui, msg_id, k,
                      p[3], dev.messages[msg_id].held, describe(cmd), dev.loss(self.policy))
