@@ -95,7 +95,8 @@ def test_v2_to_v1_interleaved(benchmark):
             times[k].append(time.process_time() - t0)
 
     benchmark.pedantic(one_round, rounds=ROUNDS, warmup_rounds=1)
-    best = {k: min(v[1:]) for k, v in times.items()}  # the warm-up round left out
+    # the warm-up round left out (with --benchmark-disable there is one round only)
+    best = {k: min(v[1:] or v) for k, v in times.items()}
     lines = []
     for k in KINDS:
         rate = BATCH / best[k]
