@@ -231,9 +231,8 @@ class DownlinkAgent:
         except Exception as e:  # noqa: BLE001 - the store is down: the row stays pending
             log.error("event=downlink_not_recorded dev=%s outcome=%s error=%r", dev, outcome, str(e))
             return
-        self.hub.attempted(dev, outcome)
-        if outcome == "expired" and current:
-            await self.committer.submit(outbox.op_drop(dev, payload))
+        if current or outcome != "expired":
+            self.hub.attempted(dev, outcome)
         level = logging.INFO if outcome == "sent" else logging.WARNING
         log.log(level, "event=downlink dev=%s outcome=%s status=%s commands=%r attempts=%d%s", dev, outcome,
                 res.status, " ".join(row["commands"]), row["attempts"] + 1,

@@ -146,19 +146,14 @@ def op_attempt(dev_eui: str, payload: bytes, commands: list[str], outcome: str, 
                           (now, dev_eui, payload)).rowcount
             if n and state_text is not None:
                 c.execute("UPDATE repair_devices SET state=?, updated=? WHERE dev_eui=?", (state_text, now, dev_eui))
+        elif next_attempt is None:  # given up (expired)
+            n = c.execute("DELETE FROM downlinks WHERE dev_eui=? AND state='pending' AND payload=?",
+                          (dev_eui, payload)).rowcount
         else:
             n = c.execute("UPDATE downlinks SET attempts=attempts+1, next_attempt=?, last_error=? "
                           "WHERE dev_eui=? AND state='pending' AND payload=?",
                           (next_attempt, detail, dev_eui, payload)).rowcount
         return bool(n)
-    return run
-
-
-def op_drop(dev_eui: str, payload: bytes) -> Op:
-    """Give up a pending downlink (expired) unless a newer one replaced it."""
-    def run(c: sqlite3.Connection) -> int:
-        return c.execute("DELETE FROM downlinks WHERE dev_eui=? AND state='pending' AND payload=?",
-                         (dev_eui, payload)).rowcount
     return run
 
 

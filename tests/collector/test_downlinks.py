@@ -253,3 +253,32 @@ def test_repair_settings_from_toml_env_and_their_errors(tmp_path):
         f.write_text(text + "\n")
         with pytest.raises(ValueError, match=msg):
             load_config(f, env={})
+
+
+def test_a_downlink_no_network_server_takes_expires(tmp_path):
+    async def go():
+        store = Store(tmp_path / "c.db")
+        committer = GroupCommitter(store)
+        committer.start()
+        clock = ManualClock(1000.0)
+        cfg = ServiceConfig(downlink_backoff_base=5.0, downlink_expiry=60.0, downlink_timeout=2.0)
+        hub = RepairHub(cfg, CollectorRegistry())
+        agent = DownlinkAgent(cfg, store, committer, clock, hub)
+        await agent.servers.start()
+        try:
+            route = {"kind": "tts", "push": "http://127.0.0.1:9/push", "key": "k"}  # nothing listens
+            hub.routes[EUI] = route
+            hub.pending[EUI] = NEED
+            await committer.submit(outbox.op_repair(EUI, {}, route, (NEED, ["NEED 7 3"]), clock.now()))
+            await agent.run_due()
+            clock.advance(61.0)
+            await agent.run_due()
+            log = [r[0] for r in store.query("SELECT outcome FROM downlink_log ORDER BY id")]
+            return log, rows(store), dict(hub.pending)
+        finally:
+            await agent.servers.close()
+            await committer.close()
+            store.close()
+    log, left, pending = run(go())
+    assert log == ["failed", "expired"]
+    assert left == [] and pending == {}
