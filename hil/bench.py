@@ -2,7 +2,7 @@
 modem, and check through the collector's JSON API what became of each.
 
 Record generation and the table are pure; :func:`send_record` drives a
-:class:`~hil.modem.Modem`; :func:`verify` polls the collector over HTTP.
+:class:`~hil.drivers.modem.Modem`; :func:`verify` polls the collector over HTTP.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from collector.core import wire
-from hil.modem import Modem, PayloadTooLong
+from hil.drivers.modem import Modem, PayloadTooLong
 
 log = logging.getLogger("hil.bench")
 

@@ -18,10 +18,10 @@ import click
 from collector.core import wire
 from devicesim.formats import FORMATS
 from hil import bench, p2p
+from hil.drivers.modem import Credentials, Modem, ModemError, Timeouts
+from hil.drivers.rak3172 import RAK3172
+from hil.drivers.rn2483 import RN2483
 from hil.emulator import FAULTS, EmulatorConfig, Faults, start_emulator
-from hil.modem import Credentials, Modem, ModemError, Timeouts
-from hil.rak3172 import RAK3172
-from hil.rn2483 import RN2483
 
 MODULE_CHOICE = click.Choice(["rn2483", "rak3172"])
 log = logging.getLogger("hil.cli")
@@ -101,7 +101,7 @@ def open_modem(module: str | None, port: str, *, credentials: Credentials | None
 def detect_module(port: str, timeout: float = 1.0) -> str | None:
     """``rn2483`` when ``sys get ver`` at 57600 baud gets a version line, ``rak3172``
     when ``AT`` at 115200 baud gets ``OK``; None otherwise."""
-    from hil.rn2483 import VERSION
+    from hil.drivers.rn2483 import VERSION
 
     with RN2483(port, timeouts=Timeouts(command=timeout)) as m:
         try:

@@ -14,10 +14,10 @@ import pytest
 from aiohttp import web
 
 from collector.core import wire
+from hil.drivers.modem import Modem, RecoveryPolicy, Timeouts
+from hil.drivers.rak3172 import RAK3172
+from hil.drivers.rn2483 import RN2483
 from hil.emulator import Air, EmulatorConfig, Faults, PtyEmulator, start_emulator
-from hil.modem import Modem, RecoveryPolicy, Timeouts
-from hil.rak3172 import RAK3172
-from hil.rn2483 import RN2483
 
 #: deadlines small enough for an emulator at speed 0, large enough for a busy CI box
 FAST = Timeouts(command=1.5, tx_base=0.6, tx_airtime_factor=0.0, join=1.5, reset=1.5)

@@ -11,8 +11,8 @@ from collector.core import wire
 from devicesim.formats import uplink_body
 from hil import bench, p2p
 from hil.bridge import Forwarder, deliver, frame_to_uplink
+from hil.drivers.rn2483 import RN2483
 from hil.emulator import Air
-from hil.rn2483 import RN2483
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from collector.core import wire
 from hil import bench, p2p
 from hil.cli import main
+from hil.drivers.rn2483 import RN2483
 from hil.emulator import Air, EmulatorConfig, start_emulator
-from hil.rn2483 import RN2483
 
 pytestmark = pytest.mark.timeout(60)
 FAST = ["--command-timeout", "1.5", "--join-timeout", "2", "--tx-timeout", "1"]

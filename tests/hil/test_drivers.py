@@ -6,7 +6,7 @@ import pytest
 
 from collector.core import wire
 from hil import bench
-from hil.modem import PayloadTooLong
+from hil.drivers.modem import PayloadTooLong
 
 MODULES = ["rn2483", "rak3172"]
 
@@ -129,8 +129,8 @@ def test_confirmed_uplink_is_acknowledged(rig_factory):
 
 def test_pyserial_urls_work_too(tmp_path):
     """``spy://`` (a hex dump of the traffic) wraps the same tty; URLs are not locked."""
+    from hil.drivers.rn2483 import RN2483
     from hil.emulator import EmulatorConfig, start_emulator
-    from hil.rn2483 import RN2483
 
     emu = start_emulator("rn2483", EmulatorConfig(region="EU868", speed=0))
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 
-from hil.modem import (
+from hil.drivers.modem import (
     Downlink,
     Modem,
     ModemError,
