@@ -1,377 +1,48 @@
 """The modem interface shared by the RN2483/RN2903 and RAK3172 drivers.
 
-Three layers:
-
-* result types and exceptions (what a caller sees);
-* the recovery policy (:class:`RecoveryPolicy`, :func:`next_step`): a pure function
-  of the outcome of one transmit attempt and the counters so far, so every rule of
-  the issue (bounded retry on ``busy``/``no_free_ch``, reset + rejoin on a missing
-  second reply, rejoin on ``frame_counter_err_rejoin_needed``, re-fragmenting on
-  ``invalid_data_len``) is tested without a serial port;
-* :class:`SerialLink`, the thin serial shell: a buffered reader that splits on
-  ``\\r\\n``, exact reply matching with one deadline per reply phase, a flush of stale
-  input before each command that keeps unsolicited lines (downlinks, events).
+:class:`Modem` runs the recovery loop of :mod:`hil.drivers.policy` over a
+:class:`~hil.drivers.link.SerialLink`; the module-specific commands are in the
+subclasses. The names of :mod:`hil.drivers.results`, :mod:`hil.drivers.policy` and
+:mod:`hil.drivers.link` are importable from here too.
 """
 
 from __future__ import annotations
 
-import contextlib
-import enum
 import logging
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import serial
-
 from collector.core import lorawan
+from hil.drivers.link import Clock, SerialLink, open_port
+from hil.drivers.policy import Counters, Decision, Outcome, RecoveryPolicy, Step, next_step
+from hil.drivers.results import (
+    ChannelBusy,
+    Credentials,
+    Downlink,
+    JoinDenied,
+    ModemError,
+    ModemRejected,
+    ModemTimeout,
+    ModuleInfo,
+    NotAcknowledged,
+    PayloadTooLong,
+    SendResult,
+    Timeouts,
+)
+
+__all__ = [
+    "ChannelBusy", "Clock", "Counters", "Credentials", "Decision", "Downlink", "JoinDenied", "Modem",
+    "ModemError", "ModemRejected", "ModemTimeout", "ModuleInfo", "NotAcknowledged", "Outcome",
+    "PayloadTooLong", "RecoveryPolicy", "SendResult", "SerialLink", "Sleep", "Step", "Timeouts", "TxAttempt",
+    "next_step", "open_port",
+]
 
 log = logging.getLogger("hil.modem")
 
-Clock = Callable[[], float]
 Sleep = Callable[[float], None]
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class ModemError(Exception):
-    """Any failure talking to a module; the message names the problem."""
-
-
-class ModemTimeout(ModemError):
-    """No acceptable reply within the phase's deadline."""
-
-
-class ModemRejected(ModemError):
-    """The module answered a command with an error reply."""
-
-    def __init__(self, command: str, reply: str, detail: str = ""):
-        super().__init__(f"{command!r} answered {reply!r}" + (f": {detail}" if detail else ""))
-        self.command = command
-        self.reply = reply
-
-
-class JoinDenied(ModemError):
-    """The network did not accept the join (``denied`` / ``+EVT:JOIN_FAILED...``)."""
-
-
-class ChannelBusy(ModemError):
-    """``busy`` / ``no_free_ch`` / duty-cycle refusals outlasted the retry bound."""
-
-
-class PayloadTooLong(ModemError):
-    """The payload is above N of the module's current data rate; re-read the DR
-    (done by the driver before raising) and re-fragment."""
-
-    def __init__(self, length: int, max_payload: int, dr: int):
-        super().__init__(f"payload of {length} bytes is above N={max_payload} of DR{dr}")
-        self.length = length
-        self.max_payload = max_payload
-        self.dr = dr
-
-
-class NotAcknowledged(ModemError):
-    """A confirmed uplink got no acknowledgement (``mac_err`` / ``SEND_CONFIRMED_FAILED``)."""
-
-
-# --------------------------------------------------------------------------- results
-
-
-@dataclass(frozen=True)
-class Downlink:
-    port: int
-    payload: bytes
-    rssi: float | None = None
-    snr: float | None = None
-
-
-@dataclass(frozen=True)
-class SendResult:
-    #: the downlinks received in the RX windows of this uplink
-    downlinks: tuple[Downlink, ...] = ()
-    #: transmit attempts it took (1 = first try)
-    attempts: int = 1
-    resets: int = 0
-    rejoins: int = 0
-    acked: bool | None = None
-
-    @property
-    def downlink(self) -> Downlink | None:
-        return self.downlinks[0] if self.downlinks else None
-
-
-@dataclass(frozen=True)
-class ModuleInfo:
-    model: str
-    firmware: str
-    dev_eui: str
-    region: str
-    dr: int
-    max_payload: int
-    hw_eui: str = ""
-    joined: bool | None = None
-
-    def rows(self) -> list[tuple[str, str]]:
-        return [
-            ("model", self.model),
-            ("firmware", self.firmware),
-            ("hweui", self.hw_eui or "-"),
-            ("deveui", self.dev_eui),
-            ("region", self.region),
-            ("dr", str(self.dr)),
-            ("max_payload", str(self.max_payload)),
-            ("joined", "-" if self.joined is None else ("yes" if self.joined else "no")),
-        ]
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """OTAA keys written before a join (hex strings); None: use what the module holds."""
-
-    dev_eui: str | None = None
-    app_eui: str | None = None
-    app_key: str | None = None
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    """Deadlines per reply phase, seconds."""
-
-    #: first reply to any command
-    command: float = 2.0
-    #: second reply of a transmit: ``tx_base + tx_airtime_factor * airtime`` (the RX
-    #: windows close 2 s after the uplink; the rest is margin)
-    tx_base: float = 6.0
-    tx_airtime_factor: float = 2.0
-    #: second reply of a join (join-accept delay 5-6 s plus airtime)
-    join: float = 15.0
-    #: the boot banner after a reset
-    reset: float = 5.0
-
-    def tx(self, airtime_s: float) -> float:
-        return self.tx_base + self.tx_airtime_factor * airtime_s
-
-
-# --------------------------------------------------------------------------- recovery policy
-
-
-class Outcome(enum.Enum):
-    SENT = "sent"
-    BUSY = "busy"  # busy / no_free_ch / AT_BUSY_ERROR / AT_DUTYCYCLE_RESTRICTED
-    NO_FIRST_REPLY = "no_first_reply"
-    NO_SECOND_REPLY = "no_second_reply"
-    REBOOTED = "rebooted"  # a boot banner arrived while waiting
-    NOT_JOINED = "not_joined"
-    REJOIN_NEEDED = "rejoin_needed"  # frame_counter_err_rejoin_needed
-    TOO_LONG = "too_long"  # invalid_data_len / AT_PARAM_ERROR above N
-    REJECTED = "rejected"  # any other error reply
-    NACK = "nack"  # confirmed uplink not acknowledged
-
-
-class Step(enum.Enum):
-    DONE = "done"
-    WAIT_RETRY = "wait_retry"
-    RESET_REJOIN = "reset_rejoin"
-    REJOIN = "rejoin"
-    REFRAGMENT = "refragment"
-    FAIL = "fail"
-
-
-@dataclass(frozen=True)
-class RecoveryPolicy:
-    #: retries after busy/no_free_ch before giving up; the default waits up to about
-    #: 12 minutes in all, more than the 1 % off-time after the longest EU868 frame
-    #: (51 bytes at SF12: 2.8 s on air, 277 s off)
-    busy_retries: int = 12
-    first_delay_s: float = 1.0
-    factor: float = 2.0
-    max_delay_s: float = 120.0
-    #: module resets (+ rejoin) per send after a missing reply or a reboot
-    max_resets: int = 1
-    #: rejoins per send after not_joined / frame_counter_err_rejoin_needed
-    max_rejoins: int = 1
-    #: join attempts before JoinDenied / ChannelBusy
-    join_attempts: int = 2
-
-    def delay(self, retry: int) -> float:
-        """Seconds to wait before retry number ``retry`` (0-based)."""
-        return min(self.max_delay_s, self.first_delay_s * self.factor**retry)
-
-    def worst_case_wait(self) -> float:
-        return sum(self.delay(i) for i in range(self.busy_retries))
-
-
-@dataclass
-class Counters:
-    busy: int = 0
-    resets: int = 0
-    rejoins: int = 0
-    attempts: int = 0
-
-
-@dataclass(frozen=True)
-class Decision:
-    step: Step
-    delay_s: float = 0.0
-    reason: str = ""
-
-
-def next_step(outcome: Outcome, c: Counters, policy: RecoveryPolicy) -> Decision:
-    """What to do after one transmit attempt. Pure: the caller updates ``c``."""
-    if outcome is Outcome.SENT:
-        return Decision(Step.DONE)
-    if outcome is Outcome.BUSY:
-        if c.busy < policy.busy_retries:
-            return Decision(Step.WAIT_RETRY, policy.delay(c.busy))
-        return Decision(Step.FAIL, reason=f"module still busy / no free channel after {c.busy} retries")
-    if outcome in (Outcome.NO_FIRST_REPLY, Outcome.NO_SECOND_REPLY, Outcome.REBOOTED):
-        if c.resets < policy.max_resets:
-            return Decision(Step.RESET_REJOIN)
-        what = {
-            Outcome.NO_FIRST_REPLY: "no reply to the transmit command",
-            Outcome.NO_SECOND_REPLY: "no second reply to the transmit command",
-            Outcome.REBOOTED: "the module rebooted during the transmit",
-        }[outcome]
-        return Decision(Step.FAIL, reason=f"{what}, also after {c.resets} reset(s) and rejoin")
-    if outcome in (Outcome.NOT_JOINED, Outcome.REJOIN_NEEDED):
-        if c.rejoins < policy.max_rejoins:
-            return Decision(Step.REJOIN)
-        return Decision(Step.FAIL, reason=f"module needs a join ({outcome.value}) after {c.rejoins} rejoin(s)")
-    if outcome is Outcome.TOO_LONG:
-        return Decision(Step.REFRAGMENT)
-    if outcome is Outcome.NACK:
-        return Decision(Step.FAIL, reason="confirmed uplink not acknowledged")
-    return Decision(Step.FAIL, reason="module rejected the transmit")
-
-
-# --------------------------------------------------------------------------- serial shell
-
-
-def open_port(url: str, baudrate: int) -> serial.SerialBase:
-    """Open ``url`` with :func:`serial.serial_for_url`; exclusive access for device paths."""
-    kwargs: dict = {"baudrate": baudrate, "timeout": 0.02, "write_timeout": 2.0}
-    if "://" not in url:
-        kwargs["exclusive"] = True
-    try:
-        return serial.serial_for_url(url, **kwargs)
-    except (serial.SerialException, OSError, ValueError) as e:
-        raise ModemError(f"cannot open serial port {url}: {e}") from None
-
-
-class SerialLink:
-    """Line I/O on a serial port with per-phase deadlines.
-
-    ``is_unsolicited(line)`` says which lines are kept in :attr:`unsolicited` when
-    they turn up outside the reply being waited for (downlinks, ``+EVT:`` events).
-    """
-
-    def __init__(
-        self,
-        port: serial.SerialBase,
-        *,
-        is_unsolicited: Callable[[str], bool] = lambda line: False,
-        clock: Clock = time.monotonic,
-        name: str = "",
-    ):
-        self.port = port
-        self.is_unsolicited = is_unsolicited
-        self.clock = clock
-        self.name = name or getattr(port, "port", "") or "port"
-        self._buf = bytearray()
-        self.unsolicited: deque[str] = deque(maxlen=1000)
-        #: lines that were neither the awaited reply nor unsolicited (diagnostics)
-        self.ignored: deque[str] = deque(maxlen=100)
-
-    # -- reading
-
-    def _fill(self, wait: bool = True) -> None:
-        """Append what the port has to the buffer: with ``wait``, the next byte (up to
-        the port's read timeout) and what came with it; else only what is waiting."""
-        try:
-            data = self.port.read(1) if wait else b""
-            if data or not wait:
-                waiting = self.port.in_waiting
-                if waiting:
-                    data += self.port.read(waiting)
-        except (serial.SerialException, OSError) as e:
-            raise ModemError(f"serial port {self.name} failed: {e}") from None
-        self._buf += data
-
-    def _pop_line(self) -> str | None:
-        idx = self._buf.find(b"\r\n")
-        if idx < 0:
-            return None
-        raw = bytes(self._buf[:idx])
-        del self._buf[: idx + 2]
-        return raw.decode("ascii", errors="replace")
-
-    def read_line(self, deadline: float) -> str | None:
-        """The next complete line, or None when ``deadline`` (clock time) passes."""
-        while True:
-            line = self._pop_line()
-            if line is not None:
-                return line
-            if self.clock() >= deadline:
-                return None
-            self._fill()
-
-    def _keep_or_ignore(self, line: str, context: str) -> None:
-        if self.is_unsolicited(line):
-            log.info("event=unsolicited port=%s line=%r", self.name, line)
-            self.unsolicited.append(line)
-        else:
-            log.info("event=ignored port=%s while=%r line=%r", self.name, context, line)
-            self.ignored.append(line)
-
-    def flush(self) -> None:
-        """Drain input that arrived before the next command: keep unsolicited lines,
-        drop the rest (and any partial line) so it cannot answer the wrong command."""
-        self._fill(wait=False)
-        while (line := self._pop_line()) is not None:
-            self._keep_or_ignore(line, "flush")
-        if self._buf:
-            log.info("event=partial_dropped port=%s bytes=%r", self.name, bytes(self._buf))
-            self._buf.clear()
-
-    def wait(self, accept: Callable[[str], bool] | Collection[str], timeout: float, context: str) -> str:
-        """The first line ``accept`` takes (a predicate or a set of exact lines) within
-        ``timeout`` seconds; other lines are kept (unsolicited) or ignored."""
-        pred = accept if callable(accept) else accept.__contains__
-        deadline = self.clock() + timeout
-        while True:
-            line = self.read_line(deadline)
-            if line is None:
-                raise ModemTimeout(f"no reply to {context!r} within {timeout:g} s on {self.name}")
-            if pred(line):
-                log.debug("event=reply port=%s to=%r line=%r", self.name, context, line)
-                return line
-            self._keep_or_ignore(line, context)
-
-    # -- writing
-
-    def write_line(self, text: str) -> None:
-        log.debug("event=send port=%s line=%r", self.name, text)
-        self.write_raw(text.encode("ascii") + b"\r\n")
-
-    def command(self, text: str, accept: Callable[[str], bool] | Collection[str], timeout: float) -> str:
-        """Flush stale input, send ``text``, return its (first) reply."""
-        self.flush()
-        self.write_line(text)
-        return self.wait(accept, timeout, text)
-
-    def write_raw(self, data: bytes) -> None:
-        try:
-            self.port.write(data)
-            self.port.flush()
-        except (serial.SerialException, OSError) as e:
-            raise ModemError(f"cannot write to serial port {self.name}: {e}") from None
-
-    def close(self) -> None:
-        with contextlib.suppress(serial.SerialException, OSError):
-            self.port.close()
 
 
 # --------------------------------------------------------------------------- interface
