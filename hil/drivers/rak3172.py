@@ -70,7 +70,9 @@ class RAK3172(Modem):
         """``AT+<name>=?`` → the value of the ``AT+<name>=<value>`` line (then ``OK``)."""
         cmd = f"AT+{name}=?"
         prefix = f"AT+{name}="
-        line = self.link.command(cmd, lambda ln: ln.startswith(prefix) or ln in ERRORS, self.timeouts.command)
+        line = self.link.command(
+            cmd, lambda ln: (ln.startswith(prefix) and ln != cmd) or ln in ERRORS, self.timeouts.command
+        )
         if line in ERRORS:
             raise ModemRejected(cmd, line)
         ok = self.link.wait(REPLIES, self.timeouts.command, cmd)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from collector.core import lorawan
+from hil.emulator.channels import ChannelPlan
 
 log = logging.getLogger("hil.emulator")
 
@@ -89,6 +90,9 @@ class EmulatorConfig:
     #: RSSI/SNR the bench gateway reports
     rssi: float = -60.0
     snr: float = 9.5
+    #: US915: the sub-band (1-8) the module starts with enabled, as one set up for
+    #: that network; None: all 72 channels, as a module fresh from the factory
+    sub_band: int | None = 2
 
 
 class Faults:
@@ -196,6 +200,7 @@ class ModuleModel:
         self._seq = itertools.count()
         self.region = lorawan.region(config.region)
         self.band_free_at: dict[tuple[int, int], float] = {}
+        self.plan = ChannelPlan(self.region, config.sub_band)
         self._channel_rr = 0
         self.tx_log: list[TxFrame] = []
         self._downlinks: list[tuple[int, bytes]] = []
@@ -245,8 +250,9 @@ class ModuleModel:
             return self._downlinks.pop(0) if self._downlinks else None
 
     def pick_channel(self, now: float) -> int | None:
-        """A channel whose sub-band is open (duty cycle), round robin; None if all closed."""
-        chans = self.region.channels
+        """An enabled channel of the current DR whose sub-band is open (duty cycle),
+        round robin; None if all are closed (or none is enabled)."""
+        chans = self.plan.candidates(self.dr)
         for k in range(len(chans)):
             f = chans[(self._channel_rr + k) % len(chans)]
             b = self.region.sub_band(f)
