@@ -305,20 +305,32 @@ def _parse_faults(values: tuple[str, ...]) -> Faults:
 @click.option("--ns-seed", default=0, show_default=True, type=int, help="Seed of the network server's draws.")
 @click.option("--fault", "faults", multiple=True, metavar="NAME[=N]",
               help=f"Inject a fault N times (default 1): {', '.join(FAULTS)}.")
+@click.option("--sub-band", default=2, show_default=True, type=click.IntRange(0, 8),
+              help="US915: the sub-band the module starts with enabled; 0: all 72 channels (factory state).")
+@click.option("--air", "air_dir", default=None, metavar="DIR",
+              help="Directory shared by the emulators whose point-to-point frames reach each other "
+                   "(default: one per user in the temporary directory).")
 def emulate(module, region, speed, duty_cycle, dev_eui, dr, forward_to, fmt, token, ns_latency, ns_jitter,
-            ns_duplicates, ns_seed, faults) -> None:
+            ns_duplicates, ns_seed, faults, sub_band, air_dir) -> None:
     """Emulate MODULE on a pseudo-terminal: prints its path on the first line, then
     serves until interrupted (Ctrl-C / SIGTERM)."""
     from devicesim.network import NetworkServer
     from hil.bridge import Forwarder, network_config
+    from hil.emulator.air import SocketAir, default_directory
 
-    config = EmulatorConfig(region=region.upper(), speed=speed, duty_cycle=duty_cycle, dev_eui=dev_eui, dr=dr)
+    config = EmulatorConfig(region=region.upper(), speed=speed, duty_cycle=duty_cycle, dev_eui=dev_eui, dr=dr,
+                            sub_band=sub_band or None)
+    try:
+        air = SocketAir(air_dir or default_directory())
+    except OSError as e:
+        raise click.BadParameter(f"cannot use {air_dir or default_directory()} for the air: {e}",
+                                 param_hint="--air") from None
     ns = NetworkServer(network_config(latency_s=ns_latency, jitter_s=ns_jitter, duplicate_p=ns_duplicates),
                        seed=ns_seed)
     forwarder = Forwarder(forward_to, fmt, token=token, network_server=ns) if forward_to else None
     with _Interrupted() as stop:
         emu = start_emulator(module, config, on_tx=forwarder.submit if forwarder else None,
-                             faults=_parse_faults(faults))
+                             faults=_parse_faults(faults), air=air)
         click.echo(emu.path)
         sys.stdout.flush()
         log.info("event=emulating module=%s region=%s path=%s forward_to=%s", module, region, emu.path, forward_to)
