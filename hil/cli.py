@@ -234,9 +234,9 @@ def send_records(port, module, count, dr, samples, first_msg_id, seed, do_join, 
         except (ModemError, ValueError) as e:
             _fail(e)
         serial_no = int(eui, 16) & 0xFFFFFFFF
+        mid = msg_id
         for i in range(count):
             rec = wire.encode_record(bench.make_record(serial_no, i, samples=samples, start_time=now, seed=seed))
-            mid = (msg_id + i) % 256
             t0 = time.monotonic()
 
             def progress(done: int, total: int, _i=i) -> None:
@@ -246,14 +246,17 @@ def send_records(port, module, count, dr, samples, first_msg_id, seed, do_join, 
             try:
                 if p2p_mode:
                     n = p2p.send_record_p2p(modem, eui, mid, rec, progress=progress)
-                    s = bench.SentMessage(mid, i, len(rec), p2p.MAX_FRAGMENT - p2p.EUI_LEN, n, -1,
-                                          seconds=time.monotonic() - t0)
+                    size = p2p.MAX_FRAGMENT - p2p.EUI_LEN
+                    s = bench.SentMessage(mid, i, len(rec), size, n, -1, seconds=time.monotonic() - t0,
+                                          record=rec, payloads=wire.fragment(mid, rec, size), first_msg_id=mid)
                 else:
                     s = bench.send_record(modem, mid, rec, progress=progress)
                     s.record_seq = i
             except (ModemError, ValueError) as e:
                 s = bench.SentMessage(mid, i, len(rec), 0, 0, -1, status=f"error: {e}")
                 failed = True
+            # a record restarted after a DR drop used more than one msg_id: never reuse one
+            mid = s.next_msg_id
             sent.append(s)
             if failed:
                 break
@@ -265,7 +268,10 @@ def send_records(port, module, count, dr, samples, first_msg_id, seed, do_join, 
             click.echo(bench.table(sent, with_collector=False))
             _fail(e)
         click.echo(bench.table(sent, with_collector=True))
-        failed = failed or any(s.collector.get("state") != "complete" for s in sent)
+        for s in sent:
+            if s.status == "sent" and not bench.verified(s):
+                click.echo(f"msg_id {s.msg_id} (record {s.record_seq}): {s.check or 'not verified'}", err=True)
+        failed = failed or not all(bench.verified(s) for s in sent)
     else:
         click.echo(bench.table(sent, with_collector=False))
     if failed:

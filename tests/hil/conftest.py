@@ -1,19 +1,15 @@
 """Fixtures for the radio-rig tests: emulators on real pseudo-terminals, fast
-deadlines, and a small HTTP server on loopback standing in for the collector."""
+deadlines, and the real collector on loopback."""
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
-from aiohttp import web
 
-from collector.core import wire
+from collector.testing.harness import LiveService
 from hil.drivers.modem import Modem, RecoveryPolicy, Timeouts
 from hil.drivers.rak3172 import RAK3172
 from hil.drivers.rn2483 import RN2483
@@ -68,102 +64,25 @@ def rig_factory() -> Iterator[Callable[..., Rig]]:
         rig.emu.stop()
 
 
-# --------------------------------------------------------------------------- stand-in collector
-
-
-def _uplink_of(path: str, body: dict) -> tuple[str, bytes]:
-    """(DEVEUI, payload) of a body in any of the three formats."""
-    if path.startswith("/uplink/ttn"):
-        return body["end_device_ids"]["dev_eui"].upper(), base64.b64decode(body["uplink_message"]["frm_payload"])
-    if path.startswith("/uplink/chirpstack"):
-        return body["deviceInfo"]["devEui"].upper(), base64.b64decode(body["data"])
-    return body["devEui"].upper(), base64.b64decode(body["payload"])
-
-
-@dataclass
-class StandIn:
-    """A loopback HTTP server that records every POST and answers the collector's
-    message API from the fragments it received (complete when all arrived)."""
-
-    base_url: str = ""
-    token: str | None = None
-    requests: list[tuple[str, dict, dict]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def posts(self) -> list[tuple[str, dict]]:
-        with self.lock:
-            return [(p, b) for p, b, _h in self.requests]
-
-    def messages(self, dev_eui: str) -> list[dict]:
-        groups: dict[int, dict[int, wire.Fragment]] = {}
-        with self.lock:
-            reqs = list(self.requests)
-        for path, body, _h in reqs:
-            eui, payload = _uplink_of(path, body)
-            if eui != dev_eui.upper():
-                continue
-            f = wire.parse_fragment(payload)
-            groups.setdefault(f.msg_id, {})[f.index] = f
-        out = []
-        for msg_id, frags in sorted(groups.items()):
-            count = frags[0].count if 0 in frags else None
-            complete = count is not None and all(i in frags for i in range(count))
-            out.append({
-                "id": f"{dev_eui}-{msg_id}", "devEui": dev_eui.upper(), "msgId": msg_id,
-                "state": "complete" if complete else "open", "fragmentsExpected": count,
-                "fragmentsReceived": len(frags), "delivery": "delivered" if complete else None,
-            })
-        return out
-
-    def _authorized(self, request: web.Request) -> bool:
-        return self.token is None or request.headers.get("Authorization") == f"Bearer {self.token}"
-
-    async def post(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return web.json_response({"error": "unauthorized"}, status=401)
-        body = await request.json()
-        with self.lock:
-            self.requests.append((request.path_qs, body, dict(request.headers)))
-        return web.json_response({"status": "accepted"}, status=202)
-
-    async def get_messages(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return web.json_response({"error": "unauthorized"}, status=401)
-        return web.json_response({"messages": self.messages(request.query.get("device", ""))})
+# --------------------------------------------------------------------------- the real collector
 
 
 @pytest.fixture
-def stand_in() -> Iterator[StandIn]:
-    s = StandIn()
-    app = web.Application()
-    app.router.add_post("/uplink", s.post)
-    app.router.add_post("/uplink/ttn", s.post)
-    app.router.add_post("/uplink/chirpstack", s.post)
-    app.router.add_get("/api/messages", s.get_messages)
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    runner = web.AppRunner(app, access_log=None)
+def collector(tmp_path) -> Iterator[LiveService]:
+    """The real collector on loopback (real SQLite file, manual clock) with the
+    stand-in Web App behind it; its ingest token is ``INGEST_TOKEN``."""
+    with LiveService(tmp_path / "collector.db") as service:
+        yield service
 
-    async def start() -> None:
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        s.base_url = f"http://127.0.0.1:{port}"
-        started.set()
 
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(start())
-        loop.run_forever()
+@pytest.fixture
+def messages() -> Callable[[LiveService, str], list[dict]]:
+    """``messages(service, dev_eui)``: the collector's messages of a device (its API)."""
 
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    assert started.wait(10), "stand-in server did not start"
-    yield s
-    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    t.join(10)
+    def get(service: LiveService, dev_eui: str) -> list[dict]:
+        return service.get(f"/api/messages?device={dev_eui}").json()["messages"]
+
+    return get
 
 
 @pytest.fixture
