@@ -54,7 +54,7 @@ class SentMessage:
     size: int
     fragments: int
     dr: int
-    #: 'sent' or the error that stopped it
+    #: 'sent', 'acked' (v2: the collector acknowledged it) or the error that stopped it
     status: str = "sent"
     restarts: int = 0
     downlinks: int = 0
@@ -148,6 +148,8 @@ def fetch_messages(base_url: str, dev_eui: str, *, token: str | None = None, tim
 
 
 FINAL_STATES = ("complete", "partial", "incident")
+#: what SentMessage.status says of a record that went out (acked: v2, the collector said ACK)
+SENT = ("sent", "acked")
 
 
 def fetch_message(base_url: str, uid: str, *, token: str | None = None, timeout: float = 5.0) -> dict:
@@ -227,7 +229,7 @@ def verify(
             msgs = fetch_messages(base_url, dev_eui, token=token)
             settled = True
             for s in sent:
-                if s.status != "sent" or s.check == "match" and s.collector.get("delivery") not in (None, "pending"):
+                if s.status not in SENT or s.check == "match" and s.collector.get("delivery") not in (None, "pending"):
                     continue
                 candidates = match_message(msgs, s)
                 s.collector = candidates[0] if candidates else {}
@@ -255,7 +257,7 @@ def verify(
 
 def verified(s: SentMessage) -> bool:
     """Sent, and the collector holds exactly the document expected."""
-    return s.status == "sent" and s.check == "match"
+    return s.status in SENT and s.check == "match"
 
 
 def table(sent: list[SentMessage], *, with_collector: bool) -> str:

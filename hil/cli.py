@@ -7,23 +7,28 @@ then the ``[<command>]`` tables of a TOML file given with ``--config``.
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-import threading
 import time
 import tomllib
 
 import click
 
 from collector.core import wire
-from devicesim.formats import FORMATS
 from hil import bench, p2p
-from hil.drivers.modem import Credentials, Modem, ModemError, Timeouts
-from hil.drivers.rak3172 import RAK3172
+from hil.cli_common import (
+    Interrupted,
+    fail,
+    key_options,
+    module_option,
+    open_modem,
+    port_option,
+    timeout_options,
+    timeouts,
+)
+from hil.cli_emulate import emulate
+from hil.drivers.modem import Credentials, ModemError, Timeouts
 from hil.drivers.rn2483 import RN2483
-from hil.emulator import FAULTS, EmulatorConfig, Faults, start_emulator
 
-MODULE_CHOICE = click.Choice(["rn2483", "rak3172"])
 log = logging.getLogger("hil.cli")
 
 
@@ -56,94 +61,6 @@ def main(log_level: str) -> None:
     _setup_logging(log_level)
 
 
-# --------------------------------------------------------------------------- shared options
-
-
-def port_option(f):
-    return click.option("--port", required=True, help="Serial port: a device path or a pyserial URL.")(f)
-
-
-def module_option(required: bool = True):
-    return click.option("--module", type=MODULE_CHOICE, required=required,
-                        help="Module type (probe detects it when left out).")
-
-
-def key_options(f):
-    f = click.option("--app-key", default=None, help="OTAA AppKey (32 hex) to write before joining.")(f)
-    f = click.option("--app-eui", default=None, help="OTAA AppEUI/JoinEUI (16 hex) to write before joining.")(f)
-    f = click.option("--dev-eui", default=None, help="DevEUI (16 hex) to write before joining.")(f)
-    return f
-
-
-def timeout_options(f):
-    f = click.option("--tx-timeout", default=6.0, show_default=True, type=float,
-                     help="Seconds beyond twice the airtime to wait for a transmit's second reply.")(f)
-    f = click.option("--join-timeout", default=15.0, show_default=True, type=float,
-                     help="Seconds to wait for a join's outcome.")(f)
-    f = click.option("--command-timeout", default=2.0, show_default=True, type=float,
-                     help="Seconds to wait for a command's first reply.")(f)
-    return f
-
-
-def open_modem(module: str | None, port: str, *, credentials: Credentials | None = None,
-               timeouts: Timeouts | None = None) -> Modem:
-    """Open ``port`` as ``module``; with None, detect the module type."""
-    if module == "rn2483":
-        return RN2483(port, credentials=credentials, timeouts=timeouts)
-    if module == "rak3172":
-        return RAK3172(port, credentials=credentials, timeouts=timeouts)
-    detected = detect_module(port)
-    if detected is None:
-        raise ModemError(f"no RN2483/RN2903 or RAK3172 answered on {port}")
-    return open_modem(detected, port, credentials=credentials, timeouts=timeouts)
-
-
-def detect_module(port: str, timeout: float = 1.0) -> str | None:
-    """``rn2483`` when ``sys get ver`` at 57600 baud gets a version line, ``rak3172``
-    when ``AT`` at 115200 baud gets ``OK``; None otherwise."""
-    from hil.drivers.rn2483 import VERSION
-
-    with RN2483(port, timeouts=Timeouts(command=timeout)) as m:
-        try:
-            if VERSION.match(m.link.command("sys get ver", lambda line: bool(line.strip()), timeout)):
-                return "rn2483"
-        except ModemError:
-            pass
-    with RAK3172(port, timeouts=Timeouts(command=timeout)) as m:
-        try:
-            if m.link.command("AT", {"OK"}, timeout) == "OK":
-                return "rak3172"
-        except ModemError:
-            pass
-    return None
-
-
-def _fail(e: Exception) -> None:
-    raise click.ClickException(str(e))
-
-
-def _timeouts(command_timeout: float, join_timeout: float, tx_timeout: float) -> Timeouts:
-    return Timeouts(command=command_timeout, join=join_timeout, tx_base=tx_timeout)
-
-
-class _Interrupted:
-    """SIGINT/SIGTERM set an event so long commands stop cleanly (exit 0)."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-
-    def __enter__(self) -> threading.Event:
-        self._old = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self.event
-
-    def _handler(self, signum, frame) -> None:
-        self.event.set()
-
-    def __exit__(self, *exc) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-
 # --------------------------------------------------------------------------- commands
 
 
@@ -158,7 +75,7 @@ def probe(port: str, module: str | None, command_timeout: float) -> None:
         with modem:
             info = modem.probe()
     except (ModemError, ValueError) as e:
-        _fail(e)
+        fail(e)
     for key, value in info.rows():
         click.echo(f"{key}: {value}")
 
@@ -174,12 +91,12 @@ def join(port, module, mode, dev_eui, app_eui, app_key, command_timeout, join_ti
     creds = Credentials(dev_eui, app_eui, app_key)
     try:
         modem = open_modem(module, port, credentials=creds,
-                           timeouts=_timeouts(command_timeout, join_timeout, tx_timeout))
+                           timeouts=timeouts(command_timeout, join_timeout, tx_timeout))
         with modem:
             modem.probe()
             modem.join(mode)
     except (ModemError, ValueError) as e:
-        _fail(e)
+        fail(e)
     click.echo("joined")
 
 
@@ -214,9 +131,9 @@ def send_records(port, module, count, dr, samples, first_msg_id, seed, do_join, 
     failed = False
     try:
         modem = open_modem(module, port, credentials=creds,
-                           timeouts=_timeouts(command_timeout, join_timeout, tx_timeout))
+                           timeouts=timeouts(command_timeout, join_timeout, tx_timeout))
     except ModemError as e:
-        _fail(e)
+        fail(e)
     with modem:
         try:
             info = modem.probe()
@@ -232,7 +149,7 @@ def send_records(port, module, count, dr, samples, first_msg_id, seed, do_join, 
                 if dr is not None:
                     modem.set_dr(dr)
         except (ModemError, ValueError) as e:
-            _fail(e)
+            fail(e)
         serial_no = int(eui, 16) & 0xFFFFFFFF
         mid = msg_id
         for i in range(count):
@@ -266,85 +183,16 @@ def send_records(port, module, count, dr, samples, first_msg_id, seed, do_join, 
             bench.verify(collector, eui, sent, token=token, deadline_s=verify_timeout)
         except bench.ApiError as e:
             click.echo(bench.table(sent, with_collector=False))
-            _fail(e)
+            fail(e)
         click.echo(bench.table(sent, with_collector=True))
         for s in sent:
-            if s.status == "sent" and not bench.verified(s):
+            if s.status in bench.SENT and not bench.verified(s):
                 click.echo(f"msg_id {s.msg_id} (record {s.record_seq}): {s.check or 'not verified'}", err=True)
         failed = failed or not all(bench.verified(s) for s in sent)
     else:
         click.echo(bench.table(sent, with_collector=False))
     if failed:
         sys.exit(1)
-
-
-def _parse_faults(values: tuple[str, ...]) -> Faults:
-    faults = Faults()
-    for v in values:
-        name, _, n = v.partition("=")
-        try:
-            faults.inject(name, int(n) if n else 1)
-        except ValueError as e:
-            raise click.BadParameter(str(e), param_hint="--fault") from None
-    return faults
-
-
-@main.command()
-@click.argument("module", type=MODULE_CHOICE)
-@click.option("--region", type=click.Choice(["EU868", "US915"], case_sensitive=False), default="EU868",
-              show_default=True, help="EU868 (RN2483 / band 4) or US915 (RN2903 / band 5).")
-@click.option("--speed", default=1.0, show_default=True, type=click.FloatRange(0),
-              help="Scale of airtimes and RX windows; 0 answers at once.")
-@click.option("--duty-cycle/--no-duty-cycle", default=True, show_default=True, help="Enforce the duty cycle.")
-@click.option("--dev-eui", default="0004A30B001C0530", show_default=True, help="The module's DevEUI.")
-@click.option("--dr", default=None, type=int, help="Initial data rate.")
-@click.option("--forward-to", default=None, help="Collector base URL to POST each transmitted uplink to.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="generic", show_default=True,
-              help="The network server format of the forwarded uplinks.")
-@click.option("--token", default=None, help="Bearer token for --forward-to.")
-@click.option("--ns-latency", default=0.0, show_default=True, type=click.FloatRange(0),
-              help="Network server to application delay of each forwarded uplink, seconds.")
-@click.option("--ns-jitter", default=0.0, show_default=True, type=click.FloatRange(0),
-              help="Mean of an exponential extra delay per uplink, seconds (reorders uplinks).")
-@click.option("--ns-duplicates", default=0.0, show_default=True, type=click.FloatRange(0, 1),
-              help="Probability that an uplink is delivered twice (1 s + exp(20 s) later).")
-@click.option("--ns-seed", default=0, show_default=True, type=int, help="Seed of the network server's draws.")
-@click.option("--fault", "faults", multiple=True, metavar="NAME[=N]",
-              help=f"Inject a fault N times (default 1): {', '.join(FAULTS)}.")
-@click.option("--sub-band", default=2, show_default=True, type=click.IntRange(0, 8),
-              help="US915: the sub-band the module starts with enabled; 0: all 72 channels (factory state).")
-@click.option("--air", "air_dir", default=None, metavar="DIR",
-              help="Directory shared by the emulators whose point-to-point frames reach each other "
-                   "(default: one per user in the temporary directory).")
-def emulate(module, region, speed, duty_cycle, dev_eui, dr, forward_to, fmt, token, ns_latency, ns_jitter,
-            ns_duplicates, ns_seed, faults, sub_band, air_dir) -> None:
-    """Emulate MODULE on a pseudo-terminal: prints its path on the first line, then
-    serves until interrupted (Ctrl-C / SIGTERM)."""
-    from devicesim.network import NetworkServer
-    from hil.bridge import Forwarder, network_config
-    from hil.emulator.air import SocketAir, default_directory
-
-    config = EmulatorConfig(region=region.upper(), speed=speed, duty_cycle=duty_cycle, dev_eui=dev_eui, dr=dr,
-                            sub_band=sub_band or None)
-    try:
-        air = SocketAir(air_dir or default_directory())
-    except OSError as e:
-        raise click.BadParameter(f"cannot use {air_dir or default_directory()} for the air: {e}",
-                                 param_hint="--air") from None
-    ns = NetworkServer(network_config(latency_s=ns_latency, jitter_s=ns_jitter, duplicate_p=ns_duplicates),
-                       seed=ns_seed)
-    forwarder = Forwarder(forward_to, fmt, token=token, network_server=ns) if forward_to else None
-    with _Interrupted() as stop:
-        emu = start_emulator(module, config, on_tx=forwarder.submit if forwarder else None,
-                             faults=_parse_faults(faults), air=air)
-        click.echo(emu.path)
-        sys.stdout.flush()
-        log.info("event=emulating module=%s region=%s path=%s forward_to=%s", module, region, emu.path, forward_to)
-        while not stop.wait(0.5):
-            pass
-        emu.stop()
-    if forwarder:
-        forwarder.close()
 
 
 @main.command()
@@ -361,8 +209,8 @@ def gateway(port, collector, token, sf, dev_eui, max_frames) -> None:
     try:
         modem = RN2483(port)
     except ModemError as e:
-        _fail(e)
-    with modem, _Interrupted() as stop:
+        fail(e)
+    with modem, Interrupted() as stop:
         try:
             modem.probe()
             click.echo(f"listening on {port} at SF{sf}, forwarding to {collector}/uplink", err=True)
@@ -373,9 +221,11 @@ def gateway(port, collector, token, sf, dev_eui, max_frames) -> None:
             n = p2p.run_gateway(modem, collector, sf=sf, token=token, dev_eui=dev_eui, stop=stop,
                                 max_frames=max_frames, on_delivery=show)
         except (ModemError, ValueError) as e:
-            _fail(e)
+            fail(e)
     click.echo(f"forwarded {n} frame(s)", err=True)
 
+
+main.add_command(emulate)
 
 if __name__ == "__main__":
     main()

@@ -240,9 +240,13 @@ class ModuleModel:
         return [Out(at, b"\x00\xfe\x8a\x13\r\n", epoch=self.epoch), Out(at, b"ma\r\n", epoch=self.epoch),
                 Out(at, b"k\r\n", epoch=self.epoch)]
 
-    def queue_downlink(self, port: int, payload: bytes) -> None:
-        """A downlink the network will send in the RX window after the next uplink."""
+    def queue_downlink(self, port: int, payload: bytes, *, replace: bool = False) -> None:
+        """A downlink the network will send in the RX window after the next uplink
+        (``replace``: instead of any still waiting, as a network server's queue with
+        replace semantics)."""
         with self._dl_lock:
+            if replace:
+                self._downlinks.clear()
             self._downlinks.append((port, payload))
 
     def take_downlink(self) -> tuple[int, bytes] | None:
