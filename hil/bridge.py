@@ -22,7 +22,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from devicesim import network
@@ -114,7 +114,8 @@ class Forwarder:
     emulated module resets its counter only when it joins), so a re-join is not
     taken for a replay; any other repeated or lower counter is dropped.
 
-    ``loss``: the probability that the bench gateway does not hear a frame, drawn
+    ``channels``: the frequencies the bench gateway listens on (US915: one
+    sub-band); a frame on another channel is not heard. ``loss``: the probability that the bench gateway does not hear a frame, drawn
     from the forwarder's own stream seeded by ``loss_seed``. ``headers(dev_eui)``:
     extra request headers per device (a TTS webhook's downlink route).
     """
@@ -122,13 +123,17 @@ class Forwarder:
     def __init__(self, base_url: str, fmt: str = "generic", *, token: str | None = None,
                  network_server: network.NetworkServer | None = None, clock: Callable[[], float] = time.time,
                  poll_s: float = 0.05, loss: float = 0.0, loss_seed: int = 0,
-                 headers: Callable[[str], dict[str, str]] | None = None):
+                 headers: Callable[[str], dict[str, str]] | None = None,
+                 channels: Collection[int] | None = None):
         if not 0.0 <= loss <= 1.0:
             raise ValueError(f"loss {loss} outside 0..1")
         self.loss = loss
         self._loss_rng = random.Random(loss_seed)
         self.lost = 0
         self.headers = headers
+        #: frequencies (Hz) the bench gateway listens on; None: all
+        self.channels = set(channels) if channels is not None else None
+        self.unheard = 0
         if fmt not in FORMATS:
             raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
         self.base_url = base_url
@@ -175,6 +180,11 @@ class Forwarder:
             now = self.clock()
             for f in self._incoming:
                 session = self._session(f)
+                if self.channels is not None and f.frequency_hz not in self.channels:
+                    self.unheard += 1
+                    log.warning("event=uplink_not_heard deveui=%s fcnt=%d freq=%d reason=%r", f.dev_eui, f.fcnt,
+                                f.frequency_hz, "the gateway does not listen on this channel (US915 sub-band?)")
+                    continue
                 if self.loss and self._loss_rng.random() < self.loss:
                     self.lost += 1
                     log.info("event=uplink_lost deveui=%s fcnt=%d", f.dev_eui, f.fcnt)

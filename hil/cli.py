@@ -14,7 +14,7 @@ import tomllib
 import click
 
 from collector.core import wire
-from hil import bench, p2p
+from hil import bench, bench_v2, p2p
 from hil.cli_common import (
     Interrupted,
     fail,
@@ -22,6 +22,7 @@ from hil.cli_common import (
     module_option,
     open_modem,
     port_option,
+    sub_band_option,
     timeout_options,
     timeouts,
 )
@@ -84,9 +85,10 @@ def probe(port: str, module: str | None, command_timeout: float) -> None:
 @port_option
 @module_option(required=False)
 @click.option("--mode", type=click.Choice(["otaa", "abp"]), default="otaa", show_default=True)
+@sub_band_option
 @key_options
 @timeout_options
-def join(port, module, mode, dev_eui, app_eui, app_key, command_timeout, join_timeout, tx_timeout) -> None:
+def join(port, module, mode, sub_band, dev_eui, app_eui, app_key, command_timeout, join_timeout, tx_timeout) -> None:
     """Join the network (OTAA by default) with the module on PORT."""
     creds = Credentials(dev_eui, app_eui, app_key)
     try:
@@ -94,6 +96,8 @@ def join(port, module, mode, dev_eui, app_eui, app_key, command_timeout, join_ti
                            timeouts=timeouts(command_timeout, join_timeout, tx_timeout))
         with modem:
             modem.probe()
+            if sub_band is not None:
+                modem.set_sub_band(sub_band)
             modem.join(mode)
     except (ModemError, ValueError) as e:
         fail(e)
@@ -117,12 +121,25 @@ def join(port, module, mode, dev_eui, app_eui, app_key, command_timeout, join_ti
               help="Seconds to wait for the collector to complete the messages.")
 @click.option("--p2p", "p2p_mode", is_flag=True, help="Send as point-to-point frames (RN2483, mac pause + radio tx).")
 @click.option("--sf", default=7, show_default=True, type=click.IntRange(7, 12), help="P2P spreading factor.")
+@click.option("--wire", "wire_version", type=click.Choice(["v1", "v2"]), default="v1", show_default=True,
+              help="v1: fragments on FPort 16; v2: coded fragments, polls and repair on FPort 17.")
+@click.option("--parity", default=2, show_default=True, type=click.IntRange(0, 32),
+              help="v2: parity rows sent with every message.")
+@click.option("--polls", default=3, show_default=True, type=click.IntRange(1, 255), help="v2: polls per round.")
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(0, 255),
+              help="v2: repair rounds (NEEDs) served per message.")
+@click.option("--poll-interval", default=5.0, show_default=True, type=click.FloatRange(0),
+              help="v2: seconds between two polls of a message (time for the answer to be queued).")
+@sub_band_option
 @key_options
 @timeout_options
 def send_records(port, module, count, dr, samples, first_msg_id, seed, do_join, collector, token, verify_timeout,
-                 p2p_mode, sf, dev_eui, app_eui, app_key, command_timeout, join_timeout, tx_timeout) -> None:
+                 p2p_mode, sf, wire_version, parity, polls, rounds, poll_interval, sub_band, dev_eui, app_eui, app_key,
+                 command_timeout, join_timeout, tx_timeout) -> None:
     """Generate COUNT records, fragment each at the current DR's N, send them and
     (with --collector) check what the collector made of each."""
+    if p2p_mode and wire_version == "v2":
+        raise click.UsageError("--p2p sends v1 fragments; leave out --wire v2")
     now = int(time.time())
     seed = now if seed is None else seed
     msg_id = (now % 256) if first_msg_id is None else first_msg_id
@@ -143,6 +160,8 @@ def send_records(port, module, count, dr, samples, first_msg_id, seed, do_join, 
                     raise click.ClickException("--p2p needs an RN2483/RN2903 (radio tx)")
                 p2p.prepare_radio(modem, sf)
             else:
+                if sub_band is not None:
+                    modem.set_sub_band(sub_band)
                 if do_join:
                     click.echo(f"joining as {eui} ...", err=True)
                     modem.join()
@@ -152,6 +171,19 @@ def send_records(port, module, count, dr, samples, first_msg_id, seed, do_join, 
             fail(e)
         serial_no = int(eui, 16) & 0xFFFFFFFF
         mid = msg_id
+        if wire_version == "v2":
+            records = [wire.encode_record(bench.make_record(serial_no, i, samples=samples, start_time=now, seed=seed))
+                       for i in range(count)]
+            settings = bench_v2.V2Settings(parity=parity, polls=polls, rounds=rounds, poll_interval=poll_interval)
+            try:
+                sent, device = bench_v2.send_records_v2(modem, records, msg_id, settings)
+            except (ModemError, ValueError) as e:
+                fail(e)
+            click.echo(f"v2: {device.stats.data_sent} data, {device.stats.parity_sent} parity, "
+                       f"{device.stats.repair_sent} repair fragment(s), {device.stats.polls_sent} poll(s), "
+                       f"{device.stats.acked} ACK(s), {device.stats.given_up} given up", err=True)
+            failed = not collector and any(s.status != "acked" for s in sent)
+            count = 0  # nothing more to send below
         for i in range(count):
             rec = wire.encode_record(bench.make_record(serial_no, i, samples=samples, start_time=now, seed=seed))
             t0 = time.monotonic()
@@ -180,7 +212,8 @@ def send_records(port, module, count, dr, samples, first_msg_id, seed, do_join, 
     if collector:
         click.echo(f"verifying at {collector} ...", err=True)
         try:
-            bench.verify(collector, eui, sent, token=token, deadline_s=verify_timeout)
+            rebuild = bench_v2.rebuild_v2 if wire_version == "v2" else bench.rebuild_v1
+            bench.verify(collector, eui, sent, token=token, deadline_s=verify_timeout, rebuild=rebuild)
         except bench.ApiError as e:
             click.echo(bench.table(sent, with_collector=False))
             fail(e)

@@ -26,6 +26,11 @@ def module_option(required: bool = True):
                         help="Module type (probe detects it when left out).")
 
 
+def sub_band_option(f):
+    return click.option("--sub-band", default=None, type=click.IntRange(1, 8),
+                        help="US915: enable only this sub-band's channels before joining (TTS: 2).")(f)
+
+
 def key_options(f):
     f = click.option("--app-key", default=None, help="OTAA AppKey (32 hex) to write before joining.")(f)
     f = click.option("--app-eui", default=None, help="OTAA AppEUI/JoinEUI (16 hex) to write before joining.")(f)

@@ -69,6 +69,7 @@ def emulate(module, region, speed, duty_cycle, dev_eui, dr, forward_to, fmt, tok
     from hil.bridge import Forwarder, network_config
     from hil.downlinks import DownlinkPuller, tts_headers
     from hil.emulator.air import SocketAir, default_directory
+    from hil.emulator.channels import sub_band_frequencies
 
     config = EmulatorConfig(region=region.upper(), speed=speed, duty_cycle=duty_cycle, dev_eui=dev_eui, dr=dr,
                             sub_band=sub_band or None)
@@ -83,8 +84,10 @@ def emulate(module, region, speed, duty_cycle, dev_eui, dr, forward_to, fmt, tok
     if downlinks_from and fmt == "ttn":
         def headers(eui: str) -> dict[str, str]:
             return tts_headers(downlinks_from, eui, downlink_key)
+    # the bench gateway listens on US915 sub-band 2, as TTS and most US networks
+    channels = sorted(sub_band_frequencies(2)) if region.upper() == "US915" else None
     forwarder = Forwarder(forward_to, fmt, token=token, network_server=ns, loss=loss, loss_seed=loss_seed,
-                          headers=headers) if forward_to else None
+                          headers=headers, channels=channels) if forward_to else None
     with Interrupted() as stop:
         emu = start_emulator(module, config, on_tx=forwarder.submit if forwarder else None,
                              faults=_parse_faults(faults), air=air)

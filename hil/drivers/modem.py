@@ -141,6 +141,18 @@ class Modem(ABC):
         self._wanted_dr = dr
         self._dr = dr
 
+    def set_sub_band(self, band: int) -> None:
+        """US915: enable only sub-band ``band``'s eight 125 kHz channels and its 500 kHz
+        channel, as the network server uses (ValueError in another region)."""
+        if self._region().name != "US915":
+            raise ValueError(f"sub-bands are a US915 setting; the module is in {self._region().name}")
+        if not 1 <= band <= 8:
+            raise ValueError(f"US915 sub-band {band} outside 1..8")
+        self._write_sub_band(band)
+
+    def _write_sub_band(self, band: int) -> None:
+        raise NotImplementedError
+
     def max_payload(self) -> int:
         """N of the module's current data rate (read from the module)."""
         return self._region().dr(self.get_dr()).max_payload

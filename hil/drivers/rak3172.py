@@ -123,6 +123,9 @@ class RAK3172(Modem):
     def set_adr(self, on: bool) -> None:
         self._set(f"AT+ADR={int(on)}")
 
+    def _write_sub_band(self, band: int) -> None:
+        self._set(f"AT+MASK={1 << (band - 1):04X}")  # one bit per sub-band
+
     def _join_once(self, mode: str) -> Outcome:
         cr = self.credentials
         self._set(f"AT+NJM={1 if mode == 'otaa' else 0}")

@@ -119,6 +119,12 @@ class RN2483(Modem):
     def set_adr(self, on: bool) -> None:
         self._set(f"mac set adr {'on' if on else 'off'}")
 
+    def _write_sub_band(self, band: int) -> None:
+        # channels 0-63 (125 kHz) eight per sub-band, 64-71 (500 kHz) one per sub-band
+        wanted = set(range(8 * (band - 1), 8 * band)) | {63 + band}
+        for ch in range(72):
+            self._set(f"mac set ch status {ch} {'on' if ch in wanted else 'off'}")
+
     def _join_once(self, mode: str) -> Outcome:
         cr = self.credentials
         if mode == "otaa":

@@ -27,6 +27,11 @@ def sub_band_channels(band: int) -> set[int]:
     return set(range(8 * (band - 1), 8 * band)) | {63 + band}
 
 
+def sub_band_frequencies(band: int) -> set[int]:
+    """The frequencies (Hz) of US915 sub-band ``band``."""
+    return {us915_frequency(ch) for ch in sub_band_channels(band)}
+
+
 class ChannelPlan:
     """Channel slots of one module: frequency, DR range, on/off."""
 
