@@ -12,7 +12,7 @@ from hil.drivers.modem import ChannelBusy, JoinDenied, ModemRejected, ModemTimeo
 MODULES = ["rn2483", "rak3172"]
 FRAME = b"\x05\x00\x01\xaa"
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("emulator_only")]
 
 
 def joined(rig_factory, module, region="US915", **kw):
