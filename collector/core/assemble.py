@@ -193,8 +193,7 @@ def _assemble_v2(msg: Message) -> Outcome:
     record_len = k * length - pad
     out.fragments_expected = k
     if len(held) >= k:
-        chunks = fec.rebuild(k, {h.index: h.fragment.chunk for h in held})
-        buf = b"".join(chunks)[:record_len]
+        buf = fec.rebuild_joined(k, {h.index: h.fragment.chunk for h in held})[:record_len]
         have = [(0, record_len)]
     else:
         ba = bytearray(k * length)

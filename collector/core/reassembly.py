@@ -535,7 +535,8 @@ class Reassembler:
             # (checked against the record: a new message reusing the msg_id differs)
             return FeedResult("duplicate", message=r)
         if m is not None:
-            if held is None and m.wire == 2 and not reassembly2.conflict(m.count, m.pad, m.size, frag):
+            # same k, pad and S (reassembly2.conflict says which differs; inlined: per fragment)
+            if held is None and m.wire == 2 and frag.k == m.count and frag.pad == m.pad and frag.size == m.size:
                 return self._add_v2(key, m, frag, up, now, closed)
             closed.append(self._close(key, now, "conflict"))
         closed.extend(self._make_room(up.dev_eui, now))

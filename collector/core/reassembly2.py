@@ -76,22 +76,28 @@ def conflict(k: int | None, pad: int | None, size: int | None, frag: wire2.V2Fra
 
 def rebuilt_chunks(payloads: Mapping[int, bytes]) -> tuple[wire2.V2Fragment, list[bytes]] | None:
     """The data chunks (padded) of a message from its held payloads, with one parsed
-    fragment for its header; None when fewer than k are held or they disagree."""
-    frags = []
-    for p in payloads.values():
-        try:
-            frags.append(parse_held(p))
-        except FragmentError:
-            return None
-    if not frags or len(frags) < frags[0].k:
-        return None
-    head = frags[0]
-    if any(conflict(head.k, head.pad, head.size, f) for f in frags):
+    fragment for its header; None when fewer than k are held or they disagree. The
+    payloads were validated when they were held: only their agreement is checked."""
+    if not payloads:
         return None
     try:
-        return head, fec.rebuild(head.k, {f.index: f.chunk for f in frags})
+        head = parse_held(next(iter(payloads.values())))
+    except FragmentError:
+        return None
+    k, lead, size = head.k, bytes((head.k, head.pad)), head.size
+    if len(payloads) < k:
+        return None
+    chunks = {}
+    for i, p in payloads.items():
+        if p[2:4] != lead or (len(p) != size and not (i == k - 1 and len(p) + head.pad == size)):
+            return None
+        chunks[i] = p[4:]
+    try:
+        joined = fec.rebuild_joined(k, chunks)
     except fec.FecError:
         return None
+    length = size - wire2.HEADER_LEN
+    return head, [joined[n * length : (n + 1) * length] for n in range(k)]
 
 
 def expected_payload(head: wire2.V2Fragment, chunks: list[bytes], index: int) -> bytes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from collector.core import wire, wire2
+from collector.service.config import ServiceConfig
 from collector.testing.examples import example_record
 from collector.testing.harness import LiveService
 from devicesim.formats import AppUplink, uplink_body
@@ -78,3 +79,8 @@ def test_an_open_v2_message_survives_a_restart(tmp_path):
         s.advance(0)
         (m,) = s.get(f"/api/messages?device={dev}").json()["messages"]
         assert (m["state"], m["fragmentsReceived"]) == ("complete", 6)
+
+
+def test_the_v1_port_cannot_be_the_v2_port():
+    with pytest.raises(ValueError, match="fport 17 is wire format v2's port"):
+        ServiceConfig(fport=17).validate()

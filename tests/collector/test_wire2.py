@@ -38,6 +38,11 @@ def test_parse_worked_example():
     assert frags[3].chunk == bytes(range(0x19, 0x1F))  # without its pad
     assert frags[4].is_parity and not frags[3].is_parity
     assert frags[0].record_len == 30
+    # the fast constructor parse_v2 uses makes the same (frozen, hashable) value
+    assert frags[0] == wire2.V2Fragment(7, 0, 4, 2, 12, bytes(range(1, 9)))
+    assert hash(frags[0]) == hash(wire2.V2Fragment(7, 0, 4, 2, 12, bytes(range(1, 9))))
+    with pytest.raises(AttributeError):
+        frags[0].k = 5
     assert wire2.parse_v2(bytes.fromhex("07ff0406")) == wire2.V2Poll(7, 4, 6)
 
 
