@@ -19,7 +19,8 @@ import tempfile
 import threading
 from pathlib import Path
 
-from hil.emulator.core import Air, ModuleModel, PtyEmulator
+from hil.emulator.core import ModuleModel
+from hil.emulator.pty import Air, PtyEmulator
 
 log = logging.getLogger("hil.emulator.air")
 
