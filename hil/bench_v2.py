@@ -3,7 +3,10 @@
 module driver.
 
 Each record becomes one message sent at the N of the module's DR (data fragments,
-then ``parity`` parity rows), then polls; every FPort-17 downlink the module receives
+then ``parity`` parity rows), then polls, one record at a time (the next is submitted
+when the device has nothing left to send for the last, as a logger that makes a
+record every few hours; submitting all at once would let the fifth evict the first
+from the four the device keeps before its answer could arrive); every FPort-17 downlink the module receives
 in an uplink's RX windows (ACK, NEED, REDUNDANCY) goes to the state machine, which
 answers a NEED with the next parity rows. A Class A module hears downlinks only after
 its own uplinks, so the sender waits ``poll_interval`` between two polls of a message
@@ -63,13 +66,17 @@ def send_records_v2(
                     first_msg_id=first_msg_id, poll_interval=settings.poll_interval)
     t0 = clock()
     sent: dict[int, SentMessage] = {}
-    for seq, record in enumerate(records):
-        msg_id = device.submit(record, size, 0.0)
-        k, _, _ = wire2.geometry(len(record), size)
-        sent[msg_id] = SentMessage(msg_id, seq, len(record), size, k, dr, record=record, first_msg_id=msg_id)
+    waiting = list(enumerate(records))
     uplinks = 0
     while uplinks < settings.max_uplinks:
         now = clock() - t0
+        if waiting and device.idle:
+            # one record at a time, as a logger makes them: the next starts when the
+            # device has nothing left to send for the last (done, or waiting for a late answer)
+            seq, record = waiting.pop(0)
+            msg_id = device.submit(record, size, now)
+            k, _, _ = wire2.geometry(len(record), size)
+            sent[msg_id] = SentMessage(msg_id, seq, len(record), size, k, dr, record=record, first_msg_id=msg_id)
         payload = device.next_uplink(now)
         if payload is None:
             due = device.next_due(now)
