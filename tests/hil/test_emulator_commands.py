@@ -123,7 +123,7 @@ def answer(link: SerialLink, module: str, command: str) -> list[str]:
     return lines
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def links():
     made = {}
 
