@@ -53,7 +53,7 @@ class SocketAir(Air):
         with self._lock:
             self._sockets[id(emu.model)] = (emu, sock, path, t)
         t.start()
-        log.info("event=air_attached path=%s", path)
+        log.debug("event=air_attached path=%s", path)
 
     def detach(self, emu: PtyEmulator) -> None:
         with self._lock:
