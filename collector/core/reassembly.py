@@ -63,15 +63,14 @@ class Settings:
     #: closed messages remembered for duplicates at most (oldest forgotten first;
     #: None: as many as ``max_open_total``), so a flood cannot grow memory for an hour
     max_recent: int | None = None
+    #: v1's FPort (wire format v2 is always on FPort 17, ``wire2.FPORT_V2``)
     fport: int = FPORT
-    #: the FPort of wire format v2 (coded fragments and polls)
-    fport_v2: int = wire2.FPORT_V2
     #: v2: polls that start a repair round move a message's deadline later at most this
     #: many times (the first poll and the device's NEED rounds, 3 by default)
     repair_extensions: int = 4
 
     def __post_init__(self) -> None:
-        if self.fport == self.fport_v2:
+        if self.fport == wire2.FPORT_V2:
             raise ValueError(f"fport {self.fport} is the v2 port; v1 and v2 need different FPorts")
         if self.deadline_policy not in ("fixed", "adaptive"):
             raise ValueError(f"deadline_policy must be 'fixed' or 'adaptive', not {self.deadline_policy!r}")
@@ -451,7 +450,7 @@ class Reassembler:
         """Take one uplink. Raises :class:`collector.core.wire.FragmentError` when its
         payload is not a valid fragment."""
         if up.fport != self.settings.fport:
-            if up.fport == self.settings.fport_v2:
+            if up.fport == wire2.FPORT_V2:
                 return self._feed_v2(up, now)
             return FeedResult("ignored", reason=f"fPort {up.fport} is not the fragment port {self.settings.fport}")
         frag = parse_fragment(up.payload)

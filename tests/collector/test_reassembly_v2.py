@@ -230,3 +230,23 @@ def test_recently_closed_v2_messages_survive_a_restart_for_late_fragments():
     assert r2.feed(up(frags[15]), 1.0).status == "duplicate"  # parity the rebuild did not need
     ev = r2.feed(up(wire2.poll(3, 14, 17)), 1.0).poll
     assert ev.closed and ev.rebuilt
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(message(parity=3)), st.binary(min_size=4, max_size=60)), max_size=30))
+def test_any_mix_of_valid_and_random_uplinks_keeps_the_state_consistent(payloads):
+    r = Reassembler(Settings(deadline_policy="fixed", message_timeout=60))
+    closed = []
+    for i, p in enumerate(payloads):
+        try:
+            res = r.feed(up(p, i), float(i))
+        except FragmentError:
+            continue
+        closed += res.closed
+    closed += r.expire(1e9)
+    for m in closed:
+        out = assemble(m)  # a document or an incident, never an exception
+        assert out.kind in ("document", "incident")
+        if out.kind == "document" and out.complete:
+            assert wire.encode_record(out.record) == DATA
+    assert r.open_messages() == []

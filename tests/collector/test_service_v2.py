@@ -5,12 +5,16 @@ restart."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from collector.core import wire, wire2
+from collector.core.timefmt import format_ms
 from collector.service.config import ServiceConfig
 from collector.testing.examples import example_record
-from collector.testing.harness import LiveService
+from collector.testing.harness import LiveService, free_port, http, wait_until
 from devicesim.formats import AppUplink, uplink_body
 
 DATA = wire.encode_record(example_record())
@@ -84,3 +88,44 @@ def test_an_open_v2_message_survives_a_restart(tmp_path):
 def test_the_v1_port_cannot_be_the_v2_port():
     with pytest.raises(ValueError, match="fport 17 is wire format v2's port"):
         ServiceConfig(fport=17).validate()
+
+
+def test_kill_9_keeps_an_open_v2_message_and_its_poll_moved_deadline(tmp_path):
+    port = free_port()
+    serve = [sys.executable, "-m", "collector", "serve", "--port", str(port), "--db", str(tmp_path / "c.db"),
+             "--ingest-token", "k9", "--deadline-policy", "fixed", "--message-timeout", "3600",
+             "--clock", "manual", "--clock-start", "1800000000"]
+    url, auth = f"http://127.0.0.1:{port}", {"Authorization": "Bearer k9"}
+    dev, frags = "00000000000002D1", v2(8, parity=2)
+
+    def run() -> subprocess.Popen:
+        p = subprocess.Popen(serve, stdout=(tmp_path / "c.log").open("ab"), stderr=subprocess.STDOUT)
+        wait_until(lambda: p.poll() is None and http("GET", url + "/healthz", timeout=2).status == 200,
+                   what="the collector to listen")
+        return p
+
+    def post(payload: bytes, i: int) -> dict:
+        r = http("POST", url + "/uplink", body("generic", payload, dev, i)[1], auth)
+        assert r.status == 202, r
+        return r.json()
+
+    p = run()
+    try:
+        uid = post(frags[0], 0)["message"]
+        for i in (1, 2, 6):  # data 0-2 and parity row 0: 4 of 6
+            post(frags[i], i)
+        assert http("POST", url + "/admin/clock", {"advance": 1000}, auth).status == 200
+        # the poll starts a repair round: the deadline moves to poll time + timeout
+        assert post(wire2.poll(8, 6, 8), 9)["need"] == 2
+        p.kill()
+        p.wait(timeout=10)
+        p = run()
+        (m,) = http("GET", url + f"/api/messages?device={dev}", None, auth).json()["messages"]
+        assert (m["id"], m["state"], m["fragmentsReceived"]) == (uid, "open", 4)
+        assert m["deadline"] == format_ms((1_800_000_000 + 1000 + 3600) * 1000)
+        assert post(frags[6], 10)["status"] == "duplicate"
+        assert post(frags[7], 11)["status"] == "accepted"
+        assert post(frags[5], 12)["closed"] == [uid]  # 6 of 6: rebuilt
+    finally:
+        p.kill()
+        p.wait(timeout=10)

@@ -144,3 +144,18 @@ def test_downlink_decoding_stops_at_unknown_or_cut_commands():
 def test_encode_downlink_refuses_arguments_out_of_range(cmd):
     with pytest.raises(ValueError):
         wire2.encode_downlink([cmd])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=260))
+def test_any_bytes_parse_or_raise_a_fragment_error(payload):
+    try:
+        f = wire2.parse_v2(payload)
+    except FragmentError as e:
+        assert e.code.startswith("v2_") and e.detail
+        return
+    if isinstance(f, wire2.V2Poll):
+        assert wire2.poll(f.msg_id, f.k, f.sent) == payload
+    else:
+        assert bytes((f.msg_id, f.index, f.k, f.pad)) + f.chunk == payload
+        assert 5 <= f.size <= 242 and f.pad < f.chunk_len
