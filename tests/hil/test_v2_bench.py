@@ -27,7 +27,7 @@ FAST = ["--command-timeout", "1.5", "--join-timeout", "2", "--tx-timeout", "1"]
 
 @pytest.fixture
 def ns():
-    with netserver_stub.NetServerThread(netserver_stub.NetServerConfig([], [], [DL_TOKEN])) as n:
+    with netserver_stub.NetServerThread(netserver_stub.NetServerConfig(downlink_tokens=[DL_TOKEN])) as n:
         yield n
 
 
