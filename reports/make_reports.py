@@ -696,6 +696,9 @@ def index(done: dict[str, float], quick: bool) -> str:
     times_path.write_text(json.dumps(saved, indent=1) + "\n", encoding="utf-8")
     rows = [[f"[{title}]({name}.md)", f"{saved[name]:.0f} s"] for name, (title, _) in SECTIONS.items()
             if name in saved]
+    if (HERE / "repair_policy.md").exists():  # made by its own script, listed here too
+        rows.append(["[The repair loop and the redundancy policy, closed loop](repair_policy.md) "
+                     "(`python reports/repair_policy.py`, not part of `make_reports.py`)", "15 s"])
     return f"""# Reports
 
 {headline_text()}
