@@ -159,6 +159,25 @@ def headline(rows: list[dict], sizes: dict[int, int], dr: int = 0) -> str:
                      f"parity rows and no repair round delivers {th.v2_yield(k, r, p):.2%} for {(k + r) / n:.2f} x "
                      f"v1's airtime per generated record ({th.v2_frames_per_delivered(k, r, p):.1f} frames per "
                      f"delivered record; the erasure limit is {th.erasure_limit_frames(k, p):.1f})")
+    loop = closed_loop_rows(Path(__file__).with_name("repair_policy.md"))
+    with_repair = [f"{r['whole']} at {p} loss for {r['airtime']} x v1's airtime" for p, r in loop.items()]
+    repair = (" With repair rounds and adaptive parity (the reference device and the collector's core in one "
+              f"closed loop, [repair_policy.md](repair_policy.md)) v2 delivers {'; '.join(with_repair)}."
+              if with_repair else "")
     return (f"**Headline: record yield, EU868 DR{dr}, {n}-fragment records.** " + "; ".join(parts)
-            + ". v1 points are measured through the real collector; the v2 figures are theory "
-            "([scenarios.md](scenarios.md#record-yield-v1-against-v2)) until v2 fleets run through it.")
+            + "." + repair + " v1 points are measured through the real collector; the v2 figures without repair "
+            "are theory ([scenarios.md](scenarios.md#record-yield-v1-against-v2)); v2 fleets through the real "
+            "collector are not measured yet.")
+
+
+def closed_loop_rows(path: Path) -> dict[str, dict[str, str]]:
+    """The 10 % and 20 % 'v2 adaptive + repair' rows of repair_policy.md's table
+    (loss -> whole, airtime x v1); empty when the file or the rows are missing."""
+    out: dict[str, dict[str, str]] = {}
+    if not path.exists():
+        return out
+    for line in path.read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 6 and cells[0] in ("10%", "20%") and cells[1] == "v2 adaptive + repair":
+            out[cells[0]] = {"whole": cells[2], "airtime": cells[5]}
+    return out

@@ -94,3 +94,16 @@ def test_yield_section_figures_table_and_headline(rep, tmp_path):
     head = yield_report.headline(rows, rep.sizes_of([0, 5]))
     assert "v1 delivers 22.9% measured" in head and "v1 delivers 4.4% measured" in head
     assert "v2 with r = 7 parity rows and no repair round delivers 99.94%" in head
+
+
+def test_headline_reads_the_closed_loop_rows(rep, tmp_path):
+    import yield_report
+
+    md = tmp_path / "repair_policy.md"
+    md.write_text("| loss | setting | records whole | first round | uplinks/record | airtime × v1 |\n"
+                  "|---|---|---|---|---|---|\n| 10% | v2 r=2 + repair | 99.0% | 80% | 17.0 | 1.21 |\n"
+                  "| 10% | v2 adaptive + repair | 100.0% | 99.5% | 17.4 | 1.26 |\n"
+                  "| 20% | v2 adaptive + repair | 99.9% | 98.8% | 19.9 | 1.43 |\n", encoding="utf-8")
+    assert yield_report.closed_loop_rows(md) == {"10%": {"whole": "100.0%", "airtime": "1.26"},
+                                                 "20%": {"whole": "99.9%", "airtime": "1.43"}}
+    assert yield_report.closed_loop_rows(tmp_path / "absent.md") == {}
