@@ -38,6 +38,7 @@ from collector.core.wire import FragmentError
 from collector.service.aggregator import Assembler
 from collector.service.clock import Clock, ManualClock, make_clock, wait_first
 from collector.service.config import ServiceConfig
+from collector.service.consistency import StateGuard
 from collector.service.delivery import DeliveryAgent
 from collector.service.gate import Answer, IngestGate, authorised
 from collector.service.gate import error as answer_error
@@ -102,6 +103,8 @@ class CollectorService:
         self.committer: GroupCommitter | None = None
         self.delivery: DeliveryAgent | None = None
         self.gate = IngestGate(cfg, self)
+        #: the reassembler changes only with what was committed (:mod:`collector.service.consistency`)
+        self.guard = StateGuard(self)
         self._api_tokens = [t.encode() for t in (cfg.api_token or [*cfg.ingest_token, *cfg.ttn_token,
                                                                      *cfg.chirpstack_token, *cfg.generic_token])]
         self._agg_wake = asyncio.Event()
@@ -290,6 +293,10 @@ class CollectorService:
             text = uplink_text(row)
         except TypeError as e:
             return self.gate.bad(integration, 400, f"the uplink cannot be stored: {e}")
+        refusal = self.guard.refusal()
+        if refusal is not None:  # before the reassembler sees the uplink: nothing to undo
+            self.uplink(integration, "unavailable")
+            return answer_error(503, f"the store cannot take the uplink now: {refusal}", {"Retry-After": "5"})
         try:
             res = self.reasm.feed(up, now)
         except FragmentError as e:
@@ -316,6 +323,7 @@ class CollectorService:
         except StoreUnavailable as e:
             fut = asyncio.get_running_loop().create_future()
             fut.set_exception(e)
+        self.guard.track(fut)
         if closed:
             # closed messages are gone from the open set: record them in any case
             self._agg_wake.set()
