@@ -98,3 +98,64 @@ def test_an_uplink_whose_commit_fails_on_a_full_disk_is_taken_again(tmp_path):
         status = live.get("/api/status").json()
     assert status["incidents"] == 0, status
     assert status["messages"]["complete"] == len(msgs), status
+
+
+GO_ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def test_receive_times_outside_the_documents_range_are_unset():
+    from collector.core.timefmt import parse_ms, receive_ms
+    assert receive_ms(GO_ZERO_TIME) is None
+    assert receive_ms("1969-12-31T23:59:59.999Z") is None
+    assert receive_ms("9999-12-31T23:00:00-05:00") is None  # the offset moves it into year 10000
+    assert receive_ms("0001-01-01T00:00:00+05:00") is None  # ... and before year 1
+    assert receive_ms("2026-11-24T06:00:01.120Z") == parse_ms("2026-11-24T06:00:01.120Z")
+    assert receive_ms("1970-01-01T00:00:00Z") == 0
+
+
+def test_a_fragment_with_go_zero_time_does_not_dead_letter_its_record(tmp_path):
+    """Item 2: one fragment carrying Go's zero time as receive time (TTS, ChirpStack
+    and the generic format each) takes the collector's own receive time, keeps the
+    network server's as metadata, and the record is delivered."""
+    msgs = message_uplinks(3)
+    field = {"/uplink/ttn": ("uplink_message", "received_at"), "/uplink/chirpstack?event=up": (None, "time"),
+             "/uplink": (None, "receivedAt")}
+    with LiveService(tmp_path / "c.db", message_timeout=600, deadline_policy="fixed") as live:
+        for ups in msgs:
+            path, body = ups[1]
+            outer, key = field[path]
+            (body[outer] if outer else body)[key] = GO_ZERO_TIME
+            for pb in ups:
+                r = live.post(*pb)
+                assert r.status == 202 and r.json()["status"] == "accepted", r
+        live.advance(3600)
+        status = live.get("/api/status").json()
+        docs = live.stub_documents()
+        messages = live.get("/api/messages?state=complete").json()["messages"]
+        detail = live.get(f"/api/messages/{messages[0]['id']}").json()
+    assert status["documents"] == {"pending": 0, "delivered": 3, "dead": 0}, status
+    assert status["incidents"] == 0, status
+    assert len(docs) == 3 and all('firstReceived="20' in d["xml"] for d in docs), docs
+    kept = [f for f in detail["fragments"] if f["networkServerTime"] is not None]
+    assert [f["networkServerTime"] for f in kept] == [GO_ZERO_TIME], detail["fragments"]
+    assert kept[0]["receivedAt"].startswith("2027-"), kept  # the collector's (manual) clock: 2027-01-15
+
+
+def test_a_document_that_fails_the_xsd_becomes_an_incident_not_a_dead_letter():
+    """Item 2's second half: whatever slips past ingest, a document the Web App would
+    refuse on every attempt is never stored for delivery: the outcome is an incident."""
+    from collector.core.assemble import assemble, reject_invalid
+    from collector.core.reassembly import Reassembler
+    from collector.core.uplink import Uplink
+    frags = wire.fragment(3, wire.encode_record(example_record()), 115)
+    r = Reassembler()
+    for f in frags:
+        res = r.feed(Uplink("70B3D5000000AAAA", 16, f, T0 * 1000), 100.0)
+    good = assemble(res.closed[0])
+    assert reject_invalid(good) is good and good.state == "complete"
+    bad = assemble(res.closed[0])
+    assert bad.xml is not None
+    bad.xml = bad.xml.replace(b'firstReceived="2027', b'firstReceived="27')  # a year the XSD refuses
+    out = reject_invalid(bad)
+    assert out.state == "incident" and out.code == "invalid_document", out
+    assert out.xml is None and "XSD" in (out.detail or ""), out.detail
