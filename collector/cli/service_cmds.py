@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from collector.service.config import FIELDS, ServiceConfig, load_config
-from collector.service.registry import check_eui, load_file
+from collector.service.registry import check_eui, check_token, load_file
 from collector.service.store import Store, op_device, op_device_remove, op_retry_dead
 
 _HELP = {
@@ -304,6 +304,10 @@ def devices_list(ctx: click.Context, as_json: bool) -> None:
 def devices_add(ctx: click.Context, dev_eui: str, token: str | None, name: str | None) -> None:
     """Register a device (or replace its token)."""
     eui = _dev_eui(dev_eui)
+    try:
+        check_token(token, "--token")
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
     with _store(**ctx.obj, create=True) as store:
         store.write(op_device(eui, token, name, time.time()))
     click.echo(f"device {eui} registered")

@@ -159,3 +159,56 @@ def test_a_document_that_fails_the_xsd_becomes_an_incident_not_a_dead_letter():
     out = reject_invalid(bad)
     assert out.state == "incident" and out.code == "invalid_document", out
     assert out.xml is None and "XSD" in (out.detail or ""), out.detail
+
+
+# --------------------------------------------------------------------------- item 3
+
+
+def _run_cli(*args: str) -> tuple[int, str]:
+    from click.testing import CliRunner
+
+    from collector.cli.main import cli
+    r = CliRunner().invoke(cli, list(args))
+    return r.exit_code, r.output
+
+
+def test_settings_that_cannot_make_a_request_are_refused_where_they_are_made(tmp_path):
+    """Item 3: credentials in webapp_url and CR/LF in a token are refused at start and
+    by ``collector devices``, with one line that names the setting."""
+    db = str(tmp_path / "c.db")
+    base = ["serve", "--db", db, "--ingest-token", "t", "--port", "0"]
+    for extra, words in ((["--webapp-url", "http://user:pw@127.0.0.1:1"], "must not carry credentials"),
+                         (["--webapp-url", "http://127.0.0.1:1", "--webapp-token", "ab\r\nX-Evil: 1"], "carriage return"),
+                         (["--webapp-url", "http://127.0.0.1:1\r\n"], "control character")):
+        code, out = _run_cli(*base, *extra)
+        assert code != 0 and words in out and "Traceback" not in out, out
+        assert "pw" not in out.replace("webapp_url", ""), out  # the password is not echoed
+    code, out = _run_cli("devices", "--db", db, "add", "70B3D57ED005A1B2", "--token", "abc\ndef")
+    assert code == 1 and "line feed" in out and "Traceback" not in out, out
+    reg = tmp_path / "devices.csv"
+    reg.write_text('dev_eui,token\n70B3D57ED005A1B2,"ab\rcd"\n')
+    code, out = _run_cli("devices", "--db", db, "import", str(reg))
+    assert code == 1 and "token contains" in out and "cannot be sent" in out, out
+    assert not (tmp_path / "c.db").exists()  # nothing was registered (nor a database made)
+
+
+def test_a_document_whose_request_cannot_be_built_is_dead_lettered_once(tmp_path):
+    """Item 3: a device token with CR/LF already in the registry (written before the
+    check existed) made the delivery loop spin on an exception, the document neither
+    sent nor dead-lettered. It is dead-lettered at its first attempt, saying why."""
+    from collector.service.store import op_device
+    (ups,) = message_uplinks(1)
+    dev = ups[0][1]["end_device_ids"]["dev_eui"]
+    with LiveService(tmp_path / "c.db", message_timeout=600, deadline_policy="fixed") as live:
+        live.run(live.service.committer.submit(op_device(dev, "tok\r\nX-Injected: 1", None, 0.0)))
+        for pb in ups:
+            assert live.post(*pb).status == 202
+        live.advance(3600)
+        live.advance(10)
+        status = live.get("/api/status").json()
+        dead = live.get("/api/deadletters").json()["deadletters"]
+        requests = live.stub_requests()
+    assert status["documents"]["dead"] == 1, status
+    assert dead[0]["attempts"] == 1 and "cannot be built" in dead[0]["deadReason"], dead
+    assert "carriage return" in dead[0]["deadReason"] and "X-Injected" not in dead[0]["deadReason"], dead
+    assert requests == [], requests
