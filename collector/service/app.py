@@ -284,8 +284,8 @@ class CollectorService:
         commit. Answers at once what needs no commit; otherwise the commit to wait
         for before :meth:`settle`."""
         now = self.clock.now()
-        if up.received_ms is None:  # the body carried no receive time: the collector's
-            up = dataclasses.replace(up, received_ms=int(now * 1000))
+        if up.received_ms is None:  # the body carried no receive time: the collector's (a time stamp: wall time)
+            up = dataclasses.replace(up, received_ms=int(self.clock.wall() * 1000))
         row = up.to_dict()
         try:
             # serialised before the reassembler sees it: what cannot be stored must
@@ -594,20 +594,23 @@ class CollectorService:
             body = await request.json()
         except ValueError:
             return error(400, "malformed JSON")
-        if not isinstance(body, dict) or not (("now" in body) ^ ("advance" in body)):
-            return error(400, 'give {"now": <unix seconds>} or {"advance": <seconds>}')
-        v = body.get("now", body.get("advance"))
+        keys = [k for k in ("now", "advance", "stepWall") if k in body] if isinstance(body, dict) else []
+        if len(keys) != 1:
+            return error(400, 'give {"now": <unix seconds>}, {"advance": <seconds>} or {"stepWall": <seconds>}')
+        v = body[keys[0]]
         if isinstance(v, bool) or not isinstance(v, int | float):
             return error(400, "the time must be a number")
         try:
-            if "now" in body:
+            if keys[0] == "now":
                 self.clock.set(float(v))
-            else:
+            elif keys[0] == "advance":
                 self.clock.advance(float(v))
+            else:  # the wall clock alone steps (either way); deadlines and retries must not notice
+                self.clock.step_wall(float(v))
         except ValueError as e:
             return error(400, str(e))
         ran = await self.tick()
-        return web.json_response({"now": self.clock.now(), **ran})
+        return web.json_response({"now": self.clock.now(), "wall": self.clock.wall(), **ran})
 
 
 # --------------------------------------------------------------------------- running

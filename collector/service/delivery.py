@@ -331,7 +331,7 @@ class DeliveryAgent:
             async with self._session.post(url, data=row["xml"], headers=headers, allow_redirects=False) as resp:
                 text = (await resp.read())[:RESPONSE_KEEP].decode("utf-8", "replace")
                 return Attempt(resp.status, None, text, parse_retry_after(resp.headers.get("Retry-After"),
-                                                                          self.clock.now()),
+                                                                          self.clock.wall()),
                                loop.time() - t0)
         except TimeoutError:
             return Attempt(None, f"timed out after {self.cfg.request_timeout:g} s", None, None, loop.time() - t0)

@@ -212,3 +212,97 @@ def test_a_document_whose_request_cannot_be_built_is_dead_lettered_once(tmp_path
     assert dead[0]["attempts"] == 1 and "cannot be built" in dead[0]["deadReason"], dead
     assert "carriage return" in dead[0]["deadReason"] and "X-Injected" not in dead[0]["deadReason"], dead
     assert requests == [], requests
+
+
+# --------------------------------------------------------------------------- item 4
+
+
+def test_the_system_clock_times_deadlines_on_a_monotonic_clock():
+    """A step of the wall clock moves ``wall()`` and leaves the service time alone."""
+    import asyncio
+    import time
+
+    from collector.service.clock import SystemClock
+    step = [0.0]
+    clock = SystemClock(wall=lambda: time.time() + step[0])
+    t0 = clock.now()
+    step[0] = 7200.0
+    assert clock.wall() - clock.now() > 7100
+    assert clock.now() - t0 < 60
+    step[0] = -86400.0
+    assert clock.now() - t0 < 60 and clock.now() >= t0
+
+    async def sleep() -> float:
+        start = time.monotonic()
+        await clock.sleep_until(clock.now() + 0.05)
+        return time.monotonic() - start
+    assert 0.04 < asyncio.run(sleep()) < 5  # neither 24 h late nor at once
+
+
+def _step_wall(live: LiveService, seconds: float) -> dict:
+    r = live.post("/admin/clock", {"stepWall": seconds})
+    assert r.status == 200, r
+    return r.json()
+
+
+def _no_times(ups: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """The generic-format uplinks without receive times (the collector stamps its own)."""
+    out = []
+    for path, body in ups:
+        if path == "/uplink":
+            body = {k: v for k, v in body.items() if k != "receivedAt"}
+        out.append((path, body))
+    return out
+
+
+def test_a_wall_clock_step_does_not_split_a_half_received_message(tmp_path):
+    """Item 4: +2 h on the wall clock between two fragments of a message with a
+    15-minute deadline: the message still completes, its receive times follow the
+    wall clock."""
+    (ups,) = message_uplinks(1)
+    with LiveService(tmp_path / "c.db", message_timeout=900, deadline_policy="fixed") as live:
+        for pb in ups[:3]:
+            assert live.post(*pb).status == 202
+        moved = _step_wall(live, 7200)
+        assert moved["wall"] - moved["now"] == 7200
+        for pb in _no_times(ups[3:]):
+            r = live.post(*pb)
+            assert r.status == 202 and r.json()["status"] == "accepted", r
+        live.advance(1)
+        status = live.get("/api/status").json()
+        msg = live.get("/api/messages").json()["messages"][0]
+        stamped = [f["receivedAt"] for f in live.get(f"/api/messages/{msg['id']}").json()["fragments"]
+                   if f["source"] == "generic" and f["index"] >= 3]
+    assert status["messages"]["complete"] == 1 and status["incidents"] == 0, status
+    assert stamped and all(t.startswith("2027-01-15T10:") for t in stamped), stamped  # wall: 08:00 + 2 h
+
+
+def test_a_wall_clock_step_back_does_not_stall_delivery_nor_forward_dead_letter(tmp_path):
+    """Item 4: with the Web App down, the wall clock steps back a day (a retry must
+    not wait for it) and forward eight days (more than ``max_age``: nothing may be
+    dead-lettered for it)."""
+    msgs = message_uplinks(2)
+    with LiveService(tmp_path / "c.db", message_timeout=60, deadline_policy="fixed", backoff_base=1,
+                     backoff_cap=30, circuit_threshold=1000, max_age=7 * 86400) as live:
+        live.set_faults(outage=True)
+        for pb in msgs[0]:
+            assert live.post(*pb).status == 202
+        live.advance(61)  # closed; its first upload fails
+        _step_wall(live, -86400)
+        live.set_faults(outage=False)
+        live.advance(31)
+        back = live.get("/api/status").json()["documents"]
+        live.set_faults(outage=True)
+        for pb in msgs[1]:
+            assert live.post(*pb).status == 202
+        live.advance(61)
+        _step_wall(live, 8 * 86400 + 86400)
+        for _ in range(4):
+            live.advance(30)
+        forward = live.get("/api/status").json()["documents"]
+        live.set_faults(outage=False)
+        live.advance(31)
+        after = live.get("/api/status").json()["documents"]
+    assert back == {"pending": 0, "delivered": 1, "dead": 0}, back
+    assert forward == {"pending": 1, "delivered": 1, "dead": 0}, forward
+    assert after == {"pending": 0, "delivered": 2, "dead": 0}, after
