@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from collector.service.config import FIELDS, ServiceConfig, load_config
+from collector.service.integrity import DatabaseUnusable, open_store
 from collector.service.registry import check_eui, check_token, load_file
 from collector.service.store import Store, op_device, op_device_remove, op_retry_dead
 
@@ -94,14 +95,17 @@ def _open_store(config: str | None, db: str | None) -> Store:
         import os
         if not os.path.exists(cfg.db):
             raise click.ClickException(f"database {cfg.db!r} does not exist")
-        return Store(cfg.db)
-    except OSError as e:
-        raise click.ClickException(f"cannot open database {cfg.db!r}: {e}") from None
+        return open_store(cfg.db, check=False)
+    except DatabaseUnusable as e:
+        raise click.ClickException(str(e)) from None
 
 
 def _open_rw(config: str | None, db: str | None) -> Store:
     """The store for a command that writes (the database is created if missing)."""
-    return Store(_load(config, {"db": db}).db)
+    try:
+        return open_store(_load(config, {"db": db}).db, check=False)
+    except DatabaseUnusable as e:
+        raise click.ClickException(str(e)) from None
 
 
 @contextlib.contextmanager

@@ -42,6 +42,7 @@ from collector.service.consistency import StateGuard
 from collector.service.delivery import DeliveryAgent
 from collector.service.gate import Answer, IngestGate, authorised
 from collector.service.gate import error as answer_error
+from collector.service.integrity import FileWatch, open_store
 from collector.service.logs import KeyValueFormatter, setup_logging  # noqa: F401 (re-exported)
 from collector.service.metrics import CONTENT_TYPE_LATEST, Metrics
 from collector.service.registry import load_file
@@ -100,6 +101,8 @@ class CollectorService:
         self.metrics = Metrics()
         self.reasm = Reassembler(cfg.reassembly_settings())
         self.store: Store | None = None
+        #: the database file and its WAL, watched for deletion, replacement, truncation
+        self.store_watch: FileWatch | None = None
         self.committer: GroupCommitter | None = None
         self.delivery: DeliveryAgent | None = None
         self.gate = IngestGate(cfg, self)
@@ -159,7 +162,8 @@ class CollectorService:
             if not cfg.allow_anonymous:
                 raise RuntimeError("no ingest token configured: set --ingest-token (or allow_anonymous = true)")
             log.warning("event=auth_disabled detail=%r", "no ingest token configured; ingest is open to anyone")
-        self.store = await asyncio.to_thread(Store, cfg.db)
+        self.store = await asyncio.to_thread(open_store, cfg.db)  # DatabaseUnusable: one line, no traceback
+        self.store_watch = FileWatch(cfg.db)
         self.committer = GroupCommitter(self.store, cfg.commit_batch, cfg.max_pending_writes,
                                         on_commit=self.metrics.committed)
         self.committer.start()
@@ -185,7 +189,8 @@ class CollectorService:
         await self.expire_due()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._aggregator(), name="aggregator"),
-                       loop.create_task(self._pruner(), name="pruner")]
+                       loop.create_task(self._pruner(), name="pruner"),
+                       loop.create_task(self.store_watch.run(lambda: self._stopping), name="store-watch")]
 
     async def _on_shutdown(self, app: web.Application) -> None:
         self._stopping = True
@@ -485,12 +490,16 @@ class CollectorService:
     async def healthz(self, request: web.Request) -> web.Response:
         ok = (self.committer is not None and self.committer._task is not None
               and not self.committer._task.done() and not self._stopping)
+        problem = await asyncio.to_thread(self.store_watch.check) if self.store_watch is not None else None
+        ok = ok and problem is None
         body = {"status": "ok" if ok else "unavailable", "version": __version__,
                 "now": self.clock.now(), "openMessages": len(self.reasm.open_messages()),
                 "writeQueue": self.committer.depth if self.committer else None,
                 "circuit": self.delivery.circuit.state(self.clock.now()) if self.delivery else None}
         if self.workers is not None:
             body["workers"] = {"configured": self.cfg.workers, "running": self.workers.alive()}
+        if problem is not None:
+            body["problem"] = problem
         return web.json_response(body, status=200 if ok else 503)
 
     async def metrics_handler(self, request: web.Request) -> web.Response:

@@ -55,9 +55,9 @@ class StateGuard:
             return "the collector is shutting down"
         if self.resyncing:
             return "a write failed; the collector is reloading its state from the store"
-        damage = svc.damage() if hasattr(svc, "damage") else None
+        damage = svc.store_watch.current() if svc.store_watch is not None else None
         if damage:
-            return f"the database is damaged: {damage}"
+            return damage
         if committer.depth >= committer.max_pending:
             return f"{committer.depth} writes already waiting for the store"
         return None

@@ -3,7 +3,14 @@ items 1-5), each against the real service on loopback with a real SQLite file.""
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
 
 from collector.core import wire
 from collector.testing.examples import example_record
@@ -306,3 +313,82 @@ def test_a_wall_clock_step_back_does_not_stall_delivery_nor_forward_dead_letter(
     assert back == {"pending": 0, "delivered": 1, "dead": 0}, back
     assert forward == {"pending": 1, "delivered": 1, "dead": 0}, forward
     assert after == {"pending": 0, "delivered": 2, "dead": 0}, after
+
+
+# --------------------------------------------------------------------------- item 5
+
+
+def _serve_fails(db: Path) -> str:
+    """``collector serve`` on ``db``: it must stop at once with one line, no traceback."""
+    p = subprocess.run([sys.executable, "-m", "collector", "serve", "--db", str(db), "--ingest-token", "t",
+                        "--port", "0"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    lines = [ln for ln in p.stderr.splitlines() if ln.startswith("Error:")]
+    assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
+    return lines[0]
+
+
+def test_a_damaged_database_stops_the_start_with_one_line(tmp_path):
+    """Item 5: a file that is not a database, and a real database with a damaged page
+    (PRAGMA quick_check at start), each stop ``collector serve`` with one line."""
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not an SQLite database\n" * 200)
+    assert "damaged or not a database" in _serve_fails(junk)
+
+    db = tmp_path / "c.db"
+    with LiveService(db, stub=False) as live:
+        for ups in message_uplinks(6):
+            for pb in ups:
+                assert live.post(*pb).status == 202
+    with sqlite3.connect(db) as c:
+        root = c.execute("SELECT rootpage FROM sqlite_master WHERE name='fragments'").fetchone()[0]
+        page = c.execute("PRAGMA page_size").fetchone()[0]
+    with open(db, "r+b") as f:  # scribble over the fragments table's root page
+        f.seek((root - 1) * page + 8)
+        f.write(b"\xa5" * (page - 8))
+    line = _serve_fails(db)
+    assert "is damaged" in line and str(db) in line, line
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to a read-only file")
+def test_a_read_only_database_stops_the_start_with_one_line(tmp_path):
+    db = tmp_path / "c.db"
+    with LiveService(db, stub=False):
+        pass
+    db.chmod(0o444)
+    tmp_path.chmod(0o555)
+    try:
+        assert "cannot be written" in _serve_fails(db)
+    finally:
+        tmp_path.chmod(0o755)
+
+
+@pytest.mark.parametrize("damage", ["delete-wal", "truncate-wal", "delete-db", "replace-db"])
+def test_a_database_damaged_under_the_running_service_is_reported_and_refuses_uplinks(tmp_path, damage):
+    """Item 5: the WAL or the database deleted, truncated or replaced under the running
+    service: /healthz says so (503, with the problem in one line) and an uplink is
+    refused with 503 instead of being acknowledged into a file the next start will
+    not read."""
+    db = tmp_path / "c.db"
+    ups = message_uplinks(2)
+    with LiveService(db, stub=False) as live:
+        for pb in ups[0]:
+            assert live.post(*pb).status == 202
+        assert live.get("/healthz").status == 200
+        wal = Path(str(db) + "-wal")
+        if damage == "delete-wal":
+            wal.unlink()
+        elif damage == "truncate-wal":
+            os.truncate(wal, 0)
+        elif damage == "delete-db":
+            db.unlink()
+        else:
+            db.rename(tmp_path / "old.db")
+            db.write_bytes((tmp_path / "old.db").read_bytes())
+        health = live.get("/healthz")
+        refused = live.post(*ups[1][0])
+    assert health.status == 503, health
+    problem = health.json()["problem"]
+    assert ("write-ahead log" if "wal" in damage else "database file") in problem, problem
+    assert {"delete": "deleted", "truncate": "truncated", "replace": "replaced"}[damage.split("-")[0]] in problem
+    assert refused.status == 503 and problem in refused.json()["error"], refused
