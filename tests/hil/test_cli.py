@@ -70,13 +70,21 @@ def test_emulate_rejects_an_unknown_fault():
 
 
 @pytest.mark.parametrize(("module", "dr", "frags"), [("rn2483", 0, 74), ("rak3172", 3, 3)])
-def test_send_records_through_the_emulator_to_the_collector(emulate_proc, stand_in, module, dr, frags):
-    _proc, path = emulate_proc(module, "--region", "US915", "--speed", "0", "--forward-to", stand_in.base_url,
-                               "--format", "ttn" if module == "rn2483" else "chirpstack")
-    r = CliRunner().invoke(main, [
-        "send-records", "--port", path, "--module", module, "--count", "2", "--dr", str(dr),
-        "--first-msg-id", "254", "--seed", "1", "--collector", stand_in.base_url, "--verify-timeout", "20", *FAST,
-    ])
+def test_send_records_through_the_emulator_to_the_collector(emulate_proc, tmp_path, module, dr, frags):
+    """The real collector (loopback, a real database, the stand-in Web App behind it)
+    reassembles what the emulator forwarded: a byte lost or changed on the way makes
+    the message an incident, not "complete ... delivered"."""
+    from collector.testing.harness import INGEST_TOKEN, LiveService
+    with LiveService(tmp_path / "c.db", message_timeout=3600, deadline_policy="fixed") as live:
+        _proc, path = emulate_proc(module, "--region", "US915", "--speed", "0", "--forward-to", live.url,
+                                   "--token", INGEST_TOKEN, "--format", "ttn" if module == "rn2483" else "chirpstack")
+        r = CliRunner().invoke(main, [
+            "send-records", "--port", path, "--module", module, "--count", "2", "--dr", str(dr),
+            "--first-msg-id", "254", "--seed", "1", "--collector", live.url, "--token", INGEST_TOKEN,
+            "--verify-timeout", "20", *FAST,
+        ])
+        status = live.get("/api/status").json()
+        docs = live.stub_documents()
     assert r.exit_code == 0, r.output
     rows = [line.split() for line in r.stdout.splitlines()]
     assert rows[0][:6] == ["msg_id", "seq", "bytes", "DR", "S", "frags"]
@@ -84,7 +92,9 @@ def test_send_records_through_the_emulator_to_the_collector(emulate_proc, stand_
     for row in rows[1:]:
         assert row[2:6] == ["658", str(dr), str(wire.MAX_SIZE if dr == 3 else 11), str(frags)]
         assert row[-3:] == ["complete", f"{frags}/{frags}", "delivered"]
-    assert len(stand_in.posts()) == 2 * frags
+    assert status["messages"] == {"complete": 2, "partial": 0, "incident": 0}, status
+    assert status["fragments"] == 2 * frags, status
+    assert len(docs) == 2 and all('complete="true"' in d["xml"] for d in docs), docs
 
 
 def test_send_records_reports_a_missing_port_clearly(tmp_path):
