@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
 
-from collector.core.reassembly import Message, Reassembler
+from aiohttp import web
 
-if TYPE_CHECKING:
-    from collector.service.app import CollectorService
+from collector.core.reassembly import Message
+from collector.service.integrity import STORE_WATCH
+from collector.service.keys import CFG, CLOCK, COMMITTER, REASM, STOPPING, STORE
+from collector.service.loops import CLOSING
 
 log = logging.getLogger("collector.consistency")
 
@@ -35,8 +36,12 @@ RELOAD_RETRY = 1.0
 
 
 class StateGuard:
-    def __init__(self, service: CollectorService):
-        self.svc = service
+    """Decides before the reassembler sees an uplink whether it may, and reloads the
+    reassembler from the store after a commit failed. ``app`` is the service's
+    application (its store, committer, reassembler and closing)."""
+
+    def __init__(self, app: web.Application):
+        self.app = app
         #: commits of uplinks the reassembler took, not finished yet
         self._inflight: set[asyncio.Future] = set()
         self._resync: asyncio.Task | None = None
@@ -49,13 +54,14 @@ class StateGuard:
     def refusal(self) -> str | None:
         """Why an uplink cannot be taken now (None: it can), decided before the
         reassembler sees it."""
-        svc = self.svc
-        committer = svc.committer
-        if committer is None or committer._closing:
+        app = self.app
+        committer = app[COMMITTER]
+        if committer._closing or app[STOPPING].is_set():
             return "the collector is shutting down"
         if self.resyncing:
             return "a write failed; the collector is reloading its state from the store"
-        damage = svc.store_watch.current() if svc.store_watch is not None else None
+        watch = app.get(STORE_WATCH)
+        damage = watch.current() if watch is not None else None
         if damage:
             return damage
         if committer.depth >= committer.max_pending:
@@ -69,7 +75,7 @@ class StateGuard:
 
     def _settled(self, fut: asyncio.Future) -> None:
         self._inflight.discard(fut)
-        if (fut.cancelled() or fut.exception() is not None) and not self.svc._stopping:
+        if (fut.cancelled() or fut.exception() is not None) and not self.app[STOPPING].is_set():
             self.commit_failed()
 
     def commit_failed(self) -> None:
@@ -85,7 +91,6 @@ class StateGuard:
             await asyncio.shield(self._resync)
 
     async def _reload(self) -> None:
-        svc = self.svc
         while True:
             try:
                 await self._reload_once()
@@ -94,32 +99,28 @@ class StateGuard:
                 raise
             except Exception as e:  # noqa: BLE001 - keep refusing until the store can be read
                 log.error("event=state_reload_failed error=%r", str(e))
-                if svc._stopping:
+                if self.app[STOPPING].is_set():
                     return
                 await asyncio.sleep(RELOAD_RETRY)
 
     async def _reload_once(self) -> None:
-        svc = self.svc
-        async with svc._close_lock, svc._expire_lock:
+        app = self.app
+        closing, reasm = app[CLOSING], app[REASM]
+        async with closing._close_lock, closing._expire_lock:
             # every commit that may have changed the state has finished (no new
             # uplink is taken meanwhile: refusal() says so)
             while self._inflight:
                 await asyncio.wait(list(self._inflight))
-            assert svc.store is not None
-            now = svc.clock.now()
-            msgs, next_seq = await asyncio.to_thread(svc.store.restore_state, now, svc.cfg.duplicate_window)
-            fresh = Reassembler(svc.reasm.settings)
-            fresh.load(msgs, max(next_seq, svc.reasm.next_seq))
-            dropped = _difference(svc.reasm, fresh)
-            svc.reasm = fresh
-            svc._pending_close = [Message.from_dict(d) for d in msgs if d.get("pending_close")]
-            svc._retry_ops = []
+            now = app[CLOCK].now()
+            msgs, next_seq = await asyncio.to_thread(app[STORE].restore_state, now, app[CFG].duplicate_window)
+            before = {(m.uid, i) for m in reasm.open_messages() for i in m.fragments}
+            reasm.reload(msgs, max(next_seq, reasm.next_seq))
+            after = {(m.uid, i) for m in reasm.open_messages() for i in m.fragments}
+            # messages closed in memory by an uncommitted uplink are dropped; the store
+            # says which closed ones still wait for assembly
+            closing.pending = [Message.from_dict(d) for d in msgs if d.get("pending_close")]
+            closing._retry_ops = []
             self.resyncs += 1
-        log.warning("event=state_reloaded open_messages=%d dropped_fragments=%d", fresh.open_count(), dropped)
-        svc._agg_wake.set()
-
-
-def _difference(old: Reassembler, new: Reassembler) -> Any:
-    """Fragments held in memory that the store did not have (for the log)."""
-    held = {(m.uid, i) for m in new.open_messages() for i in m.fragments}
-    return sum(1 for m in old.open_messages() for i in m.fragments if (m.uid, i) not in held)
+        log.warning("event=state_reloaded open_messages=%d dropped_fragments=%d", reasm.open_count(),
+                    len(before - after))
+        closing.wake()

@@ -24,6 +24,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+from aiohttp import web
+
 from collector.service.store import Store
 
 log = logging.getLogger("collector.integrity")
@@ -129,3 +131,7 @@ class FileWatch:
         while not stopping() and self.problem is None:
             await asyncio.to_thread(self.check)
             await asyncio.sleep(INTERVAL)
+
+
+#: the running service's watch (set while the store is open)
+STORE_WATCH = web.AppKey("store_watch", FileWatch)

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from collector.core import wire
+from collector.service.ingest_http import INGEST
+from collector.service.keys import COMMITTER
 from collector.testing.examples import example_record
 from collector.testing.harness import LiveService
 from devicesim.formats import AppUplink, uplink_body
@@ -79,8 +81,8 @@ def _disk_full(live: LiveService, full: bool) -> None:
     def op(c):
         n = c.execute("PRAGMA page_count").fetchone()[0] if full else 1 << 30
         c.execute(f"PRAGMA max_page_count = {int(n)}")
-    assert live.service is not None and live.service.committer is not None
-    live.run(live.service.committer.submit(op))
+    assert live.app is not None
+    live.run(live.app[COMMITTER].submit(op))
 
 
 def test_an_uplink_whose_commit_fails_on_a_full_disk_is_taken_again(tmp_path):
@@ -97,7 +99,7 @@ def test_an_uplink_whose_commit_fails_on_a_full_disk_is_taken_again(tmp_path):
         refused = [pb for pb, r in zip(middle, first, strict=True) if r.status == 503]
         assert refused, "the full database refused nothing"
         _disk_full(live, False)
-        live.run(live.service.guard.wait())
+        live.run(live.app[INGEST].guard.wait())
         send_until_acknowledged(live, refused)
         live.restart_service()
         send_until_acknowledged(live, [m[-1] for m in msgs])
@@ -207,7 +209,7 @@ def test_a_document_whose_request_cannot_be_built_is_dead_lettered_once(tmp_path
     (ups,) = message_uplinks(1)
     dev = ups[0][1]["end_device_ids"]["dev_eui"]
     with LiveService(tmp_path / "c.db", message_timeout=600, deadline_policy="fixed") as live:
-        live.run(live.service.committer.submit(op_device(dev, "tok\r\nX-Injected: 1", None, 0.0)))
+        live.run(live.app[COMMITTER].submit(op_device(dev, "tok\r\nX-Injected: 1", None, 0.0)))
         for pb in ups:
             assert live.post(*pb).status == 202
         live.advance(3600)
