@@ -67,12 +67,52 @@ def test_a_503d_uplink_sent_again_is_stored_not_taken_for_a_duplicate(tmp_path):
                      deadline_policy="fixed") as live:
         counts = send_until_acknowledged(live, [u for m in msgs for u in m[:-1]])
         assert counts.get("503", 0) >= 10, counts  # the case under test happened
+        # a full write queue is seen before the reassembler takes the uplink: no reload needed
+        assert live.app[INGEST].guard.resyncs == 0
         live.restart_service()
         send_until_acknowledged(live, [m[-1] for m in msgs])
         live.advance(3600)
         status = live.get("/api/status").json()
     assert status["incidents"] == 0, (status, counts)
     assert status["messages"]["complete"] == len(msgs), (status, counts)
+
+
+def test_with_http_workers_a_503d_uplink_sent_again_is_stored(tmp_path, workloads):
+    """Item 1 through the workers' channel, configured as an operator would
+    (``COLLECTOR_MAX_PENDING_WRITES=1``, ``collector serve --workers 2``), stopped
+    with SIGTERM in the middle of the messages and started again."""
+    from collector.testing.harness import http
+    msgs = message_uplinks(12)
+    svc = workloads.collector_proc(tmp_path, None, "--workers", "2", "--message-timeout", "3600",
+                                   "--deadline-policy", "fixed", env={"COLLECTOR_MAX_PENDING_WRITES": "1"})
+    url = workloads.base_url(svc)
+    auth = workloads.API
+
+    def post_all(uplinks: list[tuple[str, dict]]) -> dict:
+        counts: dict[str, int] = {}
+        todo = list(uplinks)
+        with ThreadPoolExecutor(32) as pool:
+            while todo:
+                results = list(pool.map(lambda pb: http("POST", url + pb[0], pb[1], auth), todo))
+                again = [pb for pb, r in zip(todo, results, strict=True) if r.status == 503]
+                for r in results:
+                    assert r.status in (202, 503), r
+                    key = str(r.status) if r.status != 202 else r.json()["status"]
+                    counts[key] = counts.get(key, 0) + 1
+                todo = again
+        return counts
+
+    try:
+        svc.start()
+        counts = post_all([u for m in msgs for u in m[:-1]])
+        assert counts.get("503", 0) >= 1, counts
+        assert svc.stop() == 0
+        svc.start()
+        post_all([m[-1] for m in msgs])
+        status = http("GET", url + "/api/status", None, auth).json()
+    finally:
+        svc.stop()
+    assert status["incidents"] == 0 and status["messages"]["complete"] == len(msgs), (status, counts)
 
 
 def _disk_full(live: LiveService, full: bool) -> None:
