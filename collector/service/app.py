@@ -141,7 +141,10 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         reasm.load(msgs, next_seq)
         app[_RESTORED_CLOSES] = [Message.from_dict(d) for d in msgs if d.get("pending_close")]
         if cfg.devices_file:
-            devices = load_file(cfg.devices_file)
+            try:
+                devices = load_file(cfg.devices_file)
+            except ValueError as e:  # a token that cannot be sent, a bad DevEUI, ...: one line, no traceback
+                raise RuntimeError(f"devices_file: {e}") from None
             await committer.submit_many([op_device(d.dev_eui, d.token, d.name, now) for d in devices])
             log.info("event=devices_imported file=%r count=%d", cfg.devices_file, len(devices))
         yield

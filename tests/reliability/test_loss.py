@@ -239,6 +239,8 @@ def test_settings_that_cannot_make_a_request_are_refused_where_they_are_made(tmp
     code, out = _run_cli("devices", "--db", db, "import", str(reg))
     assert code == 1 and "token contains" in out and "cannot be sent" in out, out
     assert not (tmp_path / "c.db").exists()  # nothing was registered (nor a database made)
+    code, out = _run_cli(*base, "--devices-file", str(reg))  # the same file given to the service
+    assert code == 1 and "devices_file" in out and "cannot be sent" in out and "Traceback" not in out, out
 
 
 def test_a_document_whose_request_cannot_be_built_is_dead_lettered_once(tmp_path):
