@@ -174,6 +174,22 @@ def make_message(dev_index: int, msg_id: int, seq: int, *, size: int = 115, samp
     return Sent(dev, msg_id, key, ups, set(lose or ()))
 
 
+def message_uplinks(n_messages: int, fragments_at: int = 115) -> list[list[tuple[str, dict]]]:
+    """The uplinks of ``n_messages`` messages of four devices (TTN, ChirpStack and
+    generic bodies in turn)."""
+    out = []
+    for m in range(n_messages):
+        rec = example_record()
+        rec.record_seq = 100 + m
+        dev = f"70B3D5000000{m % 4:04X}"
+        ups = []
+        for i, f in enumerate(wire.fragment(m, wire.encode_record(rec), fragments_at)):
+            ups.append(uplink_body(("ttn", "chirpstack", "generic")[i % 3],
+                                   AppUplink(dev, 16, m * 16 + i, f, (T0 + m) * 10**9 + i, dr=3, sf=9)))
+        out.append(ups)
+    return out
+
+
 def traffic(seed: int, devices: int = 24, lose_fraction: float = 0.15) -> Iterator[Sent]:
     """An endless stream of messages from ``devices`` devices, msg_ids cycling
     per device; a fraction lose one fragment other than 0 (→ a partial document
