@@ -664,6 +664,7 @@ def corpus_run(workdir: Path) -> dict[str, Any]:
     by_cat: dict[str, dict[str, int]] = {}
     wrong: list[str] = []
     stored: list[str] = []
+    stored_ok = 0
     with LiveService(db, stub=False, ingest_token=[CORPUS_TOKEN]) as s:
         for case in load_corpus():
             before = ingest_counts(db)
@@ -672,11 +673,15 @@ def corpus_run(workdir: Path) -> dict[str, Any]:
             c[str(r.status)] = c.get(str(r.status), 0) + 1
             if r.status != case["expect_status"]:
                 wrong.append(f"{case['category']}:{case['name']}: {r.status}")
-            if ingest_counts(db) != before and not case.get("expect_stored"):
-                stored.append(case["name"])
+            if ingest_counts(db) != before:
+                if case.get("expect_stored"):
+                    stored_ok += 1
+                else:
+                    stored.append(case["name"])
         healthy = http("GET", s.url + "/healthz").status == 200
     total = sum(sum(c.values()) for c in by_cat.values())
     return {"requests": total, "by_category": by_cat, "unexpected": wrong, "stored_something": stored,
+            "stored_as_expected": stored_ok,
             "answers_5xx": sum(n for c in by_cat.values() for st, n in c.items() if st.startswith("5")),
             "healthy_after": healthy}
 
