@@ -61,7 +61,7 @@ class Ingest:
     (:class:`collector.service.gate.IngestStats`)."""
 
     def __init__(self, cfg: ServiceConfig, clock: Clock, metrics: Metrics, reasm: Reassembler,
-                 committer: GroupCommitter, closing: Closing, guard: StateGuard | None = None):
+                 committer: GroupCommitter, closing: Closing, guard: StateGuard):
         self.cfg = cfg
         self.clock = clock
         self.metrics = metrics
@@ -126,7 +126,7 @@ class Ingest:
             text = uplink_text(row)
         except TypeError as e:
             return self.gate.bad(integration, 400, f"the uplink cannot be stored: {e}")
-        refusal = self.guard.refusal() if self.guard is not None else None
+        refusal = self.guard.refusal()
         if refusal is not None:  # before the reassembler sees the uplink: nothing to undo
             self.uplink(integration, "unavailable")
             return answer_error(503, f"the store cannot take the uplink now: {refusal}", {"Retry-After": "5"})
@@ -155,8 +155,7 @@ class Ingest:
         except StoreUnavailable as e:
             fut = asyncio.get_running_loop().create_future()
             fut.set_exception(e)
-        if self.guard is not None:
-            self.guard.track(fut)
+        self.guard.track(fut)
         if closed:
             # closed messages are gone from the open set: record them in any case
             self.closing.wake()
