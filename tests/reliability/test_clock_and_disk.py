@@ -126,8 +126,8 @@ def _serve_fails(db: Path) -> str:
 
 
 def test_a_damaged_database_stops_the_start_with_one_line(tmp_path):
-    """Item 5: a file that is not a database, and a real database with a damaged page
-    (PRAGMA quick_check at start), each stop ``collector serve`` with one line."""
+    """Item 5: a file that is not a database, a real database cut in half, and one with a
+    damaged page (PRAGMA quick_check at start) each stop ``collector serve`` with one line."""
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not an SQLite database\n" * 200)
     assert "damaged or not a database" in _serve_fails(junk)
@@ -137,6 +137,9 @@ def test_a_damaged_database_stops_the_start_with_one_line(tmp_path):
         for ups in message_uplinks(6):
             for pb in ups:
                 assert live.post(*pb).status == 202
+    truncated = tmp_path / "truncated.db"
+    truncated.write_bytes(db.read_bytes()[: db.stat().st_size // 2])
+    assert "damaged" in _serve_fails(truncated)
     with sqlite3.connect(db) as c:
         root = c.execute("SELECT rootpage FROM sqlite_master WHERE name='fragments'").fetchone()[0]
         page = c.execute("PRAGMA page_size").fetchone()[0]
