@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collector.core.reassembly import Settings
+from collector.core.wire2 import FPORT_V2
 from collector.service.outbound import header_problem, url_problem
 from collector.tomlconfig import check_keys, read_toml
 from collector.tomlconfig import table as tomltable
@@ -111,6 +112,8 @@ class ServiceConfig:
             raise ValueError("message_timeout must be positive")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} outside 0..65535")
+        if self.fport == FPORT_V2:
+            raise ValueError(f"fport {self.fport} is wire format v2's port; v1 fragments need another")
         if self.read_timeout <= 0:
             raise ValueError("read_timeout must be positive")
         if self.body_limit < 1024:

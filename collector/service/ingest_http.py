@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from collector.core.reassembly import Message, Reassembler
+from collector.core.reassembly import Message, PollEvent, Reassembler
 from collector.core.uplink import Uplink
 from collector.core.wire import FragmentError
 from collector.service.clock import Clock
@@ -54,6 +54,7 @@ class Pending:
     message: Any
     index: int
     closed: list[Message]
+    poll: PollEvent | None = None
 
 
 class Ingest:
@@ -137,16 +138,19 @@ class Ingest:
         if res.status == "ignored":
             return self.gate.ignored(integration, res.reason or "ignored")
         msg = res.message
-        assert msg is not None
+        assert msg is not None or res.status == "poll"  # a v2 poll for a message not held
         index = up.payload[1]
         closed = res.closed
         # The fragment and the new state of every message it changed are committed
         # before the answer; a message it closed is recorded as closed (its header
         # says so) and assembled by the aggregator afterwards - or, after a crash,
         # at the next start.
-        headers = [message_header(msg)] if res.status == "accepted" else []
+        # (a v2 poll is logged, not held; it may have moved its open message's deadline)
+        opened = res.status == "accepted" or (res.status == "poll" and isinstance(msg, Message) and msg.closed is None)
+        headers = [message_header(msg)] if opened else []
         headers.extend(message_header(m) for m in closed if m is not msg)
-        ops: list[Op] = [op_ingest(now, msg.uid, index, res.status, row, headers, self.reasm.next_seq, text)]
+        ops: list[Op] = [op_ingest(now, msg.uid if msg else None, index, res.status, row, headers,
+                                   self.reasm.next_seq, text)]
         if closed:
             ops.extend(self._cap_ops(closed, now))
             self.closing.pending.extend(closed)
@@ -159,7 +163,7 @@ class Ingest:
         if closed:
             # closed messages are gone from the open set: record them in any case
             self.closing.wake()
-        return Pending(fut, integration, up.dev_eui, res.status, msg, index, closed)
+        return Pending(fut, integration, up.dev_eui, res.status, msg, index, closed, res.poll)
 
     def settle(self, p: Pending) -> Answer:
         """The answer once the commit :meth:`enter` queued has finished (committed,
@@ -173,6 +177,10 @@ class Ingest:
             return answer_error(503, f"the store cannot take the uplink now: {exc}", {"Retry-After": "5"})
         self.uplink(p.integration, p.status)
         msg = p.message
+        if p.poll is not None:
+            ev = p.poll
+            return Answer(202, {"status": "poll", "message": msg.uid if msg else None, "held": ev.held,
+                                "need": ev.need, "rebuilt": ev.rebuilt})
         target = self.closing.target
         if msg.closed is None and (target is None or msg.deadline < target):
             self.closing.wake()
