@@ -17,6 +17,8 @@ from typing import Any
 
 import click
 
+from collector.cli.repair_cmds import repair_lines
+from collector.service import outbox
 from collector.service.config import FIELDS, ServiceConfig, load_config
 from collector.service.integrity import DatabaseUnusable, open_store
 from collector.service.registry import check_eui, check_token, load_file
@@ -48,6 +50,13 @@ _HELP = {
     "clock_start": "Start of the manual clock, Unix seconds.",
     "retention": "Seconds after which delivered documents and fragments are pruned.",
     "seed": "Seed of the delivery jitter stream.",
+    "chirpstack_api_url": "ChirpStack v4 REST API base URL, for downlinks to v2 devices heard through ChirpStack.",
+    "chirpstack_api_token": "ChirpStack API key for the device queue.",
+    "chirpstack_auth_header": "Authorization, or Grpc-Metadata-Authorization (ChirpStack's REST proxy).",
+    "downlink_url": "Where downlinks to v2 devices heard on /uplink go (the collector's own format).",
+    "downlink_token": "Bearer token for --downlink-url.",
+    "repair_target": "Predicted first-round rebuild the redundancy policy keeps (0.99).",
+    "repair_adaptive": "Steer each v2 device's parity with REDUNDANCY.",
 }
 
 
@@ -177,6 +186,8 @@ def status(config: str | None, db: str | None, as_json: bool) -> None:
     """Counts of open and closed messages, documents, incidents and dead letters."""
     with _store(config, db) as store:
         c = store.counts()
+        c["repair"] = outbox.counts(store.query)
+        repair = repair_lines(store.query)
     if as_json:
         _echo_json(c)
         return
@@ -188,6 +199,8 @@ def status(config: str | None, db: str | None, as_json: bool) -> None:
     click.echo(f"incidents:       {c['incidents']}")
     click.echo(f"fragments kept:  {c['fragments']}")
     click.echo(f"devices:         {c['devices']}")
+    for line in repair:
+        click.echo(line)
 
 
 # --------------------------------------------------------------------------- incidents

@@ -62,6 +62,7 @@ from collector.service.logs import KeyValueFormatter, setup_logging  # noqa: F40
 from collector.service.loops import CLOSING, Closing
 from collector.service.metrics import Metrics
 from collector.service.registry import load_file
+from collector.service.repairs import REPAIR, device_handler, repair_ctx
 from collector.service.store import GroupCommitter, op_device
 from collector.service.workers import ChannelServer, PrivateDir, WorkerPool, reserve_port
 
@@ -88,7 +89,7 @@ def init_app(cfg: ServiceConfig, clock: Clock | None = None, workers: WorkerPool
     if workers is not None:
         app[WORKERS] = workers
     setup_routes(app)
-    app.cleanup_ctx.extend([_store_ctx, _delivery_ctx, _assembler_ctx, _closing_ctx, _ingest_ctx])
+    app.cleanup_ctx.extend([_store_ctx, _delivery_ctx, _assembler_ctx, _closing_ctx, repair_ctx, _ingest_ctx])
     app.on_shutdown.append(_on_shutdown)
     return app
 
@@ -108,6 +109,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_post("/api/deadletters/retry", api.guarded(api.retry_all))
     r.add_post("/api/deadletters/{id}/retry", api.guarded(api.retry))
     r.add_get("/api/status", api.guarded(api.status))
+    r.add_get("/api/devices/{eui}/repair", api.guarded(device_handler))
     r.add_post("/admin/clock", api.guarded(admin.clock))
 
 
@@ -198,6 +200,7 @@ async def _closing_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     app[INGEST] = Ingest(app[CFG], app[CLOCK], app[METRICS], app[REASM], app[COMMITTER], app[CLOSING],
                          StateGuard(app))
+    app[INGEST].repair = app[REPAIR]
     yield
 
 

@@ -22,14 +22,17 @@ from aiohttp import web
 from collector.core.reassembly import Message, PollEvent, Reassembler
 from collector.core.uplink import Uplink
 from collector.core.wire import FragmentError
+from collector.core.wire2 import FPORT_V2
 from collector.service.clock import Clock
 from collector.service.config import ServiceConfig
 from collector.service.consistency import StateGuard
+from collector.service.downlinks import downlink_route
 from collector.service.gate import Answer, IngestGate
 from collector.service.gate import error as answer_error
 from collector.service.keys import STOPPING
 from collector.service.loops import Closing
 from collector.service.metrics import Metrics
+from collector.service.repairs import RepairHub
 from collector.service.store import (
     GroupCommitter,
     Op,
@@ -72,6 +75,8 @@ class Ingest:
         self.gate = IngestGate(cfg, self)
         #: the reassembler changes only with what was committed (:mod:`collector.service.consistency`)
         self.guard = guard
+        #: the v2 repair loop (set when the service starts)
+        self.repair: RepairHub | None = None
         self._outcome_counters: dict[tuple[str, str], Any] = {}
         self._request_counters: dict[tuple[str, int], Any] = {}
 
@@ -105,18 +110,19 @@ class Ingest:
 
     # ------------------------------------------------------------------ ingest
 
-    async def accept(self, up: Uplink, integration: str) -> Answer:
+    async def accept(self, up: Uplink, integration: str, route: dict | None = None) -> Answer:
         """Feed one parsed uplink to the reassembler and commit it; the answer."""
-        entered = self.enter(up, integration)
+        entered = self.enter(up, integration, route)
         if isinstance(entered, Answer):
             return entered
         await asyncio.wait([entered.future])
         return self.settle(entered)
 
-    def enter(self, up: Uplink, integration: str) -> Answer | Pending:
+    def enter(self, up: Uplink, integration: str, route: dict | None = None) -> Answer | Pending:
         """The synchronous part of :meth:`accept`: feed the reassembler and queue the
         commit. Answers at once what needs no commit; otherwise the commit to wait
-        for before :meth:`settle`."""
+        for before :meth:`settle`. ``route``: the downlink route a v2 uplink's
+        request brought (:func:`collector.service.downlinks.route_from_headers`)."""
         now = self.clock.now()
         if up.received_ms is None:  # the body carried no receive time: the collector's (a time stamp: wall time)
             up = dataclasses.replace(up, received_ms=int(self.clock.wall() * 1000))
@@ -154,12 +160,18 @@ class Ingest:
         if closed:
             ops.extend(self._cap_ops(closed, now))
             self.closing.pending.extend(closed)
+        repair = self.repair.on_uplink(up, route, res, now) if self.repair and up.fport == FPORT_V2 else None
+        if repair is not None:
+            # the repair state and any downlink it made due commit with the uplink
+            ops.extend(repair.ops)
         try:
             fut = self.committer.submit_nowait(ops[0] if len(ops) == 1 else together(ops))
         except StoreUnavailable as e:
             fut = asyncio.get_running_loop().create_future()
             fut.set_exception(e)
         self.guard.track(fut)
+        if repair is not None:
+            fut.add_done_callback(repair.committed)
         if closed:
             # closed messages are gone from the open set: record them in any case
             self.closing.wake()
@@ -224,7 +236,8 @@ def ingest_handler(integration: str):
             ans = answer_error(503, "the collector is shutting down", {"Retry-After": "5"})
         else:
             up = await ingest.gate.admit(request, integration)
-            ans = up if isinstance(up, Answer) else await ingest.accept(up, integration)
+            ans = up if isinstance(up, Answer) else await ingest.accept(up, integration,
+                                                                       downlink_route(up, integration, request))
         ingest.answered(integration, ans.status, time.perf_counter() - t0)
         return ans.response()
     return handler
