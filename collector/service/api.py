@@ -32,6 +32,7 @@ from collector.service.keys import (
 )
 from collector.service.loops import CLOSING
 from collector.service.metrics import CONTENT_TYPE_LATEST
+from collector.service.mqtt import MQTT
 from collector.service.store import StoreUnavailable, op_retry_dead
 
 MESSAGE_STATES = ("open", "complete", "partial", "incident")
@@ -83,6 +84,9 @@ async def healthz(request: web.Request) -> web.Response:
     workers = app.get(WORKERS)
     if workers is not None:
         body["workers"] = {"configured": app[CFG].workers, "running": workers.alive()}
+    sub = app.get(MQTT)
+    if sub is not None:
+        body["mqtt"] = sub.health()
     return web.json_response(body, status=200 if ok else 503)
 
 

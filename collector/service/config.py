@@ -53,6 +53,28 @@ class ServiceConfig:
     #: HTTP worker processes in front of the process that owns the state (0: one
     #: process does everything); see docs/operations.md, "Workers"
     workers: int = 0
+    # ------------------------------------------------------------------ MQTT ingest (docs/operations.md, "MQTT")
+    #: broker to subscribe to, ``mqtt://user:password@host:port`` or ``mqtts://...`` (empty: none)
+    mqtt_url: str = ""
+    #: ``chirpstack`` or ``ttn``: the topics' and payloads' shape
+    mqtt_integration: str = "chirpstack"
+    #: topic filters (default: the integration's uplink topic)
+    mqtt_topic: list[str] = field(default_factory=list)
+    #: the persistent session's client id (default: derived from the host name and the database path)
+    mqtt_client_id: str = ""
+    #: subscribe as a member of this MQTT 5 shared-subscription group (``$share/<group>/<topic>``)
+    mqtt_share: str = ""
+    #: ``i/n``: take only the devices whose topic hashes to partition i of n
+    mqtt_partition: str = ""
+    #: seconds the broker keeps the session (and queues QoS 1 uplinks) while the collector is away
+    mqtt_session_expiry: int = 7 * 24 * 3600
+    mqtt_keepalive: int = 30
+    #: QoS 1 messages the broker may have in flight to the collector, unacknowledged
+    mqtt_inflight: int = 1000
+    #: CA certificates for mqtts:// (default: the system's)
+    mqtt_ca_file: str = ""
+    #: ``5`` or ``3.1.1`` (The Things Stack's MQTT server speaks 3.1.1)
+    mqtt_protocol: str = "5"
     # ------------------------------------------------------------------ reassembly
     # (defaults and meaning: collector.core.reassembly.Settings, the one place they live)
     message_timeout: float = Settings.message_timeout
@@ -119,6 +141,9 @@ class ServiceConfig:
             raise ValueError("delivery_concurrency must be at least 1")
         if self.webapp_url and not self.webapp_url.startswith(("http://", "https://")):
             raise ValueError(f"webapp_url {self.webapp_url!r} must start with http:// or https://")
+        if self.mqtt_url:
+            from collector.service.mqtt_config import validate_mqtt
+            validate_mqtt(self)
 
     @property
     def any_ingest_token(self) -> bool:
@@ -134,7 +159,7 @@ class ServiceConfig:
 
 
 SECRETS = ("ingest_token", "ttn_token", "chirpstack_token", "generic_token", "api_token",
-           "webapp_token", "webapp_password")
+           "webapp_token", "webapp_password", "mqtt_url")
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(ServiceConfig)}
 
 
