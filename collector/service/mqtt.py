@@ -84,6 +84,8 @@ class MqttIngest:
         self._connected_gauge = Gauge("collector_mqtt_connected", "1 while connected to the broker", registry=r)
         self.connected = False
         self.connects = 0
+        #: messages received since the start
+        self.received = 0
         self.last_error: str | None = None
         self.session_present: bool | None = None
         self._generation = 0
@@ -215,14 +217,16 @@ class MqttIngest:
     def _on_disconnect(self, reason: str) -> None:
         if self.connected and not self._stopping:
             log.warning("event=mqtt_disconnected broker=%s reason=%r", self.s.public_url, reason)
+            self.last_error = f"disconnected: {reason}"
+        elif self.last_error is None and not self._stopping:  # (a refusal keeps its own reason)
+            self.last_error = f"cannot connect: {reason}"
         self.connected = False
         self._connected_gauge.set(0)
-        if not self._stopping:
-            self.last_error = f"disconnected: {reason}"
 
     def _on_message(self, msg: paho.MQTTMessage) -> None:
         if self._stopping:
             return  # not acknowledged: the broker sends it again to the next session
+        self.received += 1
         r = _Received(self._generation, msg.mid, msg.qos)
         self._order.append(r)
         try:
@@ -301,7 +305,8 @@ class MqttIngest:
 
     def health(self) -> dict:
         return {"broker": self.s.public_url, "connected": self.connected, "sessionPresent": self.session_present,
-                "reconnects": max(0, self.connects - 1), "inFlight": len(self._order),
+                "reconnects": max(0, self.connects - 1), "received": self.received,
+                "unacknowledged": len(self._order),
                 "filters": list(self.s.filters), "error": self.last_error}
 
 

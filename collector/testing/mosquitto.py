@@ -9,6 +9,7 @@ returns a connected paho client for publishing network-server messages.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import shutil
 import socket
 import subprocess
@@ -40,6 +41,8 @@ class Broker:
     def _config(self) -> Path:
         lines = [
             f"listener {self.port} 127.0.0.1",
+            # started as root, Mosquitto would switch to its own user, which cannot read this folder
+            f"user {getpass.getuser()}",
             "persistence true",
             f"persistence_location {self.folder}/",
             "autosave_interval 1",
