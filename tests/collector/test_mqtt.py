@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import re
 
@@ -18,7 +19,9 @@ from collector.testing.harness import LiveService, wait_until
 from collector.testing.mosquitto import Broker, close, mosquitto_binary, publish_all, publisher
 from devicesim.formats import AppUplink, chirpstack_body, ttn_body
 
-pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed (.ci/run installs it)")
+# skipped on a developer's machine without Mosquitto; in CI (which installs it) a missing broker fails
+pytestmark = pytest.mark.skipif(mosquitto_binary() is None and not os.environ.get("CI"),
+                                reason="mosquitto is not installed (apt-get install mosquitto)")
 
 DEV = "70B3D57ED005A1B2"
 T0_NS = 1_800_000_000 * 10**9

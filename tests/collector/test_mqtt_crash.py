@@ -7,6 +7,7 @@ operator runs."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -21,7 +22,9 @@ from collector.testing.harness import free_port, http, wait_until
 from collector.testing.mosquitto import Broker, close, mosquitto_binary, publish_all, publisher
 from devicesim.formats import AppUplink, chirpstack_body
 
-pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed (.ci/run installs it)")
+# skipped on a developer's machine without Mosquitto; in CI (which installs it) a missing broker fails
+pytestmark = pytest.mark.skipif(mosquitto_binary() is None and not os.environ.get("CI"),
+                                reason="mosquitto is not installed (apt-get install mosquitto)")
 
 N_MESSAGES = 12
 
