@@ -113,7 +113,8 @@ def test_the_things_stack_with_user_and_api_key_at_qos_0(tmp_path, caplog):
     key = "NNSXS.ABCDEFGHIJKLMNOP.SECRETSECRETSECRET"
     with Broker(tmp_path / "broker", users={"field-loggers@acme": key}) as b:
         frags = fragments(5)
-        with LiveService(tmp_path / "c.db", mqtt_url=b.url("field-loggers@acme"), mqtt_integration="ttn") as s:
+        with LiveService(tmp_path / "c.db", mqtt_url=b.url("field-loggers@acme"), mqtt_integration="ttn",
+                         mqtt_protocol="3.1.1") as s:
             connected(s)
             assert mqtt_health(s)["filters"] == ["v3/+/devices/+/up"]
             p = publisher(b.port, username="field-loggers@acme", password=key)
