@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import paho.mqtt.client as paho
 from aiohttp import web
 from paho.mqtt.enums import CallbackAPIVersion
@@ -42,7 +43,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import Counter, Gauge
 
 from collector.core import ingest as parsers
-from collector.core.mqtt import TopicError, parse_topic
+from collector.core.mqtt import TopicError, downlink, parse_topic
 from collector.service.gate import Answer
 from collector.service.ingest_http import INGEST, Ingest, Pending
 from collector.service.keys import CFG, METRICS
@@ -93,6 +94,9 @@ class MqttIngest:
         self._pending: set[asyncio.Future] = set()
         self._stopping = False
         self._resuming: asyncio.Task | None = None
+        #: the (application, device) of each DevEUI's latest uplink: where its downlinks go
+        self.routes: dict[str, tuple[str, str]] = {}
+        self._published: dict[int, asyncio.Future] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.client: paho.Client | None = None
 
@@ -127,8 +131,11 @@ class MqttIngest:
         def on_message(client, userdata, msg):
             loop.call_soon_threadsafe(self._on_message, msg)
 
-        c.on_connect, c.on_subscribe, c.on_disconnect, c.on_message = (on_connect, on_subscribe, on_disconnect,
-                                                                       on_message)
+        def on_publish(client, userdata, mid, reason, properties):
+            loop.call_soon_threadsafe(self._on_publish, mid, str(reason), reason.is_failure)
+
+        c.on_connect, c.on_subscribe, c.on_disconnect, c.on_message, c.on_publish = (
+            on_connect, on_subscribe, on_disconnect, on_message, on_publish)
         props = None
         if v5:
             props = Properties(PacketTypes.CONNECT)
@@ -261,6 +268,7 @@ class MqttIngest:
         except parsers.IngestError as e:
             self.ingest.uplink(self.label, "rejected")
             return self._rejected(msg.topic, str(e))
+        self.routes[up.dev_eui] = (t.application, t.device)
         entered = self.ingest.enter(up, self.label)
         if isinstance(entered, Answer):
             return "ignored" if entered.status == 202 else "rejected"
@@ -300,6 +308,37 @@ class MqttIngest:
         if c is None:
             c = self._outcomes[outcome] = self._messages.labels(outcome)
         c.inc()
+
+    # ------------------------------------------------------------------ downlinks
+
+    async def send_downlink(self, dev_eui: str, fport: int, payload: bytes, replace: bool = False,
+                            timeout: float = 10.0) -> str | None:
+        """Publish a downlink to the device through the network server's MQTT
+        integration, at QoS 1; None once the broker has acknowledged it, otherwise
+        why it was not handed over (retry later)."""
+        route = self.routes.get(dev_eui.upper())
+        if route is None:
+            return "no uplink from this device has come over MQTT yet"
+        client = self.client
+        if client is None or not self.connected:
+            return "not connected to the MQTT broker"
+        topic, body = downlink(self.s.integration, route[0], route[1], dev_eui, fport, payload, replace)
+        info = client.publish(topic, orjson.dumps(body), qos=1)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            return f"publishing to {topic!r} failed: {paho.error_string(info.rc)}"
+        fut = self._published[info.mid] = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                return await fut
+        except TimeoutError:
+            return f"the broker did not acknowledge the downlink within {timeout:g} s"
+        finally:
+            self._published.pop(info.mid, None)
+
+    def _on_publish(self, mid: int, reason: str, failed: bool) -> None:
+        fut = self._published.get(mid)
+        if fut is not None and not fut.done():
+            fut.set_result(f"the broker refused the downlink: {reason}" if failed else None)
 
     # ------------------------------------------------------------------ status
 

@@ -14,6 +14,7 @@ import pytest
 
 from collector.core import wire
 from collector.core.mqtt import device_partition
+from collector.service.mqtt import MQTT
 from collector.testing.examples import example_record
 from collector.testing.harness import LiveService, wait_until
 from collector.testing.mosquitto import Broker, close, mosquitto_binary, publish_all, publisher
@@ -238,3 +239,30 @@ def test_partitions_keep_each_device_at_one_collector(tmp_path, broker):
             assert all('complete="true"' in d["xml"] for d in docs)
             assert metric(s, "collector_mqtt_messages_total", outcome="other_partition") == sum(
                 len(fragments(0)) for _ in mine[1 - i])
+
+
+@pytest.mark.parametrize("integration", ["chirpstack", "ttn"])
+def test_downlinks_are_published_where_the_network_server_takes_them(tmp_path, broker, integration):
+    frag = fragments(9)[0]
+    up = cs_message(DEV, 1, frag) if integration == "chirpstack" else tts_message(DEV, 1, frag)
+    got: list[tuple[str, dict]] = []
+    ns = publisher(broker.port, client_id="ns-downlinks")
+    ns.on_message = lambda c, u, m: got.append((m.topic, json.loads(m.payload)))
+    ns.subscribe("application/+/device/+/command/down" if integration == "chirpstack" else "v3/+/devices/+/down/#",
+                 qos=1)
+    with LiveService(tmp_path / "c.db", mqtt_url=broker.url(), mqtt_integration=integration) as s:
+        sub = s.app[MQTT]
+        assert s.run(sub.send_downlink(DEV, 17, b"\x01")) == "no uplink from this device has come over MQTT yet"
+        connected(s)
+        publish_all(ns, [up])
+        wait_until(lambda: metric(s, "collector_mqtt_messages_total", outcome="accepted") == 1, 10, "the uplink")
+        assert s.run(sub.send_downlink(DEV, 17, b"\x01\x02", replace=True)) is None
+        wait_until(lambda: got, 10, "the downlink at the network server")
+    close(ns)
+    (topic, body), = got
+    if integration == "chirpstack":
+        assert topic == f"application/0b5e7e1a-app/device/{DEV.lower()}/command/down"
+        assert body == {"devEui": DEV.lower(), "confirmed": False, "fPort": 17, "data": "AQI="}
+    else:
+        assert topic == f"v3/field-loggers@acme/devices/dev-{DEV.lower()}/down/replace"
+        assert body == {"downlinks": [{"f_port": 17, "frm_payload": "AQI=", "priority": "NORMAL"}]}
