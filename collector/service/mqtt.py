@@ -93,6 +93,7 @@ class MqttIngest:
         self._order: deque[_Received] = deque()
         self._pending: set[asyncio.Future] = set()
         self._stopping = False
+        self.resume_delay = RESUME_DELAY
         self._resuming: asyncio.Task | None = None
         #: the (application, device) of each DevEUI's latest uplink: where its downlinks go
         self.routes: dict[str, tuple[str, str]] = {}
@@ -141,8 +142,6 @@ class MqttIngest:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = s.session_expiry
             props.ReceiveMaximum = s.inflight
-        else:
-            c.max_inflight_messages_set(s.inflight)
         c.connect_async(s.host, s.port, s.keepalive, clean_start=False if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
                         properties=props)
         return c
@@ -177,7 +176,7 @@ class MqttIngest:
     async def _resume(self) -> None:
         """Take the session down and resume it: the broker sends every message not
         yet acknowledged again."""
-        await asyncio.sleep(RESUME_DELAY)
+        await asyncio.sleep(self.resume_delay)
         client, self.client = self.client, None
         if client is not None:
             await asyncio.to_thread(_close, client)
@@ -288,7 +287,7 @@ class MqttIngest:
         self._count("unavailable")
         if self._resuming is None and not self._stopping:
             log.error("event=mqtt_not_acknowledged detail=%r resume_in=%g", "the store could not take an uplink; "
-                      "the session is resumed so that the broker sends it again", RESUME_DELAY)
+                      "the session is resumed so that the broker sends it again", self.resume_delay)
             self._resuming = asyncio.ensure_future(self._resume())
 
     def _ack_ready(self) -> None:

@@ -9,11 +9,13 @@ import logging
 import os
 import random
 import re
+import sqlite3
 
 import pytest
 
 from collector.core import wire
 from collector.core.mqtt import device_partition
+from collector.service.keys import METRICS
 from collector.service.mqtt import MQTT
 from collector.testing.examples import example_record
 from collector.testing.harness import LiveService, wait_until
@@ -266,3 +268,28 @@ def test_downlinks_are_published_where_the_network_server_takes_them(tmp_path, b
     else:
         assert topic == f"v3/field-loggers@acme/devices/dev-{DEV.lower()}/down/replace"
         assert body == {"downlinks": [{"f_port": 17, "frm_payload": "AQI=", "priority": "NORMAL"}]}
+
+
+def test_an_uplink_the_store_cannot_take_is_not_acknowledged_and_comes_again(tmp_path, broker):
+    frags = fragments(11)
+    db = tmp_path / "c.db"
+    with LiveService(db, mqtt_url=broker.url(), max_pending_writes=1) as s:
+        connected(s)
+        s.app[MQTT].resume_delay = 0.2
+        lock = sqlite3.connect(db, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")  # the commit waits; the queue behind it is full
+        p = publisher(broker.port)
+        try:
+            publish_all(p, [cs_message(DEV, 40 + i, f) for i, f in enumerate(frags)])
+            # (read in-process: /metrics itself waits for the store)
+            registry = s.app[METRICS].registry
+            wait_until(lambda: registry.get_sample_value("collector_mqtt_messages_total", {"outcome": "unavailable"}),
+                       10, "an uplink refused by the store")
+            lock.rollback()
+            lock.close()
+            (doc,) = delivered(s, 1)
+        finally:
+            close(p)
+        assert 'complete="true"' in doc["xml"]
+        h = mqtt_health(s)
+        assert h["reconnects"] >= 1 and h["received"] > len(frags)  # the broker sent the refused ones again
