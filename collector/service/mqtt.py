@@ -119,6 +119,9 @@ class MqttIngest:
 
         def on_connect(client, userdata, flags, reason, properties):
             if not reason.is_failure:
+                # A new connection: from now on no message of an older one is acknowledged
+                # (bumped here, in the network thread, before any message of this one).
+                self._generation += 1
                 qos1 = SubscribeOptions(qos=1) if v5 else 1
                 client.subscribe([(f, qos1) for f in s.filters])
             loop.call_soon_threadsafe(self._on_connect, str(reason), reason.is_failure, flags.session_present)
@@ -130,7 +133,7 @@ class MqttIngest:
             loop.call_soon_threadsafe(self._on_disconnect, str(reason))
 
         def on_message(client, userdata, msg):
-            loop.call_soon_threadsafe(self._on_message, msg)
+            loop.call_soon_threadsafe(self._on_message, msg, self._generation)
 
         def on_publish(client, userdata, mid, reason, properties):
             loop.call_soon_threadsafe(self._on_publish, mid, str(reason), reason.is_failure)
@@ -183,7 +186,6 @@ class MqttIngest:
         if self._stopping:
             return
         self._generation += 1  # nothing received on the old connection is acknowledged any more
-        self._order.clear()
         self.client = self._new_client()
         self.client.loop_start()
         self._resuming = None
@@ -195,8 +197,8 @@ class MqttIngest:
             self.last_error = f"the broker refused the connection: {reason}"
             log.error("event=mqtt_refused broker=%s reason=%r", self.s.public_url, reason)
             return
-        self._generation += 1
-        self._order.clear()
+        # what came on older connections is sent again by the broker: not acknowledged
+        self._order = deque(r for r in self._order if r.generation == self._generation)
         self.connects += 1
         if self.connects > 1:
             self._reconnects.inc()
@@ -229,11 +231,11 @@ class MqttIngest:
         self.connected = False
         self._connected_gauge.set(0)
 
-    def _on_message(self, msg: paho.MQTTMessage) -> None:
+    def _on_message(self, msg: paho.MQTTMessage, generation: int) -> None:
         if self._stopping:
             return  # not acknowledged: the broker sends it again to the next session
         self.received += 1
-        r = _Received(self._generation, msg.mid, msg.qos)
+        r = _Received(generation, msg.mid, msg.qos)
         self._order.append(r)
         try:
             outcome = self._handle(msg, r)
@@ -293,9 +295,9 @@ class MqttIngest:
     def _ack_ready(self) -> None:
         """Acknowledge, in arrival order, the messages whose outcome is committed."""
         order, client = self._order, self.client
-        while order and order[0].done:
+        while order and (order[0].done or order[0].generation != self._generation):
             r = order.popleft()
-            if r.qos and r.generation == self._generation and client is not None:
+            if r.done and r.qos and r.generation == self._generation and client is not None:
                 client.ack(r.mid, r.qos)
 
     def _rejected(self, topic: str, why: str) -> str:

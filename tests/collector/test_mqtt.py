@@ -291,5 +291,7 @@ def test_an_uplink_the_store_cannot_take_is_not_acknowledged_and_comes_again(tmp
         finally:
             close(p)
         assert 'complete="true"' in doc["xml"]
-        h = mqtt_health(s)
-        assert h["reconnects"] >= 1 and h["received"] > len(frags)  # the broker sent the refused ones again
+        # the session resumed, and the broker sent the refused ones again
+        wait_until(lambda: mqtt_health(s)["reconnects"] >= 1 and mqtt_health(s)["received"] > len(frags), 10,
+                   "the refused uplinks again")
+        wait_until(lambda: mqtt_health(s)["unacknowledged"] == 0, 10, "every uplink acknowledged")
