@@ -3,7 +3,7 @@ variables, then command-line flags (each later source overrides the earlier).
 
 Every field of :class:`ServiceConfig` is a TOML key of the same name (top level, or
 inside the table of its group, :data:`TABLES`: ``[ingest]``, ``[reassembly]``,
-``[delivery]``, ``[operations]``), an environment variable ``COLLECTOR_<NAME>``
+``[delivery]``, ``[operations]``, ``[mqtt]``), an environment variable ``COLLECTOR_<NAME>``
 (upper case) and a flag ``--<name-with-dashes>``. Lists are comma-separated in the
 environment.
 """
@@ -214,6 +214,8 @@ TABLES: dict[str, tuple[str, ...]] = {
                  "circuit_threshold", "circuit_reset", "seed"),
     "operations": ("retention", "prune_interval", "devices_file", "clock", "clock_start", "log_level",
                    "shutdown_timeout"),
+    "mqtt": ("mqtt_url", "mqtt_integration", "mqtt_topic", "mqtt_client_id", "mqtt_share", "mqtt_partition",
+             "mqtt_session_expiry", "mqtt_keepalive", "mqtt_inflight", "mqtt_ca_file", "mqtt_protocol"),
 }
 _DOC = "see docs/operations.md"
 
