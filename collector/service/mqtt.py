@@ -135,11 +135,14 @@ class MqttIngest:
         def on_message(client, userdata, msg):
             loop.call_soon_threadsafe(self._on_message, msg, self._generation)
 
+        def on_connect_fail(client, userdata):
+            loop.call_soon_threadsafe(self._on_connect_fail)
+
         def on_publish(client, userdata, mid, reason, properties):
             loop.call_soon_threadsafe(self._on_publish, mid, str(reason), reason.is_failure)
 
-        c.on_connect, c.on_subscribe, c.on_disconnect, c.on_message, c.on_publish = (
-            on_connect, on_subscribe, on_disconnect, on_message, on_publish)
+        c.on_connect, c.on_subscribe, c.on_disconnect, c.on_message, c.on_publish, c.on_connect_fail = (
+            on_connect, on_subscribe, on_disconnect, on_message, on_publish, on_connect_fail)
         props = None
         if v5:
             props = Properties(PacketTypes.CONNECT)
@@ -212,6 +215,14 @@ class MqttIngest:
             log.warning("event=mqtt_session_lost broker=%s detail=%r", self.s.public_url,
                         "the broker kept no session: uplinks published while the collector was away are lost "
                         "(broker restarted without persistence, or the session expired)")
+
+    def _on_connect_fail(self) -> None:
+        if self.last_error is None or self.connected:  # once per outage, not at every retry
+            log.warning("event=mqtt_cannot_connect broker=%s detail=%r", self.s.public_url,
+                        "network or TLS failure; retrying with backoff")
+        self.connected = False
+        self._connected_gauge.set(0)
+        self.last_error = "cannot connect (network or TLS failure); retrying"
 
     def _on_subscribe(self, reasons: list[tuple[int, str]]) -> None:
         for (code, text), f in zip(reasons, self.s.filters, strict=False):

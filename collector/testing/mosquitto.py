@@ -30,11 +30,14 @@ def mosquitto_binary() -> str | None:
 class Broker:
     """A Mosquitto on 127.0.0.1, configured for a collector's persistent session."""
 
-    def __init__(self, folder: str | Path, port: int | None = None, *, users: dict[str, str] | None = None):
+    def __init__(self, folder: str | Path, port: int | None = None, *, users: dict[str, str] | None = None,
+                 tls: bool = False):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.users = users or {}
+        #: with ``tls``: the self-signed certificate of 127.0.0.1 the broker presents (a client's CA file)
+        self.cert: Path | None = self.folder / "broker.crt" if tls else None
         self.proc: subprocess.Popen | None = None
         self.log = self.folder / "mosquitto.log"
 
@@ -53,6 +56,13 @@ class Broker:
             "log_type error",
             "log_type warning",
         ]
+        if self.cert is not None:
+            key = self.folder / "broker.key"
+            if not self.cert.exists():
+                subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                                "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                                "-keyout", str(key), "-out", str(self.cert)], check=True, capture_output=True)
+            lines += [f"certfile {self.cert}", f"keyfile {key}"]
         if self.users:
             pw = self.folder / "passwd"
             pw.write_text("".join(f"{u}:{p}\n" for u, p in self.users.items()))
@@ -98,7 +108,7 @@ class Broker:
 
     def url(self, user: str | None = None) -> str:
         auth = f"{user}:{self.users[user]}@" if user else ""
-        return f"mqtt://{auth}127.0.0.1:{self.port}"
+        return f"{'mqtts' if self.cert else 'mqtt'}://{auth}127.0.0.1:{self.port}"
 
     def __enter__(self) -> Broker:
         return self.start()
@@ -108,12 +118,14 @@ class Broker:
 
 
 def publisher(port: int, client_id: str = "network-server", username: str | None = None,
-              password: str | None = None) -> paho.Client:
+              password: str | None = None, ca_file: str | Path | None = None) -> paho.Client:
     """A connected MQTT 5 client with its network thread running (stop it with
-    :func:`close`)."""
+    :func:`close`); over TLS when given the broker's certificate."""
     c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
     if username:
         c.username_pw_set(username, password)
+    if ca_file:
+        c.tls_set(ca_certs=str(ca_file))
     c.connect("127.0.0.1", port)
     c.loop_start()
     wait_until(c.is_connected, 10, "the publisher to connect")

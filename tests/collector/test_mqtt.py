@@ -295,3 +295,20 @@ def test_an_uplink_the_store_cannot_take_is_not_acknowledged_and_comes_again(tmp
         wait_until(lambda: mqtt_health(s)["reconnects"] >= 1 and mqtt_health(s)["received"] > len(frags), 10,
                    "the refused uplinks again")
         wait_until(lambda: mqtt_health(s)["unacknowledged"] == 0, 10, "every uplink acknowledged")
+
+
+def test_mqtts_with_the_brokers_certificate(tmp_path):
+    with Broker(tmp_path / "broker", tls=True) as b:
+        assert b.url().startswith("mqtts://")
+        with LiveService(tmp_path / "c.db", mqtt_url=b.url(), mqtt_ca_file=str(b.cert)) as s:
+            connected(s)
+            p = publisher(b.port, ca_file=b.cert)
+            try:
+                publish_all(p, [cs_message(DEV, 50 + i, f) for i, f in enumerate(fragments(12))])
+                delivered(s, 1)
+            finally:
+                close(p)
+        # without the broker's certificate the collector does not trust it
+        with LiveService(tmp_path / "d.db", mqtt_url=b.url()) as s:
+            wait_until(lambda: mqtt_health(s)["error"], 15, "the failed handshake to show")
+            assert not mqtt_health(s)["connected"]
