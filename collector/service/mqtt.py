@@ -283,6 +283,9 @@ class MqttIngest:
         self.routes[up.dev_eui] = (t.application, t.device)
         entered = self.ingest.enter(up, self.label)
         if isinstance(entered, Answer):
+            if entered.status >= 500:  # the store refuses uplinks for now: not acknowledged
+                self._not_taken()
+                return None
             return "ignored" if entered.status == 202 else "rejected"
         fut = entered.future
         self._pending.add(fut)
@@ -297,6 +300,11 @@ class MqttIngest:
             r.done = True
             self._ack_ready()
             return
+        self._not_taken()
+
+    def _not_taken(self) -> None:
+        """The store could not take an uplink: it stays unacknowledged, and the
+        session is resumed (once) so that the broker sends it again."""
         self._count("unavailable")
         if self._resuming is None and not self._stopping:
             log.error("event=mqtt_not_acknowledged detail=%r resume_in=%g", "the store could not take an uplink; "
