@@ -33,8 +33,8 @@ from collector.service.keys import (
 )
 from collector.service.loops import CLOSING
 from collector.service.metrics import CONTENT_TYPE_LATEST
-from collector.service.repairs import REPAIR, message_view
 from collector.service.mqtt import MQTT
+from collector.service.repairs import REPAIR, message_view
 from collector.service.store import StoreUnavailable, op_retry_dead
 
 MESSAGE_STATES = ("open", "complete", "partial", "incident")

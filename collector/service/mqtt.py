@@ -44,11 +44,13 @@ from prometheus_client import Counter, Gauge
 
 from collector.core import ingest as parsers
 from collector.core.mqtt import TopicError, downlink, parse_topic
+from collector.core.wire2 import FPORT_V2
 from collector.service.gate import Answer
 from collector.service.ingest_http import INGEST, Ingest, Pending
 from collector.service.keys import CFG, METRICS
 from collector.service.metrics import Metrics
 from collector.service.mqtt_config import MqttSettings, mqtt_settings
+from collector.service.repairs import REPAIR
 
 log = logging.getLogger("collector.mqtt")
 
@@ -281,7 +283,10 @@ class MqttIngest:
             self.ingest.uplink(self.label, "rejected")
             return self._rejected(msg.topic, str(e))
         self.routes[up.dev_eui] = (t.application, t.device)
-        entered = self.ingest.enter(up, self.label)
+        # a v2 uplink's downlinks go back the way it came (the repair loop keeps the route)
+        route = ({"kind": "mqtt", "integration": s.integration, "application": t.application,
+                  "device": t.device} if up.fport == FPORT_V2 else None)
+        entered = self.ingest.enter(up, self.label, route)
         if isinstance(entered, Answer):
             if entered.status >= 500:  # the store refuses uplinks for now: not acknowledged
                 self._not_taken()
@@ -332,17 +337,21 @@ class MqttIngest:
     # ------------------------------------------------------------------ downlinks
 
     async def send_downlink(self, dev_eui: str, fport: int, payload: bytes, replace: bool = False,
-                            timeout: float = 10.0) -> str | None:
+                            timeout: float = 10.0, route: dict | None = None) -> str | None:
         """Publish a downlink to the device through the network server's MQTT
         integration, at QoS 1; None once the broker has acknowledged it, otherwise
-        why it was not handed over (retry later)."""
-        route = self.routes.get(dev_eui.upper())
-        if route is None:
+        why it was not handed over (retry later). ``route``: an ``mqtt`` route of the
+        repair loop (default: the topic of the device's latest uplink here)."""
+        if route is not None:
+            where = (route.get("integration") or self.s.integration, route["application"], route["device"])
+        elif dev_eui.upper() in self.routes:
+            where = (self.s.integration, *self.routes[dev_eui.upper()])
+        else:
             return "no uplink from this device has come over MQTT yet"
         client = self.client
         if client is None or not self.connected:
             return "not connected to the MQTT broker"
-        topic, body = downlink(self.s.integration, route[0], route[1], dev_eui, fport, payload, replace)
+        topic, body = downlink(where[0], where[1], where[2], dev_eui, fport, payload, replace)
         info = client.publish(topic, orjson.dumps(body), qos=1)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             return f"publishing to {topic!r} failed: {paho.error_string(info.rc)}"
@@ -385,8 +394,14 @@ async def mqtt_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CFG]
     sub = app[MQTT] = MqttIngest(mqtt_settings(cfg), app[INGEST], app[METRICS], cfg.body_limit,
                                  cfg.default_region)
+    hub = app.get(REPAIR)
+    servers = hub.agent.servers if hub is not None and hub.agent is not None else None
     await sub.start()
+    if servers is not None:
+        servers.mqtt = sub  # the repair loop's downlinks of MQTT routes
     try:
         yield
     finally:
+        if servers is not None:
+            servers.mqtt = None
         await sub.stop(cfg.shutdown_timeout)

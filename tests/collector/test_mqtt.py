@@ -4,6 +4,7 @@ with two collectors. (kill -9 with messages in flight: test_mqtt_crash.py.)"""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ import sqlite3
 import pytest
 
 from collector.core import wire
+from collector.core.device import Device
 from collector.core.mqtt import device_partition
 from collector.service.keys import METRICS
 from collector.service.mqtt import MQTT
@@ -312,3 +314,51 @@ def test_mqtts_with_the_brokers_certificate(tmp_path):
         with LiveService(tmp_path / "d.db", mqtt_url=b.url()) as s:
             wait_until(lambda: mqtt_health(s)["error"], 15, "the failed handshake to show")
             assert not mqtt_health(s)["connected"]
+
+
+def test_v2_repair_loop_over_mqtt(tmp_path, broker):
+    """A v2 device behind ChirpStack's MQTT integration: 3 of its 8 uplinks lost, its
+    poll gets a NEED published to command/down, the fresh rows rebuild the record."""
+    eui = "00000000000003B1"
+    got: list[bytes] = []
+    markers: list[str] = []
+    ns = publisher(broker.port, client_id="chirpstack")
+
+    def on_message(c, u, m):
+        if m.topic.startswith("test/"):
+            markers.append(m.topic)
+        else:
+            body = json.loads(m.payload)
+            assert m.topic == f"application/0b5e7e1a-app/device/{eui.lower()}/command/down"
+            assert (body["devEui"], body["fPort"], body["confirmed"]) == (eui.lower(), 17, False)
+            got.append(base64.b64decode(body["data"]))
+    ns.on_message = on_message
+    ns.subscribe([("application/+/device/+/command/down", 1), ("test/#", 1)])
+    device = Device(parity=2)
+    device.submit(wire.encode_record(example_record()), 115, 0.0)
+    with LiveService(tmp_path / "c.db", mqtt_url=broker.url(), stub=False) as s:
+        connected(s)
+        n, t, lose = 0, 0.0, {2, 5, 8}
+        while (p := device.next_uplink(t)) is not None and n < 50:
+            n += 1
+            if n not in lose:
+                publish_all(ns, [(cs_topic(eui), json.dumps(chirpstack_body(
+                    AppUplink(eui, 17, n, p, T0_NS + n * 10**9, dr=3, sf=9))).encode())])
+                sent = n - len(lose & set(range(n)))
+                wait_until(lambda sent=sent: mqtt_health(s)["received"] == sent and
+                           mqtt_health(s)["unacknowledged"] == 0, 10, "the uplink committed")
+
+                def handed_over() -> bool:
+                    r = s.get(f"/api/devices/{eui}/repair")
+                    return r.status == 404 or (r.json().get("pending") or {}).get("state") != "pending"
+                wait_until(handed_over, 10, "the downlink handed over")
+                # the broker passes on what it took before this marker
+                publish_all(ns, [(f"test/{n}", b"")])
+                wait_until(lambda n=n: f"test/{n}" in markers, 10, "the marker")
+            while got:
+                device.downlink(got.pop(0), t)
+            t += 60.0
+        assert device.idle and device.stats.needs_served == 1 and device.stats.acked == 1
+        (m,) = s.get(f"/api/messages?device={eui}").json()["messages"]
+        assert m["state"] == "complete"
+    close(ns)
