@@ -1,0 +1,361 @@
+"""The simulated world: devices and their state, the ground truth of every message,
+the frames on the air and the device process that makes them.
+
+A :class:`DeviceRun` is one device's SimPy process: it builds records, fragments them
+and transmits under the duty cycle, appending every frame to its host's
+:class:`FrameTable` and every message to its host's ground truth. The engines
+(:mod:`devicesim.engine`) decide what the frames become.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import simpy
+
+from collector.core.lorawan import DataRate, Region, off_time
+from collector.core.lorawan import region as lookup_region
+from collector.core.wire import encode_record, fragment
+from devicesim import rng as streams
+from devicesim.channel import path_loss, sensitivity
+from devicesim.config import ConfigError, SimConfig
+from devicesim.network import Delivery, NetworkStats
+from devicesim.records import make_record
+from devicesim.stats import Stats
+
+
+@dataclass
+class Device:
+    index: int
+    dev_eui: str
+    x: float
+    y: float
+    dr: DataRate
+    size: int
+    #: mean path loss (dB) to each gateway
+    mean_pl: np.ndarray
+
+
+@dataclass
+class RecordTruth:
+    """Ground truth of one message (one record) a device started to send."""
+
+    record_id: int
+    device: int
+    dev_eui: str
+    msg_id: int
+    record_seq: int
+    session: int
+    dr: int
+    size: int
+    created_at: float
+    record: bytes
+    fragments: list[bytes]
+    #: transmission start time of each fragment (None: never sent, e.g. cut by a reboot)
+    sent_at: list[float | None]
+    #: application delivery times of each fragment index (duplicates included)
+    delivered_at: dict[int, list[float]] = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        return len(self.fragments)
+
+    @property
+    def fragments_sent(self) -> list[int]:
+        return [i for i, t in enumerate(self.sent_at) if t is not None]
+
+    @property
+    def fragments_delivered(self) -> list[int]:
+        return sorted(self.delivered_at)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.delivered_at) == self.count
+
+
+class FrameTable:
+    """Every frame transmitted, as parallel columns (index = frame id)."""
+
+    def __init__(self) -> None:
+        self.device: list[int] = []
+        self.start: list[float] = []
+        self.airtime: list[float] = []
+        self.channel: list[int] = []
+        self.dr: list[int] = []
+        self.fcnt: list[int] = []
+        self.session: list[int] = []
+        self.payload: list[bytes | None] = []
+        self.record: list[int] = []
+        self.frag: list[int] = []
+        self.shadow: list[np.ndarray] = []
+        self.lost: list[bool] = []
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+
+@dataclass
+class SimResult:
+    config: SimConfig
+    devices: list[Device]
+    frames: FrameTable
+    #: application deliveries in delivery-time order
+    deliveries: list[Delivery]
+    records: list[RecordTruth]
+    stats: Stats
+    #: (gateways, frames) bool: which gateway demodulated which frame
+    heard: np.ndarray
+    network: NetworkStats | None = None
+
+    def uplinks(self, fmt: str | None = None) -> Iterator[tuple[float, str, dict]]:
+        """``(delivery time, collector path, JSON body)`` in delivery-time order."""
+        f = fmt or self.config.format
+        for d in self.deliveries:
+            path, body = d.body(f)
+            yield d.time, path, body
+
+
+class Host(Protocol):
+    """What a device process needs from the engine that runs it."""
+
+    cfg: SimConfig
+    horizon: float
+    chans: Channels
+    frames: FrameTable
+    records: list[RecordTruth]
+    n_gw: int
+    unsendable: int
+    cut: int
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def gateway_positions(cfg: SimConfig) -> np.ndarray:
+    g = cfg.gateways
+    if g.positions:
+        return np.asarray(g.positions, dtype=float)
+    pos = [(0.0, 0.0)]
+    r = cfg.devices.radius_m / 2
+    for k in range(1, g.count):
+        a = 2 * math.pi * (k - 1) / (g.count - 1)
+        pos.append((r * math.cos(a), r * math.sin(a)))
+    return np.asarray(pos, dtype=float)
+
+
+def choose_dr(cfg: SimConfig, reg: Region, index: int, best_pl: float) -> DataRate:
+    pol = cfg.devices.dr
+    if pol.kind == "fixed":
+        return reg.dr(pol.dr)
+    if pol.kind == "mix":
+        w = np.asarray(pol.weights, dtype=float)
+        i = int(streams.stream(cfg.seed, streams.DR_MIX, index).choice(len(w), p=w / w.sum()))
+        return reg.data_rates[i]
+    best = reg.data_rates[0]
+    for d in reg.data_rates:
+        if d.bw_hz == 125_000 and cfg.devices.tx_power_dbm - best_pl - sensitivity(d.sf, d.bw_hz) >= pol.margin_db:
+            best = d if d.index > best.index else best
+    return best
+
+
+def make_devices(cfg: SimConfig, gw_pos: np.ndarray) -> list[Device]:
+    reg = lookup_region(cfg.region)
+    ch = cfg.channel
+    out = []
+    for i in range(cfg.devices.count):
+        r = streams.stream(cfg.seed, streams.PLACEMENT, i)
+        u, a = r.random(2)
+        rad = cfg.devices.radius_m * math.sqrt(u)
+        x, y = rad * math.cos(2 * math.pi * a), rad * math.sin(2 * math.pi * a)
+        dist = np.hypot(gw_pos[:, 0] - x, gw_pos[:, 1] - y)
+        pl = path_loss(dist, ch.pl_d0_db, ch.d0_m, ch.gamma)
+        dr = choose_dr(cfg, reg, i, float(pl.min()))
+        size = cfg.devices.fragment_size or dr.max_payload
+        if size > dr.max_payload:
+            raise ConfigError(
+                f"devices.fragment_size {size} exceeds the maximum payload N={dr.max_payload} of "
+                f"{reg.name} DR{dr.index}"
+            )
+        out.append(Device(i, streams.dev_eui(i), x, y, dr, size, pl))
+    return out
+
+
+class Channels:
+    """A region's uplink channels and the sub-band each belongs to."""
+
+    def __init__(self, reg: Region, freqs: tuple[int, ...]):
+        self.freqs = freqs
+        bands: list = []
+        self.band = []
+        for f in freqs:
+            b = reg.sub_band(f)
+            if b not in bands:
+                bands.append(b)
+            self.band.append(bands.index(b))
+        self.dc = [b.duty_cycle for b in bands]
+        self.n_bands = len(bands)
+
+
+# --------------------------------------------------------------------------- device processes
+
+
+def record_times(cfg: SimConfig, index: int, horizon: float) -> tuple[list[float], int]:
+    s = cfg.devices.schedule
+    r = streams.stream(cfg.seed, streams.SCHEDULE, index)
+    if s.kind == "daily":
+        hour = s.hour if s.hour is not None else int(r.integers(0, 24))
+        day0 = math.floor(cfg.start / 86400) * 86400
+        days = int(math.ceil((horizon + cfg.start - day0) / 86400)) + 1
+        jit = r.uniform(-1.0, 1.0, days) * s.jitter_min * 60
+        times = [day0 + d * 86400 + hour * 3600 + jit[d] - cfg.start for d in range(days)]
+        return sorted(t for t in times if 0 <= t < horizon), hour
+    period = s.every_min * 60
+    phase = r.random() * period
+    n = int((horizon - phase) // period) + 1
+    return [phase + k * period for k in range(n) if phase + k * period < horizon], int(r.integers(0, 24))
+
+
+def reboot_times(cfg: SimConfig, index: int, horizon: float) -> list[float]:
+    rb = cfg.devices.reboots
+    times: list[float] = []
+    if rb.per_day > 0:
+        r = streams.stream(cfg.seed, streams.REBOOT, index)
+        t = 0.0
+        mean = 86400.0 / rb.per_day
+        while True:
+            t += float(r.exponential(mean))
+            if t >= horizon:
+                break
+            times.append(t)
+    if rb.at_s and (not rb.devices or index in rb.devices):
+        times.extend(t for t in rb.at_s if 0 <= t < horizon)
+    return sorted(times)
+
+
+class DeviceRun:
+    """State and SimPy process of one device."""
+
+    def __init__(self, sim: Host, dev: Device):
+        self.sim = sim
+        self.dev = dev
+        cfg = sim.cfg
+        i = dev.index
+        self.rng_rec = streams.stream(cfg.seed, streams.RECORD, i)
+        self.rng_radio = streams.stream(cfg.seed, streams.RADIO, i)
+        self.rng_loss = streams.stream(cfg.seed, streams.LOSS, i) if cfg.channel.model != "physical" else None
+        self.times, self.hour = record_times(cfg, i, sim.horizon)
+        self.reboots = reboot_times(cfg, i, sim.horizon)
+        self.toa: dict[int, float] = {}
+        self.msg_id = 0
+        self.fcnt = 0
+        self.session = 0
+        self.resets = 0
+        self.seq = int(self.rng_rec.integers(0, 5000))
+        self.boot = -float(self.rng_rec.uniform(0, 30 * 86400))
+        self.next_tx = 0.0
+        self.band_free = [0.0] * sim.chans.n_bands
+        self.bad = False
+
+    def _reboot_due(self, t: float) -> bool:
+        """Apply every reboot at or before ``t``; True when one happened."""
+        hit = False
+        while self.reboots and self.reboots[0] <= t:
+            rt = self.reboots.pop(0)
+            self.msg_id = 0
+            self.fcnt = 0
+            self.session += 1
+            self.resets += 1
+            self.boot = rt
+            self.next_tx = max(self.next_tx, rt + self.sim.cfg.devices.reboots.rejoin_s)
+            hit = True
+        return hit
+
+    def process(self, env: simpy.Environment):
+        sim, dev, cfg = self.sim, self.dev, self.sim.cfg
+        shape = cfg.devices.record
+        interval = (86400 if cfg.devices.schedule.kind == "daily" else cfg.devices.schedule.every_min * 60)
+        interval_s = max(1, min(65535, int(round(interval / shape.samples))))
+        for t_rec in self.times:
+            if env.now < t_rec:
+                yield env.timeout(t_rec - env.now)
+            self._reboot_due(env.now)
+            t_abs = cfg.start + env.now
+            rec = make_record(
+                self.rng_rec, serial=0x10000 + dev.index, seq=self.seq, end_time=t_abs, interval_s=interval_s,
+                shape=shape, position=(dev.x, dev.y), upload_hour=self.hour, dr=dev.dr.index,
+                uptime_s=int(env.now - self.boot), reset_count=self.resets,
+                last_rssi=cfg.devices.tx_power_dbm - float(dev.mean_pl.min()), site=f"site-{dev.index:05d}",
+            )
+            self.seq = (self.seq + 1) & 0xFFFF
+            data = encode_record(rec)
+            try:
+                frags = fragment(self.msg_id, data, dev.size)
+            except ValueError:
+                sim.unsendable += 1
+                continue
+            truth = RecordTruth(len(sim.records), dev.index, dev.dev_eui, self.msg_id, rec.record_seq,
+                                self.session, dev.dr.index, dev.size, t_abs, data, frags, [None] * len(frags))
+            sim.records.append(truth)
+            self.msg_id = (self.msg_id + 1) & 0xFF
+            for k, payload in enumerate(frags):
+                t = self._start_time(max(env.now, self.next_tx), len(payload))
+                if t >= sim.horizon and not sim.cfg.finish_messages:
+                    break
+                if self._reboot_due(t):
+                    sim.cut += 1
+                    break
+                if env.now < t:
+                    yield env.timeout(t - env.now)
+                self._transmit(t, payload, truth, k)
+
+    def _start_time(self, t: float, length: int) -> float:
+        chans = self.sim.chans
+        if not self.sim.cfg.devices.duty_cycle:
+            return t
+        return max(t, min(self.band_free[b] for b in chans.band))
+
+    def _transmit(self, t: float, payload: bytes, truth: RecordTruth | None, k: int) -> None:
+        sim, dev = self.sim, self.dev
+        chans = sim.chans
+        free = [c for c, b in enumerate(chans.band) if self.band_free[b] <= t] or list(range(len(chans.freqs)))
+        c = free[int(self.rng_radio.random() * len(free))]
+        toa = self.toa.get(len(payload))
+        if toa is None:
+            toa = self.toa[len(payload)] = dev.dr.time_on_air(len(payload))
+        b = chans.band[c]
+        if sim.cfg.devices.duty_cycle:
+            self.band_free[b] = t + toa + off_time(toa, chans.dc[b])
+        self.next_tx = t + toa + sim.cfg.devices.min_gap_s
+        ft = sim.frames
+        ft.device.append(dev.index)
+        ft.start.append(t)
+        ft.airtime.append(toa)
+        ft.channel.append(c)
+        ft.dr.append(dev.dr.index)
+        ft.fcnt.append(self.fcnt)
+        ft.session.append(self.session)
+        ft.payload.append(payload)
+        ft.record.append(truth.record_id if truth else -1)
+        ft.frag.append(k)
+        ft.shadow.append(self.rng_radio.standard_normal(sim.n_gw))
+        ft.lost.append(self._loss())
+        if truth is not None:
+            truth.sent_at[k] = sim.cfg.start + t
+        self.fcnt += 1
+
+    def _loss(self) -> bool:
+        ch = self.sim.cfg.channel
+        if self.rng_loss is None:
+            return False
+        if ch.model == "bernoulli":
+            return bool(self.rng_loss.random() < ch.p)
+        u_switch, u_loss = self.rng_loss.random(2)
+        if self.bad:
+            self.bad = not u_switch < ch.p_bg
+        else:
+            self.bad = bool(u_switch < ch.p_gb)
+        return bool(u_loss < (ch.loss_bad if self.bad else ch.loss_good))
