@@ -16,6 +16,7 @@ from collector.core.lorawan import message_airtime, min_message_duration
 from collector.core.lorawan import region as lookup_region
 from collector.core.wire import fragment_lengths
 from devicesim.config import ConfigError, SimConfig, load_config
+from devicesim.dutycycle import message_duration
 from devicesim.formats import FORMATS
 
 
@@ -42,7 +43,7 @@ def _dr_option(value: str | None):
 
 @main.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML configuration file.")
-@click.option("--region", help="EU868 or US915.")
+@click.option("--region", help="Region: EU868, US915, AU915, AS923-1..4.")
 @click.option("--devices", type=int, help="Number of devices.")
 @click.option("--hours", type=float, help="Simulated duration in hours.")
 @click.option("--seed", type=int, help="Seed of every random stream.")
@@ -130,7 +131,7 @@ def run(config_path, region, devices, hours, seed, fmt, out, dr, loss, loss_p, g
 
 
 @main.command()
-@click.option("--region", default="EU868", show_default=True, help="EU868 or US915.")
+@click.option("--region", default="EU868", show_default=True, help="Region: EU868, US915, AU915, AS923-1..4.")
 @click.option("--dr", type=int, required=True, help="Data-rate index.")
 @click.option("--bytes", "nbytes", type=int, required=True, help="Record length in bytes.")
 @click.option("--size", type=int, help="Fragment size S (default: the DR's maximum payload N).")
@@ -158,7 +159,9 @@ def airtime(region, dr, nbytes, size) -> None:
         ("time on air, one full fragment", f"{t_full * 1000:.3f} ms"),
         ("time on air, whole message", f"{total:.3f} s"),
         ("duty cycle", f"{dc:.1%}" if dc < 1 else "none"),
-        ("minimum message duration", f"{min_message_duration(rate, count, s, dc):.1f} s"),
+        ("minimum message duration",
+         f"{message_duration([rate.time_on_air(n) for n in lengths], dc):.1f} s (off-time rule alone: "
+         f"{min_message_duration(rate, count, s, dc, last=lengths[-1]):.1f} s)"),
     ]
     if reg.dwell_time_s is not None:
         ok = t_full <= reg.dwell_time_s

@@ -293,7 +293,8 @@ def _validate(c: SimConfig) -> None:
     p = d.dr
     _need(p.kind in ("fixed", "adr", "mix"), f"devices.dr.kind must be fixed|adr|mix, got {p.kind!r}")
     try:
-        reg.dr(p.dr)
+        if p.kind == "fixed":
+            reg.dr(p.dr)
     except ValueError as e:
         raise ConfigError(f"devices.dr.dr: {e}") from None
     if p.kind == "mix":

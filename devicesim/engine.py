@@ -23,6 +23,7 @@ from collector.core.lorawan import region as lookup_region
 from devicesim import rng as streams
 from devicesim.channel import SNR_FLOOR, collisions, noise_floor, sensitivity
 from devicesim.config import SimConfig
+from devicesim.dutycycle import hourly_spacing
 from devicesim.model import (
     Channels,
     Device,
@@ -57,15 +58,18 @@ class StagedRun:
         cfg = self.cfg
         s = cfg.devices.schedule
         ft = self.frames
-        nch = len(self.chans.freqs)
         network = cfg.network.enabled
         starts, devs, chans, fcnts, shadows, losses, airs, drs = [], [], [], [], [], [], [], []
         for dev in devices:
             r = streams.stream(cfg.seed, streams.SCHEDULE, dev.index)
             toa = dev.dr.time_on_air(s.payload_bytes)
             period = toa + cfg.devices.min_gap_s
+            allowed = self.chans.of(dev.dr.bw_hz)
+            nch = len(allowed)
             if cfg.devices.duty_cycle:
-                period = max(period, toa + off_time(toa, min(self.chans.dc)))
+                dc = min(self.chans.dc[self.chans.band[c]] for c in allowed)
+                # equal frames this far apart keep both the off-time and the budget of any hour
+                period = max(period, toa + off_time(toa, dc), hourly_spacing(toa, dc))
             n = int(self.horizon / s.mean_interval_s * 1.3) + 16
             t = np.cumsum(r.exponential(s.mean_interval_s, n))
             while t[-1] < self.horizon:
@@ -78,7 +82,8 @@ class StagedRun:
             rr = streams.stream(cfg.seed, streams.RADIO, dev.index)
             starts.append(t)
             devs.append(np.full(m, dev.index))
-            chans.append(rr.integers(0, nch, m) if nch > 1 else np.zeros(m, dtype=np.int64))
+            picks = rr.integers(0, nch, m) if nch > 1 else np.zeros(m, dtype=np.int64)
+            chans.append(np.asarray(allowed, dtype=np.int64)[picks])
             fcnts.append(np.arange(m))
             shadows.append(rr.standard_normal((m, self.n_gw)))
             airs.append(np.full(m, toa))
@@ -216,7 +221,7 @@ def _simulate(config: SimConfig, progress: Progress | None) -> SimResult:
     stats = tracker.finish(records=len(sim.records), complete=sum(1 for r in sim.records if r.complete),
                            cut=sim.cut, network=ns_stats)
     tick(1.0)
-    return SimResult(cfg, devices, sim.frames, deliveries, sim.records, stats, heard, ns_stats)
+    return SimResult(cfg, devices, sim.frames, deliveries, sim.records, stats, heard, ns_stats, sim.chans.freqs)
 
 
 def _network(sim: StagedRun, devices, rssi, snr, heard, tick: Progress):

@@ -17,12 +17,13 @@ from typing import Protocol
 import numpy as np
 import simpy
 
-from collector.core.lorawan import DataRate, Region, off_time
+from collector.core.lorawan import DataRate, Region
 from collector.core.lorawan import region as lookup_region
 from collector.core.wire import encode_record, fragment
 from devicesim import rng as streams
 from devicesim.channel import path_loss, sensitivity
 from devicesim.config import ConfigError, SimConfig
+from devicesim.dutycycle import Band
 from devicesim.network import Delivery, NetworkStats
 from devicesim.records import make_record
 from devicesim.stats import Stats
@@ -110,6 +111,8 @@ class SimResult:
     #: (gateways, frames) bool: which gateway demodulated which frame
     heard: np.ndarray
     network: NetworkStats | None = None
+    #: frequency (Hz) of each channel index in ``frames.channel``
+    channels_hz: tuple[int, ...] = ()
 
     def uplinks(self, fmt: str | None = None) -> Iterator[tuple[float, str, dict]]:
         """``(delivery time, collector path, JSON body)`` in delivery-time order."""
@@ -185,9 +188,15 @@ def make_devices(cfg: SimConfig, gw_pos: np.ndarray) -> list[Device]:
 
 
 class Channels:
-    """A region's uplink channels and the sub-band each belongs to."""
+    """A region's uplink channels and the sub-band each belongs to: ``freqs`` (the
+    configured or default channels for 125/250 kHz data rates) followed by the
+    region's 500 kHz channels (US915, AU915), which its 500 kHz data rates use."""
 
     def __init__(self, reg: Region, freqs: tuple[int, ...]):
+        wide = tuple(f for f in reg.wide_channels if f not in freqs)
+        self.narrow = list(range(len(freqs)))
+        self.wide = list(range(len(freqs), len(freqs) + len(wide))) or self.narrow
+        freqs = freqs + wide
         self.freqs = freqs
         bands: list = []
         self.band = []
@@ -198,6 +207,10 @@ class Channels:
             self.band.append(bands.index(b))
         self.dc = [b.duty_cycle for b in bands]
         self.n_bands = len(bands)
+
+    def of(self, bw_hz: int) -> list[int]:
+        """The channel indices a data rate of ``bw_hz`` hops over."""
+        return self.wide if bw_hz == 500_000 else self.narrow
 
 
 # --------------------------------------------------------------------------- device processes
@@ -257,7 +270,8 @@ class DeviceRun:
         self.seq = int(self.rng_rec.integers(0, 5000))
         self.boot = -float(self.rng_rec.uniform(0, 30 * 86400))
         self.next_tx = 0.0
-        self.band_free = [0.0] * sim.chans.n_bands
+        self.bands = [Band(dc) for dc in sim.chans.dc]
+        self.allowed = sim.chans.of(dev.dr.bw_hz)
         self.bad = False
 
     def _reboot_due(self, t: float) -> bool:
@@ -312,23 +326,31 @@ class DeviceRun:
                     yield env.timeout(t - env.now)
                 self._transmit(t, payload, truth, k)
 
+    def _airtime(self, length: int) -> float:
+        toa = self.toa.get(length)
+        if toa is None:
+            toa = self.toa[length] = self.dev.dr.time_on_air(length)
+        return toa
+
     def _start_time(self, t: float, length: int) -> float:
-        chans = self.sim.chans
+        """The earliest start at or after ``t`` a sub-band of the device's channels allows."""
         if not self.sim.cfg.devices.duty_cycle:
             return t
-        return max(t, min(self.band_free[b] for b in chans.band))
+        toa = self._airtime(length)
+        band = self.sim.chans.band
+        return max(t, min(self.bands[b].earliest(t, toa) for b in {band[c] for c in self.allowed}))
 
     def _transmit(self, t: float, payload: bytes, truth: RecordTruth | None, k: int) -> None:
         sim, dev = self.sim, self.dev
         chans = sim.chans
-        free = [c for c, b in enumerate(chans.band) if self.band_free[b] <= t] or list(range(len(chans.freqs)))
+        toa = self._airtime(len(payload))
+        duty = sim.cfg.devices.duty_cycle
+        allowed = self.allowed
+        free = [c for c in allowed if self.bands[chans.band[c]].is_open(t, toa)] if duty else allowed
+        free = free or allowed
         c = free[int(self.rng_radio.random() * len(free))]
-        toa = self.toa.get(len(payload))
-        if toa is None:
-            toa = self.toa[len(payload)] = dev.dr.time_on_air(len(payload))
-        b = chans.band[c]
-        if sim.cfg.devices.duty_cycle:
-            self.band_free[b] = t + toa + off_time(toa, chans.dc[b])
+        if duty:
+            self.bands[chans.band[c]].add(t, toa)
         self.next_tx = t + toa + sim.cfg.devices.min_gap_s
         ft = sim.frames
         ft.device.append(dev.index)
