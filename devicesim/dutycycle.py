@@ -21,7 +21,7 @@ _EPS = 1e-9
 class Band:
     """Off-time and hourly airtime budget of one sub-band with duty cycle ``dc``."""
 
-    __slots__ = ("budget", "dc", "free", "frames", "window")
+    __slots__ = ("budget", "dc", "free", "frames", "total", "window")
 
     def __init__(self, dc: float, window: float = HOUR):
         self.dc = dc
@@ -29,8 +29,10 @@ class Band:
         self.budget = dc * window
         #: earliest start allowed by the per-frame off-time rule
         self.free = 0.0
-        #: (start, end) of the frames that may still fall in a window
+        #: (start, end) of the frames that may still fall in a window, in time order
+        #: (one transmitter: they do not overlap), and their total airtime
         self.frames: deque[tuple[float, float]] = deque()
+        self.total = 0.0
 
     def earliest(self, t: float, toa: float) -> float:
         """The earliest start at or after ``t`` of a frame of ``toa`` seconds."""
@@ -43,14 +45,17 @@ class Band:
         while True:
             w0 = t + toa - self.window
             while frames and frames[0][1] <= w0:
-                frames.popleft()
-            used = 0.0
-            for s, e in frames:
-                used += e - max(s, w0)
+                s, e = frames.popleft()
+                self.total -= e - s
+            if not frames:
+                self.total = 0.0
+                return t
+            s0, e0 = frames[0]
+            # frames do not overlap, so only the oldest can straddle the window's start
+            used = self.total - (w0 - s0 if s0 < w0 else 0.0)
             if used + toa <= self.budget + _EPS:
                 return t
             # slide the window past (part of) the oldest frame
-            s0, e0 = frames[0]
             rest = used - (e0 - max(s0, w0))
             room = self.budget - toa - rest
             new_w0 = e0 - room if room > 0 else e0
@@ -65,6 +70,7 @@ class Band:
             return
         self.free = t + toa / self.dc
         self.frames.append((t, t + toa))
+        self.total += toa
 
 
 def hourly_spacing(toa: float, dc: float, window: float = HOUR) -> float:

@@ -52,6 +52,10 @@ class StagedRun:
         self.records: list[RecordTruth] = []
         self.unsendable = 0
         self.cut = 0
+        self.loop = False
+
+    def sent(self, frame: int) -> None:
+        """Frames are resolved all at once after the devices ran."""
 
     def poisson(self, devices: list[Device]) -> None:
         """LoRaSim-style traffic, vectorised per device: exponential gaps, fixed payload."""

@@ -19,7 +19,7 @@ import simpy
 
 from collector.core.lorawan import DataRate, Region
 from collector.core.lorawan import region as lookup_region
-from collector.core.wire import encode_record, fragment
+from collector.core.wire import FPORT, encode_record, fragment
 from devicesim import rng as streams
 from devicesim.channel import path_loss, sensitivity
 from devicesim.config import ConfigError, SimConfig
@@ -58,8 +58,19 @@ class RecordTruth:
     fragments: list[bytes]
     #: transmission start time of each fragment (None: never sent, e.g. cut by a reboot)
     sent_at: list[float | None]
-    #: application delivery times of each fragment index (duplicates included)
+    #: application delivery times of each fragment index (duplicates included; v2:
+    #: parity rows too, under their index)
     delivered_at: dict[int, list[float]] = field(default_factory=dict)
+    wire: str = "v1"
+    #: uplinks this message took (v2: fragments, parity rows and polls) and their airtime
+    uplinks: int = 0
+    airtime_s: float = 0.0
+    #: downlinks that named this message, and their airtime (a downlink naming several
+    #: messages is shared out equally)
+    downlinks: float = 0.0
+    downlink_airtime_s: float = 0.0
+    #: v2: when the collector side held k distinct fragments (Unix seconds)
+    rebuilt_at: float | None = None
 
     @property
     def count(self) -> int:
@@ -75,7 +86,18 @@ class RecordTruth:
 
     @property
     def complete(self) -> bool:
-        return len(self.delivered_at) == self.count
+        """Every data fragment delivered (v1), or any k distinct fragments (v2)."""
+        return len(self.delivered_at) >= self.count
+
+    @property
+    def completed_at(self) -> float | None:
+        """When the application first held what rebuilds the record (Unix seconds)."""
+        if self.rebuilt_at is not None:
+            return self.rebuilt_at
+        if not self.complete:
+            return None
+        firsts = sorted(min(ts) for ts in self.delivered_at.values())
+        return firsts[self.count - 1]
 
 
 class FrameTable:
@@ -90,6 +112,8 @@ class FrameTable:
         self.fcnt: list[int] = []
         self.session: list[int] = []
         self.payload: list[bytes | None] = []
+        #: FPort of each frame (filled by the closed loop only; 16 otherwise)
+        self.fport: list[int] = []
         self.record: list[int] = []
         self.frag: list[int] = []
         self.shadow: list[np.ndarray] = []
@@ -113,6 +137,8 @@ class SimResult:
     network: NetworkStats | None = None
     #: frequency (Hz) of each channel index in ``frames.channel``
     channels_hz: tuple[int, ...] = ()
+    #: closed loop: every downlink a gateway transmitted (``devicesim.loop.DownlinkTx``)
+    downlinks: list = field(default_factory=list)
 
     def uplinks(self, fmt: str | None = None) -> Iterator[tuple[float, str, dict]]:
         """``(delivery time, collector path, JSON body)`` in delivery-time order."""
@@ -133,6 +159,10 @@ class Host(Protocol):
     n_gw: int
     unsendable: int
     cut: int
+    #: the engine wants to hear of every frame as it starts (:meth:`sent`)
+    loop: bool
+
+    def sent(self, frame: int) -> None: ...
 
 
 # --------------------------------------------------------------------------- setup
@@ -288,30 +318,36 @@ class DeviceRun:
             hit = True
         return hit
 
-    def process(self, env: simpy.Environment):
-        sim, dev, cfg = self.sim, self.dev, self.sim.cfg
+    def make_record(self, now: float) -> bytes:
+        """The device's next record, made at ``now`` (seconds since the start), encoded."""
+        dev, cfg = self.dev, self.sim.cfg
         shape = cfg.devices.record
         interval = (86400 if cfg.devices.schedule.kind == "daily" else cfg.devices.schedule.every_min * 60)
         interval_s = max(1, min(65535, int(round(interval / shape.samples))))
+        rec = make_record(
+            self.rng_rec, serial=0x10000 + dev.index, seq=self.seq, end_time=cfg.start + now,
+            interval_s=interval_s, shape=shape, position=(dev.x, dev.y), upload_hour=self.hour,
+            dr=dev.dr.index, uptime_s=int(now - self.boot), reset_count=self.resets,
+            last_rssi=cfg.devices.tx_power_dbm - float(dev.mean_pl.min()), site=f"site-{dev.index:05d}",
+        )
+        self.seq = (self.seq + 1) & 0xFFFF
+        self.record_seq = rec.record_seq
+        return encode_record(rec)
+
+    def process(self, env: simpy.Environment):
+        sim, dev, cfg = self.sim, self.dev, self.sim.cfg
         for t_rec in self.times:
             if env.now < t_rec:
                 yield env.timeout(t_rec - env.now)
             self._reboot_due(env.now)
             t_abs = cfg.start + env.now
-            rec = make_record(
-                self.rng_rec, serial=0x10000 + dev.index, seq=self.seq, end_time=t_abs, interval_s=interval_s,
-                shape=shape, position=(dev.x, dev.y), upload_hour=self.hour, dr=dev.dr.index,
-                uptime_s=int(env.now - self.boot), reset_count=self.resets,
-                last_rssi=cfg.devices.tx_power_dbm - float(dev.mean_pl.min()), site=f"site-{dev.index:05d}",
-            )
-            self.seq = (self.seq + 1) & 0xFFFF
-            data = encode_record(rec)
+            data = self.make_record(env.now)
             try:
                 frags = fragment(self.msg_id, data, dev.size)
             except ValueError:
                 sim.unsendable += 1
                 continue
-            truth = RecordTruth(len(sim.records), dev.index, dev.dev_eui, self.msg_id, rec.record_seq,
+            truth = RecordTruth(len(sim.records), dev.index, dev.dev_eui, self.msg_id, self.record_seq,
                                 self.session, dev.dr.index, dev.size, t_abs, data, frags, [None] * len(frags))
             sim.records.append(truth)
             self.msg_id = (self.msg_id + 1) & 0xFF
@@ -340,14 +376,20 @@ class DeviceRun:
         band = self.sim.chans.band
         return max(t, min(self.bands[b].earliest(t, toa) for b in {band[c] for c in self.allowed}))
 
-    def _transmit(self, t: float, payload: bytes, truth: RecordTruth | None, k: int) -> None:
+    def _transmit(self, t: float, payload: bytes, truth: RecordTruth | None, k: int, fport: int = FPORT) -> float:
+        """Put ``payload`` on the air at ``t`` (fragment ``k`` of ``truth``); returns its airtime."""
         sim, dev = self.sim, self.dev
         chans = sim.chans
         toa = self._airtime(len(payload))
         duty = sim.cfg.devices.duty_cycle
         allowed = self.allowed
-        free = [c for c in allowed if self.bands[chans.band[c]].is_open(t, toa)] if duty else allowed
-        free = free or allowed
+        if duty and chans.n_bands > 1:
+            is_open = {b: self.bands[b].is_open(t, toa) for b in {chans.band[c] for c in allowed}}
+            free = [c for c in allowed if is_open[chans.band[c]]] or allowed
+        elif duty:  # one sub-band: open, or none is and any channel will do
+            free = allowed
+        else:
+            free = allowed
         c = free[int(self.rng_radio.random() * len(free))]
         if duty:
             self.bands[chans.band[c]].add(t, toa)
@@ -366,8 +408,15 @@ class DeviceRun:
         ft.shadow.append(self.rng_radio.standard_normal(sim.n_gw))
         ft.lost.append(self._loss())
         if truth is not None:
-            truth.sent_at[k] = sim.cfg.start + t
+            if k < len(truth.sent_at) and truth.sent_at[k] is None:
+                truth.sent_at[k] = sim.cfg.start + t
+            truth.uplinks += 1
+            truth.airtime_s += toa
         self.fcnt += 1
+        if sim.loop:
+            ft.fport.append(fport)
+            sim.sent(len(ft) - 1)
+        return toa
 
     def _loss(self) -> bool:
         ch = self.sim.cfg.channel

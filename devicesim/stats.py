@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+#: figures only the closed loop has (left out of the staged engine's summary)
+_LOOP_ONLY = ("engine", "uplinks_deaf", "downlinks_queued", "downlinks_sent", "downlinks_received",
+              "downlink_airtime_s", "rebuild_median_s", "rebuild_p95_s", "v2")
+
 
 @dataclass
 class Stats:
@@ -26,6 +30,30 @@ class Stats:
     airtime_s: float = 0.0
     #: DR -> [sent, heard, delivered]
     per_dr: dict[int, list[int]] = field(default_factory=dict)
+    #: "staged" or "loop" (the closed loop also counts what follows)
+    engine: str = "staged"
+    #: uplink receptions a gateway missed because it was transmitting a downlink
+    uplinks_deaf: int = 0
+    downlinks_queued: int = 0
+    downlinks_sent: int = 0
+    downlinks_received: int = 0
+    downlink_airtime_s: float = 0.0
+    #: creation -> rebuild (v1: every fragment delivered; v2: k distinct), seconds
+    rebuild_median_s: float = 0.0
+    rebuild_p95_s: float = 0.0
+    #: v2 devices' own counters (collector.core.device.DeviceStats), summed
+    v2: dict[str, int] = field(default_factory=dict)
+
+    def devices_v2(self, stats) -> None:
+        for st in stats:
+            for k, v in vars(st).items():
+                self.v2[k] = self.v2.get(k, 0) + v
+
+    def rebuild_times(self, times: list[float]) -> None:
+        if times:
+            times = sorted(times)
+            self.rebuild_median_s = times[len(times) // 2]
+            self.rebuild_p95_s = times[min(len(times) - 1, int(0.95 * len(times)))]
 
     @property
     def delivery_ratio(self) -> float:
@@ -45,8 +73,12 @@ class Stats:
         return self.airtime_s / self.records if self.records else 0.0
 
     def to_dict(self) -> dict:
-        d = {k: v for k, v in vars(self).items() if k != "per_dr"}
+        loop_only = () if self.engine == "loop" else _LOOP_ONLY
+        d = {k: v for k, v in vars(self).items() if k != "per_dr" and k not in loop_only}
         d["airtime_s"] = round(self.airtime_s, 6)
+        if self.engine == "loop":
+            for k in ("downlink_airtime_s", "rebuild_median_s", "rebuild_p95_s"):
+                d[k] = round(d[k], 6)
         d.update(
             delivery_ratio=round(self.delivery_ratio, 6),
             der=round(self.der, 6),
@@ -75,6 +107,21 @@ class Stats:
             ("out-of-order fraction", f"{self.out_of_order_fraction:.2%}"),
             ("airtime per record", f"{self.airtime_per_record:.3f} s"),
         ]
+        if self.engine == "loop":
+            rows += [
+                ("uplinks missed by a transmitting gateway", f"{self.uplinks_deaf}"),
+                ("downlinks queued / sent / received",
+                 f"{self.downlinks_queued} / {self.downlinks_sent} / {self.downlinks_received}"),
+                ("downlink airtime", f"{self.downlink_airtime_s:.3f} s"),
+                ("creation to rebuild, median / p95", f"{self.rebuild_median_s:.1f} s / {self.rebuild_p95_s:.1f} s"),
+            ]
+            if self.v2:
+                v = self.v2
+                rows += [
+                    ("v2 data / parity / repair / polls sent",
+                     f"{v['data_sent']} / {v['parity_sent']} / {v['repair_sent']} / {v['polls_sent']}"),
+                    ("v2 NEEDs served / ACKs / given up", f"{v['needs_served']} / {v['acked']} / {v['given_up']}"),
+                ]
         for k, (sent, _heard, deliv) in sorted(self.per_dr.items()):
             rows.append((f"DR{k} delivered / sent", f"{deliv} / {sent} ({deliv / sent if sent else 0:.1%})"))
         w = max(len(a) for a, _ in rows)
