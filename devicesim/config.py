@@ -1,5 +1,8 @@
 """Simulation configuration: plain dataclasses, loadable from a TOML document.
 
+(Longer than 400 lines on purpose: the schema, its loader and its checks are one
+contract and read best side by side.)
+
 Every section has working defaults, so ``SimConfig()`` is a runnable 10-device,
 24-hour EU868 simulation. :func:`config_from_dict` accepts the TOML form (see
 docs/simulator.md) and raises :class:`ConfigError` naming the offending key.

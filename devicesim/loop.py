@@ -23,7 +23,8 @@ downlinks it got, which depend on what the collector received.
   listen in RX1 and RX2 and take what came. v1 devices run the same process as in
   the staged engine, so a v1 fleet gives the same frames either way.
 
-Reboots apply to v1 devices only.
+Reboots apply to v1 devices only. (A little over 400 lines: the server's window
+choice and the device's listening are one timing story and stay in one file.)
 """
 
 from __future__ import annotations

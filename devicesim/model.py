@@ -5,6 +5,9 @@ A :class:`DeviceRun` is one device's SimPy process: it builds records, fragments
 and transmits under the duty cycle, appending every frame to its host's
 :class:`FrameTable` and every message to its host's ground truth. The engines
 (:mod:`devicesim.engine`) decide what the frames become.
+
+(Longer than 400 lines on purpose: the device process and the state it reads are
+kept with the placement and schedules that build that state.)
 """
 
 from __future__ import annotations

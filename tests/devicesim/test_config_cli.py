@@ -156,5 +156,5 @@ def test_benchmark_script_smoke(tmp_path):
     assert ns["main"](["--quick", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     kinds = [r["workload"] for r in data["results"]]
-    assert kinds == ["lorasim", "lorasim", "fleet"]
+    assert kinds == ["lorasim", "baseline", "lorasim", "fleet-v1", "fleet-v1-loop", "fleet-v2"]
     assert all(r["uplinks"] > 0 for r in data["results"])
