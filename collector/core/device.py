@@ -44,9 +44,11 @@ Rules and the choices the spec leaves open:
      and the fragments of the message being sent (data, then its ``r`` parity rows).
      So repairs come before newer data: they finish a message the collector is
      already waiting for;
-  3. starting the next queued message;
-  4. repeated polls, oldest message first (any uplink also opens receive windows, so
-     a backlog of data gives the network server the same chances to answer).
+  3. repeated polls that are due (``poll_interval`` after the last one), oldest
+     message first: an answer usually rides on the uplink after the poll it answers,
+     and one lost on the radio is only asked for again by a poll; polls starved by a
+     backlog of new records would let messages be evicted before their repair;
+  4. starting the next queued message.
 - ``idle`` is true when nothing is due now or later: no queued record, no fragment
   or poll left to send (messages waiting for a late answer do not count).
 """
@@ -218,11 +220,11 @@ class Device:
                 return self._poll(m, now)
             if m.due:
                 return self._send(m)
-        if self.queue:  # 3. the next message
-            return self._send(self._start(now))
-        for m in self.held:  # 4. repeated polls
+        for m in self.held:  # 3. repeated polls that are due
             if m.phase == "polling" and (m.last_poll is None or now >= m.last_poll + self.poll_interval):
                 return self._poll(m, now)
+        if self.queue:  # 4. the next message
+            return self._send(self._start(now))
         return None
 
     def downlink(self, payload: bytes, now: float) -> None:

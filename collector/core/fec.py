@@ -6,12 +6,18 @@ Cauchy coefficients ``c(j, i) = 1 / ((255 - j) XOR i)``. Every square submatrix 
 Cauchy matrix is invertible, so any ``k`` distinct chunks (data or parity) determine
 the data, and row ``j`` does not depend on how many rows are sent.
 
-Implementation: numpy, with a 256 x 256 multiplication table, so that multiplying a
-coefficient matrix by the chunks is one fancy-indexing gather and one XOR reduction
-over every byte position at once. Rebuilding subtracts the data chunks held from the
-parity rows used, then solves the e x e Cauchy submatrix (e = data chunks missing) by
-Gauss-Jordan elimination over GF(256) on the augmented matrix, one vectorised row
-operation per pivot.
+Implementation: the coefficient matrices are small (at most 254 x 254) and are built
+with numpy: a 256 x 256 multiplication table, the Cauchy submatrix of the rows and
+chunks at hand, and, to rebuild, Gauss-Jordan elimination over GF(256) on the
+e x e submatrix of the missing data chunks (one vectorised row operation per pivot),
+folded with the subtraction of the data chunks held into one decoding matrix per
+loss pattern (``A^-1 [I | B]``), cached, since a fleet's loss patterns repeat.
+Applying a matrix to the chunks multiplies each chunk by a constant with one
+``bytes.translate`` through a row of the table and XORs whole chunks as Python
+integers: a few C calls per coefficient. Measured on the 14-chunk, 47-byte case
+(2 erasures), this took about 20 us against 40-55 us for the numpy gather
+``MUL[a[:, :, None], b[None]]`` it replaced, and 17 ms against 30 ms on a 100 x 154
+matrix of 238-byte chunks.
 
 Libraries considered (measured on Python 3.11 with numpy 2, 2-core machine):
 
@@ -37,6 +43,7 @@ Pure code: no clock, no I/O.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -73,6 +80,9 @@ def _tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 
 _EXP, _LOG, MUL, INV = _tables()
+#: row c of the multiplication table as a bytes.translate table: ``x.translate(_TABLES[c])``
+#: multiplies every byte of x by c in one C call
+_TABLES = [bytes(MUL[c]) for c in range(256)]
 
 
 def gf_mul(a: int, b: int) -> int:
@@ -126,10 +136,19 @@ def _solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return aug[:, n:]
 
 
-def _as_matrix(chunks: Sequence[bytes], length: int) -> np.ndarray:
-    out = np.zeros((len(chunks), length), dtype=np.uint8)
-    for i, c in enumerate(chunks):
-        out[i, : len(c)] = np.frombuffer(c, dtype=np.uint8)
+def _apply(coefs: list[list[int]], chunks: Sequence[bytes], length: int) -> list[bytes]:
+    """``coefs @ chunks`` over GF(256), as bytes: each output row is the XOR of the
+    chunks multiplied by its coefficients. ``bytes.translate`` multiplies a whole chunk
+    by a constant and Python's big integers XOR whole chunks, so the cost is a few
+    C calls per coefficient (measured faster than a numpy gather at every size here)."""
+    out = []
+    tables = _TABLES
+    for row in coefs:
+        acc = 0
+        for c, chunk in zip(row, chunks, strict=True):
+            if c:
+                acc ^= int.from_bytes(chunk.translate(tables[c]), "big")
+        out.append(acc.to_bytes(length, "big"))
     return out
 
 
@@ -149,9 +168,72 @@ def parity_rows(chunks: Sequence[bytes], first: int, count: int) -> list[bytes]:
         raise FecError("data chunks must share one non-zero length (the last may be shorter)")
     if not count:
         return []
-    d = _as_matrix(chunks, length)
-    c = _cauchy(np.arange(first, first + count), np.arange(k))
-    return [row.tobytes() for row in _matmul(c, d)]
+    if len(chunks[-1]) < length:
+        chunks = [*chunks[:-1], bytes(chunks[-1]).ljust(length, b"\0")]
+    c = _cauchy(np.arange(first, first + count), np.arange(k)).tolist()
+    return _apply(c, chunks, length)
+
+
+#: decoders for up to this many missing chunks are cached (at most 8 x 254 bytes each,
+#: so the cache stays under 10 MB)
+CACHED_ERASURES = 8
+
+
+def _decoder(k: int, missing: tuple[int, ...], rows: tuple[int, ...], known: tuple[int, ...]) -> list[list[int]]:
+    if len(missing) <= CACHED_ERASURES:
+        return _cached_decoder(k, missing, rows, known)
+    return _make_decoder(k, missing, rows, known)
+
+
+def _make_decoder(k: int, missing: tuple[int, ...], rows: tuple[int, ...], known: tuple[int, ...]) -> list[list[int]]:
+    """The matrix that gives the ``missing`` data chunks from the parity ``rows`` and
+    the ``known`` data chunks (in that order): ``A^-1 [I | B]`` with ``A`` the Cauchy
+    submatrix of ``rows`` x ``missing`` and ``B`` that of ``rows`` x ``known`` (minus
+    is plus in GF(2^8))."""
+    rows_a = np.array(rows)
+    a_inv = _solve(_cauchy(rows_a, np.array(missing)), np.eye(len(missing), dtype=np.uint8))
+    if not known:
+        return a_inv.tolist()
+    return np.concatenate([a_inv, _matmul(a_inv, _cauchy(rows_a, np.array(known)))], axis=1).tolist()
+
+
+#: the loss patterns of a fleet repeat: a few thousand decoders cover them
+_cached_decoder = functools.lru_cache(maxsize=4096)(_make_decoder)
+
+
+def rebuild_joined(k: int, held: Mapping[int, bytes]) -> bytes:
+    """:func:`rebuild`, the k chunks joined (k * L bytes)."""
+    if not 1 <= k <= MAX_K:
+        raise FecError(f"k is {k}; a message has 1..{MAX_K} data chunks")
+    if len(held) < k:
+        raise FecError(f"{len(held)} distinct fragment(s) held; {k} needed to rebuild")
+    length = 0
+    for i, c in held.items():
+        if not 0 <= i <= MAX_INDEX:
+            raise FecError(f"fragment index {i} outside 0..{MAX_INDEX}")
+        if len(c) > length:
+            length = len(c)
+    if length == 0:
+        raise FecError("empty chunks")
+    for i, c in held.items():
+        if len(c) != length and i != k - 1:
+            raise FecError(f"chunk {i} is {len(c)} bytes where the others are {length}")
+    last = held.get(k - 1)
+    if last is not None and len(last) < length:
+        held = {**held, k - 1: bytes(last).ljust(length, b"\0")}
+    missing = tuple(i for i in range(k) if i not in held)
+    if not missing:
+        return b"".join([held[i] for i in range(k)])
+    rows = tuple(sorted(i - k for i in held if i >= k)[: len(missing)])
+    known = tuple(i for i in range(k) if i in held)
+    m = _decoder(k, missing, rows, known)
+    solved = _apply(m, [held[k + j] for j in rows] + [held[i] for i in known], length)
+    out = dict.fromkeys(range(k), b"")
+    for i in known:
+        out[i] = held[i]
+    for n, i in enumerate(missing):
+        out[i] = solved[n]
+    return b"".join(out.values())
 
 
 def rebuild(k: int, held: Mapping[int, bytes]) -> list[bytes]:
@@ -160,30 +242,6 @@ def rebuild(k: int, held: Mapping[int, bytes]) -> list[bytes]:
     chunk ``k-1`` may be shorter (its trailing pad left out); every chunk returned is
     L bytes (the last one padded with zeros). Raises :class:`FecError` when fewer than
     ``k`` distinct chunks are held or they are inconsistent."""
-    if not 1 <= k <= MAX_K:
-        raise FecError(f"k is {k}; a message has 1..{MAX_K} data chunks")
-    bad = [i for i in held if not 0 <= i <= MAX_INDEX]
-    if bad:
-        raise FecError(f"fragment index {bad[0]} outside 0..{MAX_INDEX}")
-    if len(held) < k:
-        raise FecError(f"{len(held)} distinct fragment(s) held; {k} needed to rebuild")
-    length = max(len(c) for c in held.values())
-    for i, c in held.items():
-        if len(c) != length and i != k - 1:
-            raise FecError(f"chunk {i} is {len(c)} bytes where the others are {length}")
-    if length == 0:
-        raise FecError("empty chunks")
-    missing = [i for i in range(k) if i not in held]
-    data = {i: held[i] for i in range(k) if i in held}
-    if not missing:
-        return [bytes(data[i]).ljust(length, b"\0") for i in range(k)]
-    rows = sorted(i - k for i in held if i >= k)[: len(missing)]
-    known = sorted(data)
-    p = _as_matrix([held[k + j] for j in rows], length)
-    rows_a = np.array(rows)
-    if known:
-        p ^= _matmul(_cauchy(rows_a, np.array(known)), _as_matrix([data[i] for i in known], length))
-    solved = _solve(_cauchy(rows_a, np.array(missing)), p)
-    for n, i in enumerate(missing):
-        data[i] = solved[n].tobytes()
-    return [bytes(data[i]).ljust(length, b"\0") for i in range(k)]
+    joined = rebuild_joined(k, held)
+    length = len(joined) // k
+    return [joined[i * length : (i + 1) * length] for i in range(k)]

@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import re
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from collector.service.app import CollectorService, start_service
+from aiohttp import web
+
+from collector.service.app import start_service
 from collector.service.clock import ManualClock
 from collector.service.config import ServiceConfig
+from collector.testing.http import HTTPResult, http  # noqa: F401 (re-exported)
 from collector.testing.webapp_stub import Faults, StubConfig, WebAppStub, start_stub
 
 INGEST_TOKEN = "ingest-secret"
@@ -71,37 +71,6 @@ def process_gone(pid: int) -> bool:
     return True
 
 
-class HTTPResult:
-    def __init__(self, status: int, body: bytes, headers: dict[str, str]):
-        self.status = status
-        self.body = body
-        self.headers = headers
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    def __repr__(self) -> str:
-        return f"HTTPResult({self.status}, {self.body[:200]!r})"
-
-
-def http(method: str, url: str, body: bytes | dict | list | None = None, headers: dict[str, str] | None = None,
-         timeout: float = 30.0) -> HTTPResult:
-    """One blocking HTTP request; 4xx/5xx are returned, not raised."""
-    h = dict(headers or {})
-    data: bytes | None
-    if isinstance(body, dict | list):
-        data = json.dumps(body).encode()
-        h.setdefault("Content-Type", "application/json")
-    else:
-        data = body
-    req = urllib.request.Request(url, data=data, method=method, headers=h)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return HTTPResult(resp.status, resp.read(), dict(resp.headers))
-    except urllib.error.HTTPError as e:
-        return HTTPResult(e.code, e.read(), dict(e.headers))
-
-
 class LiveService:
     """The collector and (optionally) the stand-in Web App on a background loop."""
 
@@ -117,7 +86,8 @@ class LiveService:
         self.settings = {"port": 0, "db": str(db), "ingest_token": [INGEST_TOKEN], "webapp_token": WEBAPP_TOKEN,
                          "clock": "manual" if clock_start is not None else "system", **settings}
         self.webapp_url = webapp_url
-        self.service: CollectorService | None = None
+        #: the collector's application (its parts under the keys of :mod:`collector.service.keys`)
+        self.app: web.Application | None = None
         self.stub: WebAppStub | None = None
         self._runners: list = []
         self.port = 0
@@ -141,7 +111,7 @@ class LiveService:
         url = self.webapp_url if self.webapp_url is not None else (
             f"http://127.0.0.1:{self.stub_port}" if self.with_stub else "")
         cfg = ServiceConfig(**{**self.settings, "webapp_url": url})
-        self.service, runner, self.port = await start_service(cfg, self.clock)
+        self.app, runner, self.port = await start_service(cfg, self.clock)
         self._service_runner = runner
 
     def restart_service(self) -> None:

@@ -153,16 +153,28 @@ def test_redundancy_applies_from_the_next_message_on():
     assert dev.parity == 0 and dev.stats.redundancy_changes == 1
 
 
-def test_first_poll_comes_before_the_next_message_and_repairs_before_new_data():
+def test_polls_come_before_the_next_message_and_repairs_before_new_data():
     dev = Device(parity=0, polls=2)
     dev.submit(RECORD, 12, 0.0)
     dev.submit(RECORD, 12, 0.0)
-    first = kinds([dev.next_uplink(0.0) for _ in range(6)])
-    assert first == ["0:0", "0:1", "0:2", "0:3", "P", "1:0"]
+    first = kinds([dev.next_uplink(0.0) for _ in range(7)])
+    # message 0's polls (no answer came) before message 1 starts
+    assert first == ["0:0", "0:1", "0:2", "0:3", "P", "P", "1:0"]
     dev.downlink(dl(NEED(0, 1)), 1.0)
-    rest = kinds(drain(dev, 1.0))
-    # message 0's repair row and its poll first, then message 1, then the repeated polls
-    assert rest == ["0:4", "P", "1:1", "1:2", "1:3", "P", "P", "P"]
+    rest = [(p[0], p[1]) for p in drain(dev, 1.0)]
+    # message 0's repair row and the first poll of its round before message 1's data;
+    # then message 1's first poll, then the repeated polls, oldest message first
+    assert rest == [(0, 4), (0, 255), (1, 1), (1, 2), (1, 3), (1, 255), (0, 255), (1, 255)]
+
+
+def test_a_repeated_poll_waits_for_its_interval_while_new_data_goes_out():
+    dev = Device(parity=0, polls=2, poll_interval=100.0)
+    dev.submit(RECORD, 12, 0.0)
+    dev.submit(RECORD, 12, 0.0)
+    sent = kinds([dev.next_uplink(0.0) for _ in range(9)])
+    assert sent == ["0:0", "0:1", "0:2", "0:3", "P", "1:0", "1:1", "1:2", "1:3"]
+    assert [(p[0], p[1]) for p in drain(dev, 0.0)] == [(1, 255)]  # message 1's first poll
+    assert [(p[0], p[1]) for p in drain(dev, 100.0)] == [(0, 255), (1, 255)]
 
 
 def test_keeps_the_last_four_messages():

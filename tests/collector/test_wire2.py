@@ -38,6 +38,11 @@ def test_parse_worked_example():
     assert frags[3].chunk == bytes(range(0x19, 0x1F))  # without its pad
     assert frags[4].is_parity and not frags[3].is_parity
     assert frags[0].record_len == 30
+    # the fast constructor parse_v2 uses makes the same (frozen, hashable) value
+    assert frags[0] == wire2.V2Fragment(7, 0, 4, 2, 12, bytes(range(1, 9)))
+    assert hash(frags[0]) == hash(wire2.V2Fragment(7, 0, 4, 2, 12, bytes(range(1, 9))))
+    with pytest.raises(AttributeError):
+        frags[0].k = 5
     assert wire2.parse_v2(bytes.fromhex("07ff0406")) == wire2.V2Poll(7, 4, 6)
 
 
@@ -139,3 +144,18 @@ def test_downlink_decoding_stops_at_unknown_or_cut_commands():
 def test_encode_downlink_refuses_arguments_out_of_range(cmd):
     with pytest.raises(ValueError):
         wire2.encode_downlink([cmd])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=260))
+def test_any_bytes_parse_or_raise_a_fragment_error(payload):
+    try:
+        f = wire2.parse_v2(payload)
+    except FragmentError as e:
+        assert e.code.startswith("v2_") and e.detail
+        return
+    if isinstance(f, wire2.V2Poll):
+        assert wire2.poll(f.msg_id, f.k, f.sent) == payload
+    else:
+        assert bytes((f.msg_id, f.index, f.k, f.pad)) + f.chunk == payload
+        assert 5 <= f.size <= 242 and f.pad < f.chunk_len
