@@ -386,6 +386,11 @@ def simulator_section(out: Path, quick: bool, log: Callable[[str], None]) -> str
         figures += (f"; the v2 fleet with downlinks took {v2['wall_s']} s ({v2.get('vs_fleet_v1')}x the v1 fleet), "
                     f"{v2.get('downlinks_sent', 0):,} downlinks, {v2.get('uplinks_deaf', 0):,} uplink receptions "
                     f"lost to half-duplex gateways, creation to rebuild median {v2.get('rebuild_median_s')} s")
+    mach = data.get("machine") or {}
+    load = mach.get("load_average")
+    if load and load[0] > (mach.get("cpus") or 1):
+        figures += (f". The machine's load average was {load[0]} on {mach.get('cpus')} CPUs during this run "
+                    "(other jobs): read the ratios, measured side by side, rather than the wall times")
     return f"""# Simulator speed
 
 `lorasim`: the LoRaSim radio workload (N devices, SF12, 20-byte frames, Poisson with a
