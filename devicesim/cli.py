@@ -37,6 +37,13 @@ def main() -> None:
     setup_logging("INFO")
 
 
+def _int(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{name}: {value!r} is neither a number nor 'adaptive'") from None
+
+
 def _dr_option(value: str | None):
     if value is None:
         return None
@@ -65,9 +72,11 @@ def _dr_option(value: str | None):
 @click.option("--duplicates", type=float, help="Probability an uplink is delivered twice.")
 @click.option("--every", type=float, help="Send a record every N minutes instead of daily.")
 @click.option("--reboots-per-day", type=float, help="Expected random reboots per device per day.")
+@click.option("--wire", type=click.Choice(["v1", "v2"]), help="Wire format of every device (v2: the closed loop).")
+@click.option("--parity", help="v2 parity rows per message (0-32) or 'adaptive'.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run(config_path, region, devices, hours, seed, fmt, out, dr, loss, loss_p, gateways, jitter, duplicates,
-        every, reboots_per_day, quiet) -> None:
+        every, reboots_per_day, wire, parity, quiet) -> None:
     """Run a simulation, print a summary table and optionally write the trace."""
     from devicesim.sim import simulate
     from devicesim.trace import write_trace
@@ -106,6 +115,10 @@ def run(config_path, region, devices, hours, seed, fmt, out, dr, loss, loss_p, g
             cfg.devices.schedule.kind, cfg.devices.schedule.every_min = "every", every
         if reboots_per_day is not None:
             cfg.devices.reboots.per_day = reboots_per_day
+        if wire is not None:
+            cfg.devices.wire, cfg.devices.groups = wire, ()
+        if parity is not None:
+            cfg.devices.parity = parity if parity == "adaptive" else _int(parity, "--parity")
         cfg.validate()
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
