@@ -65,8 +65,9 @@ class Policy:
     #: prior of the loss estimate: ``prior_lost`` fragments lost in ``prior_sent``
     prior_lost: float = 1.0
     prior_sent: float = 20.0
-    #: weight kept by the older observations at each poll that reports new fragments
-    decay: float = 0.97
+    #: weight the older observations keep per fragment sent (0.998: about the last
+    #: 500 fragments weigh most)
+    decay: float = 0.998
     #: fragments observed before r is steered at all
     min_observed: int = 20
     #: new messages polled between two reductions of r (raising is never delayed)
@@ -81,6 +82,9 @@ class Policy:
             raise ValueError("need 0 <= min_r <= max_r <= 32")
         if not 0.0 < self.decay <= 1.0:
             raise ValueError("decay must be in (0, 1]")
+
+
+DEFAULT_POLICY = Policy()
 
 
 def rebuild_probability(k: int, r: int, loss: float) -> float:
@@ -150,10 +154,9 @@ class Seen:
 
     k: int
     indices: set[int] = field(default_factory=set)
-    #: highest ``sent`` a poll reported
+    #: fragments known to have been sent: the highest index seen + 1, or the
+    #: ``sent`` of a poll (the device sends the indices in order)
     sent: int = 0
-    #: distinct fragments held when the last poll was counted
-    held_at_poll: int = 0
     polls: int = 0
     needs: int = 0
     acked: bool = False
@@ -164,18 +167,19 @@ class Seen:
 
     def to_dict(self) -> dict:
         return {"k": self.k, "indices": sorted(self.indices), "sent": self.sent,
-                "held_at_poll": self.held_at_poll, "polls": self.polls, "needs": self.needs,
+                "polls": self.polls, "needs": self.needs,
                 "acked": self.acked}
 
     @classmethod
     def from_dict(cls, d: dict) -> Seen:
-        return cls(d["k"], set(d["indices"]), d["sent"], d["held_at_poll"], d["polls"], d["needs"], d["acked"])
+        return cls(d["k"], set(d["indices"]), d["sent"], d["polls"], d["needs"], d["acked"])
 
 
 @dataclass
 class DeviceRepair:
     dev_eui: str
-    #: decayed counts of fragments lost and sent, from polls
+    #: decayed counts of fragments lost and sent (from the gaps in the indices that
+    #: arrived, and the ``sent`` of polls)
     lost: float = 0.0
     sent: float = 0.0
     #: fragments the loss estimate has seen in all (not decayed)
@@ -216,26 +220,43 @@ class DeviceRepair:
 
     # ------------------------------------------------------------------ events
 
-    def fragment(self, msg_id: int, index: int, k: int) -> None:
-        """A fragment (data chunk or parity row) was accepted."""
-        self._see(msg_id, k).indices.add(index)
+    def _observe(self, d_sent: int, d_lost: int, policy: Policy) -> None:
+        f = policy.decay ** d_sent
+        self.lost = max(0.0, self.lost * f + d_lost)
+        self.sent = self.sent * f + d_sent
+        self.observed += d_sent
 
-    def poll(self, msg_id: int, k: int, sent: int, policy: Policy, done: bool | None = None) -> Ack | Need:
+    def fragment(self, msg_id: int, index: int, k: int, policy: Policy | None = None) -> None:
+        """A fragment (data chunk or parity row) was accepted. A device sends a
+        message's indices in order, so the indices below it that have not arrived
+        were lost (for now: one that arrives late is given back)."""
+        m = self._see(msg_id, k)
+        if index in m.indices:
+            return
+        m.indices.add(index)
+        if index >= m.sent:
+            d = index + 1 - m.sent
+            m.sent = index + 1
+            self._observe(d, d - 1, policy or DEFAULT_POLICY)
+        else:
+            self.lost = max(0.0, self.lost - 1)
+
+    def poll(self, msg_id: int, k: int, sent: int, policy: Policy, done: bool | None = None,
+             held: int | None = None) -> Ack | Need:
         """A poll was accepted; ``done``: the reassembler rebuilt or closed the message
-        (None: decide from the fragments counted here). Returns the answer, now due."""
+        (None: decide from the fragments counted here); ``held``: the distinct
+        fragments the reassembler holds (None: those counted here), for NEED's n.
+        Returns the answer, now due."""
         m = self._see(msg_id, k)
         first = m.polls == 0
         m.polls += 1
         self._count("polls")
-        held = m.held
+        counted = m.held
         d_sent = max(0, sent - m.sent)
         if d_sent:
-            # late fragments counted lost at an earlier poll come back here
-            self.lost = max(0.0, self.lost * policy.decay + d_sent - (held - m.held_at_poll))
-            self.sent = self.sent * policy.decay + d_sent
-            self.observed += d_sent
+            # the fragments after the last one that arrived: lost (or late)
             m.sent = sent
-            m.held_at_poll = held
+            self._observe(d_sent, d_sent, policy)
         if first and m.needs == 0 and sent >= k:
             self.r_observed = sent - k
             self.since_change += 1
@@ -243,6 +264,8 @@ class DeviceRepair:
             self._steer(k, policy)
         if self.r_wanted is not None and self.r_observed is not None and self.r_observed != self.r_wanted:
             self.redundancy_due = True
+        if held is None:
+            held = counted
         if done is None:
             done = held >= k
         remaining = 255 - max(sent, held)

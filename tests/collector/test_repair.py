@@ -101,28 +101,54 @@ def test_need_never_asks_beyond_the_last_row():
     assert send(dev, 4, 200, range(150), sent=255) == Ack(4)  # nothing more can come: given up
 
 
+NODECAY = Policy(decay=1.0)
+
+
+def test_gaps_in_the_indices_are_losses_even_without_a_poll():
+    """A device sends a message's indices in order: what is missing below the
+    highest index that arrived was lost, so a message ACKed on rebuild (never
+    polled) still counts - the estimate is not drawn from lossy messages only."""
+    dev = DeviceRepair("A")
+    for i in [0, 1, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15]:
+        dev.fragment(1, i, 14, NODECAY)
+    assert (dev.lost, dev.sent) == (2, 16)
+
+
 def test_repeated_polls_count_each_fragment_once():
     dev = DeviceRepair("A")
-    send(dev, 1, 14, range(14), sent=16)
-    lost, sent = dev.lost, dev.sent
-    assert (lost, sent) == (2, 16)
-    dev.poll(1, 14, 16, P)  # the same poll again
-    assert (dev.lost, dev.sent) == (lost, sent)
-    # a NEED round: 4 more sent, 3 arrive
-    for i in (16, 17, 18):
-        dev.fragment(1, i, 14)
-    dev.poll(1, 14, 20, P)
-    assert dev.lost == pytest.approx(2 * P.decay + 1)
-    assert dev.sent == pytest.approx(16 * P.decay + 4)
+    for i in range(14):
+        dev.fragment(1, i, 14, NODECAY)
+    dev.poll(1, 14, 16, NODECAY)            # the two parity rows were lost
+    assert (dev.lost, dev.sent) == (2, 16)
+    dev.poll(1, 14, 16, NODECAY)            # the same poll again
+    assert (dev.lost, dev.sent) == (2, 16)
+    for i in (16, 17, 18):                  # a NEED round: 4 more sent, 3 arrive
+        dev.fragment(1, i, 14, NODECAY)
+    dev.poll(1, 14, 20, NODECAY)
+    assert (dev.lost, dev.sent) == (3, 20)
 
 
 def test_late_fragments_correct_the_estimate():
     dev = DeviceRepair("A")
-    send(dev, 1, 4, [0, 1, 2], sent=6)      # 3 lost so far
-    dev.fragment(1, 3, 4)                    # two arrive late
-    dev.fragment(1, 4, 4)
-    dev.poll(1, 4, 7, P)                     # and one more row was sent
-    assert dev.lost == pytest.approx(3 * P.decay + 1 - 2)
+    for i in (0, 1, 2):
+        dev.fragment(1, i, 4, NODECAY)
+    dev.poll(1, 4, 6, NODECAY)               # 3 lost so far
+    assert dev.lost == 3
+    dev.fragment(1, 3, 4, NODECAY)           # two arrive late
+    dev.fragment(1, 4, 4, NODECAY)
+    dev.poll(1, 4, 7, NODECAY)               # and one more row was sent, not seen
+    assert (dev.lost, dev.sent) == (2, 7)
+
+
+def test_older_observations_decay():
+    dev = DeviceRepair("A")
+    for i in range(0, 20, 2):                # half lost
+        dev.fragment(1, i, 14, P)
+    high = dev.loss(P)
+    for j in range(2, 40):                   # then nothing lost for a while
+        for i in range(16):
+            dev.fragment(j, i, 14, P)
+    assert dev.loss(P) < high / 2
 
 
 def test_msg_id_reuse_with_another_k_is_a_new_message():
