@@ -11,6 +11,10 @@ clock is set to an uplink's delivery time before it is posted (uplinks less than
 device), and moves at most ``max_step_s`` at a time so deadlines and retries happen
 when they are due. After the last uplink the runner keeps advancing until no
 message is open and no document is pending (or ``drain_hours`` pass).
+
+Over 400 lines on purpose: the collector process, the virtual-time driver (clock,
+uplinks, faults, drain, collection) and the result are one run's life cycle, read
+top to bottom; what is measured lives in measure.py and yields.py.
 """
 
 from __future__ import annotations
