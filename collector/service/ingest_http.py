@@ -107,7 +107,17 @@ class Ingest:
         entered = self.enter(up, integration)
         if isinstance(entered, Answer):
             return entered
-        await asyncio.wait([entered.future])
+        fut = entered.future
+        if not fut.done():
+            # awaited directly (asyncio.wait costs a task-set and callbacks per request);
+            # settle() reads the outcome, so a failed or cancelled commit is not raised here
+            try:
+                await fut
+            except asyncio.CancelledError:
+                if asyncio.current_task().cancelling():  # the request itself was cancelled
+                    raise
+            except Exception:  # noqa: BLE001 - settle() answers it (503)
+                pass
         return self.settle(entered)
 
     def enter(self, up: Uplink, integration: str) -> Answer | Pending:
