@@ -233,9 +233,11 @@ def example_record_cmd() -> None:
 
 def _register_service_commands() -> None:
     """The service's commands live in their own module."""
+    from collector.cli import repair_cmds
     from collector.cli import service_cmds as cli_service
 
     cli_service.register(cli)
+    repair_cmds.register(cli)
 
 
 _register_service_commands()

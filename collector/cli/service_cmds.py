@@ -17,8 +17,11 @@ from typing import Any
 
 import click
 
+from collector.cli.repair_cmds import repair_lines
+from collector.service import outbox
 from collector.service.config import FIELDS, ServiceConfig, load_config
-from collector.service.registry import check_eui, load_file
+from collector.service.integrity import DatabaseUnusable, open_store
+from collector.service.registry import check_eui, check_token, load_file
 from collector.service.store import Store, op_device, op_device_remove, op_retry_dead
 
 _HELP = {
@@ -47,6 +50,13 @@ _HELP = {
     "clock_start": "Start of the manual clock, Unix seconds.",
     "retention": "Seconds after which delivered documents and fragments are pruned.",
     "seed": "Seed of the delivery jitter stream.",
+    "chirpstack_api_url": "ChirpStack v4 REST API base URL, for downlinks to v2 devices heard through ChirpStack.",
+    "chirpstack_api_token": "ChirpStack API key for the device queue.",
+    "chirpstack_auth_header": "Authorization, or Grpc-Metadata-Authorization (ChirpStack's REST proxy).",
+    "downlink_url": "Where downlinks to v2 devices heard on /uplink go (the collector's own format).",
+    "downlink_token": "Bearer token for --downlink-url.",
+    "repair_target": "Predicted first-round rebuild the redundancy policy keeps (0.99).",
+    "repair_adaptive": "Steer each v2 device's parity with REDUNDANCY.",
 }
 
 
@@ -94,14 +104,17 @@ def _open_store(config: str | None, db: str | None) -> Store:
         import os
         if not os.path.exists(cfg.db):
             raise click.ClickException(f"database {cfg.db!r} does not exist")
-        return Store(cfg.db)
-    except OSError as e:
-        raise click.ClickException(f"cannot open database {cfg.db!r}: {e}") from None
+        return open_store(cfg.db, check=False)
+    except DatabaseUnusable as e:
+        raise click.ClickException(str(e)) from None
 
 
 def _open_rw(config: str | None, db: str | None) -> Store:
     """The store for a command that writes (the database is created if missing)."""
-    return Store(_load(config, {"db": db}).db)
+    try:
+        return open_store(_load(config, {"db": db}).db, check=False)
+    except DatabaseUnusable as e:
+        raise click.ClickException(str(e)) from None
 
 
 @contextlib.contextmanager
@@ -173,6 +186,8 @@ def status(config: str | None, db: str | None, as_json: bool) -> None:
     """Counts of open and closed messages, documents, incidents and dead letters."""
     with _store(config, db) as store:
         c = store.counts()
+        c["repair"] = outbox.counts(store.query)
+        repair = repair_lines(store.query)
     if as_json:
         _echo_json(c)
         return
@@ -184,6 +199,8 @@ def status(config: str | None, db: str | None, as_json: bool) -> None:
     click.echo(f"incidents:       {c['incidents']}")
     click.echo(f"fragments kept:  {c['fragments']}")
     click.echo(f"devices:         {c['devices']}")
+    for line in repair:
+        click.echo(line)
 
 
 # --------------------------------------------------------------------------- incidents
@@ -304,6 +321,10 @@ def devices_list(ctx: click.Context, as_json: bool) -> None:
 def devices_add(ctx: click.Context, dev_eui: str, token: str | None, name: str | None) -> None:
     """Register a device (or replace its token)."""
     eui = _dev_eui(dev_eui)
+    try:
+        check_token(token, "--token")
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
     with _store(**ctx.obj, create=True) as store:
         store.write(op_device(eui, token, name, time.time()))
     click.echo(f"device {eui} registered")

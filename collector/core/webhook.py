@@ -122,14 +122,12 @@ def _tts(body: bytes, now_ms: int | None) -> Uplink:
     lora = dr.lora
     data_rate = ingest._dr_name(lora.spreading_factor or None, lora.bandwidth) if lora is not None else None
     stamp = up.received_at if up.received_at is not UNSET else doc.received_at
+    ns_time = None
     if stamp is UNSET:
         received_ms = now_ms
     else:
         where = "uplink_message.received_at" if up.received_at is not UNSET else "received_at"
-        try:
-            received_ms = ingest._time_ms(stamp, where)
-        except ingest.IngestError:
-            raise _Refused from None
+        received_ms, ns_time = ingest._time_ms(stamp, where, now_ms)  # IngestError: the full reading's reason
     gateway = rssi = snr = None
     rx = up.rx_metadata
     if rx:
@@ -151,7 +149,7 @@ def _tts(body: bytes, now_ms: int | None) -> Uplink:
     return Uplink(
         dev_eui=dev_eui.upper(), fport=up.f_port, payload=payload, received_ms=received_ms, fcnt=up.f_cnt,
         data_rate=data_rate, region=ingest.region_for_frequency(freq), frequency_hz=freq, gateway=gateway,
-        rssi=rssi, snr=snr, source="ttn",
+        rssi=rssi, snr=snr, source="ttn", ns_time=ns_time,
     )
 
 

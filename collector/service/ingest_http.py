@@ -22,13 +22,17 @@ from aiohttp import web
 from collector.core.reassembly import Message, PollEvent, Reassembler
 from collector.core.uplink import Uplink
 from collector.core.wire import FragmentError
+from collector.core.wire2 import FPORT_V2
 from collector.service.clock import Clock
 from collector.service.config import ServiceConfig
+from collector.service.consistency import StateGuard
+from collector.service.downlinks import downlink_route
 from collector.service.gate import Answer, IngestGate
 from collector.service.gate import error as answer_error
 from collector.service.keys import STOPPING
 from collector.service.loops import Closing
 from collector.service.metrics import Metrics
+from collector.service.repairs import RepairHub
 from collector.service.store import (
     GroupCommitter,
     Op,
@@ -61,7 +65,7 @@ class Ingest:
     (:class:`collector.service.gate.IngestStats`)."""
 
     def __init__(self, cfg: ServiceConfig, clock: Clock, metrics: Metrics, reasm: Reassembler,
-                 committer: GroupCommitter, closing: Closing):
+                 committer: GroupCommitter, closing: Closing, guard: StateGuard):
         self.cfg = cfg
         self.clock = clock
         self.metrics = metrics
@@ -69,6 +73,10 @@ class Ingest:
         self.committer = committer
         self.closing = closing
         self.gate = IngestGate(cfg, self)
+        #: the reassembler changes only with what was committed (:mod:`collector.service.consistency`)
+        self.guard = guard
+        #: the v2 repair loop (set when the service starts)
+        self.repair: RepairHub | None = None
         self._outcome_counters: dict[tuple[str, str], Any] = {}
         self._request_counters: dict[tuple[str, int], Any] = {}
 
@@ -102,17 +110,18 @@ class Ingest:
 
     # ------------------------------------------------------------------ ingest
 
-    async def accept(self, up: Uplink, integration: str) -> Answer:
+    async def accept(self, up: Uplink, integration: str, route: dict | None = None) -> Answer:
         """Feed one parsed uplink to the reassembler and commit it; the answer."""
-        entered = self.enter(up, integration)
+        entered = self.enter(up, integration, route)
         if isinstance(entered, Answer):
             return entered
         fut = entered.future
         if not fut.done():
-            # awaited directly (asyncio.wait costs a task-set and callbacks per request);
-            # settle() reads the outcome, so a failed or cancelled commit is not raised here
+            # shielded (asyncio.wait costs a task-set and callbacks per request): a
+            # cancelled request must not cancel its commit, which the state guard would
+            # take for a failed one; settle() reads the outcome, so it is not raised here
             try:
-                await fut
+                await asyncio.shield(fut)
             except asyncio.CancelledError:
                 if asyncio.current_task().cancelling():  # the request itself was cancelled
                     raise
@@ -120,13 +129,14 @@ class Ingest:
                 pass
         return self.settle(entered)
 
-    def enter(self, up: Uplink, integration: str) -> Answer | Pending:
+    def enter(self, up: Uplink, integration: str, route: dict | None = None) -> Answer | Pending:
         """The synchronous part of :meth:`accept`: feed the reassembler and queue the
         commit. Answers at once what needs no commit; otherwise the commit to wait
-        for before :meth:`settle`."""
+        for before :meth:`settle`. ``route``: the downlink route a v2 uplink's
+        request brought (:func:`collector.service.downlinks.route_from_headers`)."""
         now = self.clock.now()
-        if up.received_ms is None:  # the body carried no receive time: the collector's
-            up = dataclasses.replace(up, received_ms=int(now * 1000))
+        if up.received_ms is None:  # the body carried no receive time: the collector's (a time stamp: wall time)
+            up = dataclasses.replace(up, received_ms=int(self.clock.wall() * 1000))
         row = up.to_dict()
         try:
             # serialised before the reassembler sees it: what cannot be stored must
@@ -134,6 +144,10 @@ class Ingest:
             text = uplink_text(row)
         except TypeError as e:
             return self.gate.bad(integration, 400, f"the uplink cannot be stored: {e}")
+        refusal = self.guard.refusal()
+        if refusal is not None:  # before the reassembler sees the uplink: nothing to undo
+            self.uplink(integration, "unavailable")
+            return answer_error(503, f"the store cannot take the uplink now: {refusal}", {"Retry-After": "5"})
         try:
             res = self.reasm.feed(up, now)
         except FragmentError as e:
@@ -157,11 +171,18 @@ class Ingest:
         if closed:
             ops.extend(self._cap_ops(closed, now))
             self.closing.pending.extend(closed)
+        repair = self.repair.on_uplink(up, route, res, now) if self.repair and up.fport == FPORT_V2 else None
+        if repair is not None:
+            # the repair state and any downlink it made due commit with the uplink
+            ops.extend(repair.ops)
         try:
             fut = self.committer.submit_nowait(ops[0] if len(ops) == 1 else together(ops))
         except StoreUnavailable as e:
             fut = asyncio.get_running_loop().create_future()
             fut.set_exception(e)
+        self.guard.track(fut)
+        if repair is not None:
+            fut.add_done_callback(repair.committed)
         if closed:
             # closed messages are gone from the open set: record them in any case
             self.closing.wake()
@@ -226,7 +247,8 @@ def ingest_handler(integration: str):
             ans = answer_error(503, "the collector is shutting down", {"Retry-After": "5"})
         else:
             up = await ingest.gate.admit(request, integration)
-            ans = up if isinstance(up, Answer) else await ingest.accept(up, integration)
+            ans = up if isinstance(up, Answer) else await ingest.accept(up, integration,
+                                                                       downlink_route(up, integration, request))
         ingest.answered(integration, ans.status, time.perf_counter() - t0)
         return ans.response()
     return handler
