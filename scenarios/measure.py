@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from lxml import etree
 
 from collector.core.wire import BLOCK_NAMES, BLOCK_SIZES, chunk_offset, decode_record, required_length
+from collector.core.wire2 import parse_v2
 from collector.core.xmldoc import Transport, build_document, idempotency_key
-from scenarios.yields import YIELD_MEASUREMENTS, Fate, yield_values
+from scenarios.yields import YIELD_MEASUREMENTS, Fate, by_wire, yield_values
 
 #: name -> one-line definition (docs/scenarios.md has the full ones)
 MEASUREMENTS: dict[str, str] = {
@@ -135,8 +136,13 @@ def _covered(ranges: list[tuple[int, int]], a: int, b: int) -> bool:
 
 
 def expected_outcome(*, record_id: int, dev_eui: str, msg_id: int, record: bytes, fragments: list[bytes],
-                     size: int, created_at: float, acked: dict[int, Acked]) -> Expected:
-    """What the collector must make of a record of which ``acked`` arrived."""
+                     size: int, created_at: float, acked: dict[int, Acked], need: int | None = None) -> Expected:
+    """What the collector must make of a record of which ``acked`` arrived.
+
+    ``need`` is None for wire format v1 (every fragment 0..count-1 is needed). For
+    v2 it is k, the record's data fragments (``fragments`` are those k): ``acked``
+    may hold parity rows (index >= k), and any k distinct frames rebuild the record;
+    with fewer, a partial document covers the data chunks held only."""
     rec = decode_record(record)
     key = idempotency_key(dev_eui, rec)
     out = Expected(record_id, dev_eui.upper(), msg_id, "none", key, created_at)
@@ -144,6 +150,19 @@ def expected_outcome(*, record_id: int, dev_eui: str, msg_id: int, record: bytes
         return out
     out.last_arrival = max(a.arrived for a in acked.values())
     count = len(fragments)
+    if need is not None:
+        # the message closes as soon as it holds k distinct frames: those make the document
+        held = dict(list(acked.items())[:need])
+        out.last_arrival = max(a.arrived for a in held.values())
+        times = [a.received_ms for a in held.values()]
+        first, last = min(times), max(times)
+        if len(held) >= need:
+            out.kind = "complete"
+            out.xml = build_document(rec, out.dev_eui, Transport(msg_id, need, need, first, last), True)
+            return out
+        length = len(parse_v2(fragments[0]).chunk)
+        have = [(i * length, i * length + len(parse_v2(fragments[i]).chunk)) for i in sorted(held) if i < need]
+        return _partial(out, rec, have, count, held, Transport(msg_id, need, len(held), first, last))
     times = [a.received_ms for a in acked.values()]
     first, last = min(times), max(times)
     if len(acked) == count:
@@ -153,7 +172,14 @@ def expected_outcome(*, record_id: int, dev_eui: str, msg_id: int, record: bytes
     if 0 not in acked:
         out.kind = "incident"
         return out
-    have = coverage(fragments, size, acked)
+    return _partial(out, rec, coverage(fragments, size, acked), count, acked,
+                    Transport(msg_id, count, len(acked), first, last))
+
+
+def _partial(out: Expected, rec, have: list[tuple[int, int]], count: int, acked: dict[int, Acked],
+             transport: Transport) -> Expected:
+    """A partial document from the record byte ranges ``have``, or an incident when
+    they miss part of the required section."""
     req = required_length(len(rec.channels), rec.sample_count)
     if not _covered(have, 0, req):
         out.kind = "incident"
@@ -171,8 +197,8 @@ def expected_outcome(*, record_id: int, dev_eui: str, msg_id: int, record: bytes
     out.missing_blocks = missing_blocks
     partial = dataclasses.replace(rec, **{name: None for name in missing_blocks})
     out.xml = build_document(partial, out.dev_eui,
-                             Transport(msg_id, count, len(acked), first, last, out.missing_fragments, missing_blocks),
-                             False)
+                             dataclasses.replace(transport, missing_fragments=out.missing_fragments,
+                                                 missing_blocks=missing_blocks), False)
     return out
 
 
@@ -201,11 +227,12 @@ def _ratio(num: int, den: int) -> float | None:
     return num / den if den else None
 
 
-def measure(expected: list[Expected], obs: Observed,
-            fates: list[Fate] | None = None) -> tuple[dict[str, float | int | None], dict]:
+def measure(expected: list[Expected], obs: Observed, fates: list[Fate] | None = None,
+            wires: list[str] | None = None) -> tuple[dict[str, float | int | None], dict]:
     """The measurements of docs/scenarios.md, and details (latencies, mismatches).
     ``fates`` (one per record of ``expected``, same order) adds the yield measurements;
-    without them every record is taken as sent, heard and delivered."""
+    without them every record is taken as sent, heard and delivered. ``wires`` (same
+    order, "v1"/"v2"; default all v1) splits yield and airtime by wire format."""
     by_key: dict[str, Expected] = {}
     for e in expected:
         by_key.setdefault(e.key, e)
@@ -291,6 +318,7 @@ def measure(expected: list[Expected], obs: Observed,
     yielded = [e.kind == "complete" and e.key in stored and stored[e.key].xml == e.xml for e in expected]
     got = [e.kind in ("complete", "partial") and e.key in stored for e in expected]
     values.update(yield_values(fates, yielded, got))
+    values.update(by_wire(wires or ["v1"] * len(expected), fates, yielded, got))
     missing = [k for k in due if k not in stored][:20]
     details = {"latencies_s": latencies, "end_to_end_s": ages, "mismatches": mismatches,
                "missing_documents": [{"key": k, "kind": due[k].kind, "devEui": due[k].dev_eui,

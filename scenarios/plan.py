@@ -21,6 +21,8 @@ class Post:
     record: int
     frag: int
     received_ms: int
+    #: request headers beyond the token (The Things Stack's X-Downlink-* for v2 devices)
+    headers: dict | None = None
 
 
 @dataclass

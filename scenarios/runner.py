@@ -238,8 +238,9 @@ class Driver:
                 self.refused.setdefault(p.record, set()).add(p.frag)
             return False
         try:
+            headers = {**self.post_headers, **p.headers} if p.headers else self.post_headers
             async with self.session.post(self.collector.url + p.path, data=json.dumps(p.body),
-                                         headers=self.post_headers) as r:
+                                         headers=headers) as r:
                 if r.status != 202:
                     self.obs.ingest_errors += 1
                     if len(self.errors) < 20:
@@ -295,6 +296,13 @@ class Driver:
 
     # ------------------------------------------------------------------ run
 
+    async def services(self) -> dict[str, Any]:
+        """Start what else the run needs beside the Web App; returns collector settings."""
+        return {}
+
+    async def stop_services(self) -> None:
+        pass
+
     async def run(self) -> tuple[Observed, dict[int, dict[int, Acked]], dict]:
         sc = self.sc
         faults = dict(sc.webapp)
@@ -309,7 +317,7 @@ class Driver:
         settings = {
             "db": str(self.workdir / "collector.db"), "ingest_token": [INGEST_TOKEN],
             "webapp_url": f"http://127.0.0.1:{stub_port}", "webapp_token": WEBAPP_TOKEN,
-            "seed": sc.seed, "log_level": "WARNING", **sc.collector,
+            "seed": sc.seed, "log_level": "WARNING", **await self.services(), **sc.collector,
         }
         self.collector = CollectorProcess(self.workdir, settings)
         self.auth = {"Authorization": f"Bearer {INGEST_TOKEN}"}
@@ -330,6 +338,7 @@ class Driver:
         finally:
             self.collector.stop()
             await runner.cleanup()
+            await self.stop_services()
         self.obs.uploads = list(self.stub.log)
         return self.obs, self.acked, {"timings": timings, "ingest_errors": self.errors,
                                       "clock_steps": self.steps, "collector_log_tail": self.collector.tail(5)}
@@ -452,15 +461,25 @@ def run_scenario(sc: Scenario, *, workdir: str | Path | None = None,
     tick = progress or (lambda f, s: None)
     t0 = time.monotonic()
     tick(0.0, "simulating")
-    plan = make_plan(sc, lambda f: tick(0.1 * f, "simulating"))
+    closed = sc.source == "devicesim" and sc.sim.devices.any_v2
+    plan = None if closed else make_plan(sc, lambda f: tick(0.1 * f, "simulating"))
     t_plan = time.monotonic() - t0
     with tempfile.TemporaryDirectory(prefix="scenario-", dir=scratch_dir()) as tmp:
         wd = Path(workdir) if workdir else Path(tmp)
         wd.mkdir(parents=True, exist_ok=True)
-        driver = Driver(sc, plan, wd, tick)
+        if plan is None:  # v2 devices answer the collector's downlinks: the closed loop
+            from scenarios.closedloop import LoopDriver
+
+            driver: Driver = LoopDriver(sc, wd, tick)
+        else:
+            driver = Driver(sc, plan, wd, tick)
         obs, acked, info = asyncio.run(driver.run())
+    plan = driver.plan
     expected = expected_outcomes(plan, acked)
-    values, details = measure(expected, obs, fates_from(plan.records, driver.refused, acked))
+    fates = fates_from(plan.records, driver.refused, acked)
+    values, details = measure(expected, obs, fates, wires=["v1" if r.need is None else "v2" for r in plan.records])
+    if closed:
+        values["repair_rounds"] = getattr(driver, "repair_rounds", 0)
     tick(1.0, "done")
     checks = []
     for e in sc.expect:
@@ -476,5 +495,5 @@ def run_scenario(sc: Scenario, *, workdir: str | Path | None = None,
 def expected_outcomes(plan: Plan, acked: dict[int, dict[int, Acked]]) -> list[Expected]:
     return [expected_outcome(record_id=r.record_id, dev_eui=r.dev_eui, msg_id=r.msg_id, record=r.record,
                              fragments=r.fragments, size=r.size, created_at=r.created_at,
-                             acked=acked.get(r.record_id, {}))
+                             acked=acked.get(r.record_id, {}), need=r.need)
             for r in plan.records]

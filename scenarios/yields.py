@@ -40,6 +40,12 @@ YIELD_MEASUREMENTS: dict[str, str] = {
     "polls_per_record": "polls sent / records generated",
     "downlinks_per_record": "downlinks the devices received / records generated",
     "repair_rounds": "repair rounds the devices served (NEEDs answered)",
+    "record_yield_v1": "record_yield over the records of v1 devices only",
+    "record_yield_v2": "record_yield over the records of v2 devices only",
+    "airtime_per_record_v1_s": "airtime_per_record_s over the records of v1 devices only",
+    "airtime_per_record_v2_s": "airtime_per_record_s over the records of v2 devices only",
+    "airtime_v2_over_v1": "airtime_per_record_v2_s / airtime_per_record_v1_s, both measured in the same run "
+                          "(a mixed fleet)",
 }
 
 CAUSES = ("gave_up", "radio", "network_server", "collector_down", "other")
@@ -68,7 +74,10 @@ class Fate:
 
     @property
     def frames(self) -> int:
-        return (len(self.sent) if self.sent is not None else self.count) + self.parity_sent + self.polls_sent
+        sent = len(self.sent) if self.sent is not None else self.count
+        if self.need is not None:  # v2: ``sent`` holds the parity rows' indices already
+            return sent + self.polls_sent
+        return sent + self.parity_sent + self.polls_sent
 
 
 def cause(f: Fate) -> str:
@@ -132,3 +141,18 @@ def fates_from(records: list, refused: Mapping[int, set[int]], acked: Mapping[in
                  r.airtime_s, r.parity_sent, r.polls_sent, r.downlinks, r.repair_rounds, r.gave_up,
                  r.need)
             for r in records]
+
+
+def by_wire(wires: list[str], fates: list[Fate], yielded: list[bool],
+            delivered: list[bool]) -> dict[str, float | None]:
+    """Yield and airtime per generated record for the v1 and the v2 devices of one
+    run apart, and the airtime ratio v2 / v1 (n/a unless the fleet has both)."""
+    out: dict[str, float | None] = {}
+    for w in ("v1", "v2"):
+        idx = [i for i, x in enumerate(wires) if x == w]
+        sub = yield_values([fates[i] for i in idx], [yielded[i] for i in idx], [delivered[i] for i in idx])
+        out[f"record_yield_{w}"] = sub["record_yield"]
+        out[f"airtime_per_record_{w}_s"] = sub["airtime_per_record_s"]
+    a1, a2 = out["airtime_per_record_v1_s"], out["airtime_per_record_v2_s"]
+    out["airtime_v2_over_v1"] = a2 / a1 if a1 and a2 is not None else None
+    return out

@@ -8,12 +8,14 @@ from collector.service.api import error
 from collector.service.clock import ManualClock
 from collector.service.keys import CLOCK
 from collector.service.loops import CLOSING
+from collector.service.repairs import REPAIR
 
 
 async def clock(request: web.Request) -> web.Response:
     """Virtual time: ``{"now": <unix s>}`` or ``{"advance": <s>}`` moves the manual
     clock, ``{"stepWall": <s>}`` steps its wall clock alone; then runs the closing and
-    delivery due up to then."""
+    delivery due up to then, and hands over the downlinks due (so a caller driving
+    virtual time knows every downlink due by then has reached its network server)."""
     clk = request.app[CLOCK]
     if not isinstance(clk, ManualClock):
         return error(404, "the clock is not manual (start the service with --clock manual)")
@@ -37,4 +39,7 @@ async def clock(request: web.Request) -> web.Response:
     except ValueError as e:
         return error(400, str(e))
     ran = await request.app[CLOSING].tick()
+    hub = request.app.get(REPAIR)
+    if hub is not None and hub.agent is not None:
+        ran["downlinks"] = await hub.agent.run_due()
     return web.json_response({"now": clk.now(), "wall": clk.wall(), **ran})

@@ -174,6 +174,9 @@ class DownlinkAgent:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._stopping = False
+        #: one hand-over pass at a time: the agent's loop and a manual clock's tick
+        #: (``/admin/clock``) must not both take the same due row
+        self._pass = asyncio.Lock()
 
     async def start(self) -> None:
         await self.servers.start()
@@ -209,12 +212,14 @@ class DownlinkAgent:
         return min(self.cfg.downlink_backoff_cap, self.cfg.downlink_backoff_base * 2 ** max(0, attempts))
 
     async def run_due(self) -> int:
-        """Hand over every downlink due now; returns how many were tried."""
-        now = self.clock.now()
-        rows = await asyncio.to_thread(outbox.due, self.store.query, now)
-        if rows:
-            await asyncio.gather(*(self._one(r) for r in rows))
-        return len(rows)
+        """Hand over every downlink due now; returns how many were tried. When it
+        returns, each of them has been handed over (or failed) and recorded."""
+        async with self._pass:
+            now = self.clock.now()
+            rows = await asyncio.to_thread(outbox.due, self.store.query, now)
+            if rows:
+                await asyncio.gather(*(self._one(r) for r in rows))
+            return len(rows)
 
     async def _one(self, row: dict) -> None:
         dev, payload = row["dev_eui"], row["payload"]
