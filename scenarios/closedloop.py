@@ -16,7 +16,7 @@ Each step runs the loop to its next event time; the deliveries due are posted at
 their virtual time (the collector's clock set first), then the clock is "set" again
 to the same time, which hands over every downlink due (``/admin/clock`` waits for
 that), and whatever the stub got queued goes into the loop's network-server queue
-at that virtual time. The loop decides whether a downlink still makes the uplink's
+at that virtual time plus the model's ``push_latency_s``. The loop decides whether a downlink still makes the uplink's
 receive windows or waits for the device's next uplink.
 """
 
@@ -77,10 +77,11 @@ class LoopDriver(Driver):
     def _feed(self) -> None:
         """Move what the collector queued at the stub into the loop's network server."""
         assert self.netserver is not None
+        at = self.vnow + self.sc.sim.network.downlinks.push_latency_s
         for dev in list(self.netserver.queue):
             d = self.netserver.pop(dev)
             if d is not None:
-                self.loop.queue_downlink(self._eui.get(dev, dev), d["payload"], self.vnow)
+                self.loop.queue_downlink(self._eui.get(dev, dev), d["payload"], at)
                 self.downlinks_fed += 1
 
     def _post(self, d: Delivery) -> Post:
