@@ -78,6 +78,19 @@ def test_loss_scenarios_are_valid(rep):
         assert sc.sim.channel.p == 0.2 and sc.sim.devices.dr.dr == dr
 
 
+def test_loss_sweep_point_at_no_loss_passes(rep):
+    """At 0 % loss there is no partial document and no incident: those ratios are n/a,
+    and a sweep point must not fail on them (nor pass on a wrong value)."""
+    from scenarios.spec import scenario_from_dict
+
+    sc = scenario_from_dict(rep.loss_scenario(0, 0.0, quick=True))
+    assert {e.name for e in sc.expect} & set(rep.WHEN_MEASURED) == set()
+    clean = {"partial_documents_exact": None, "incidents_for_lost_required": None}
+    assert rep.sweep_passed(True, clean)
+    assert not rep.sweep_passed(True, {**clean, "partial_documents_exact": 0.5})
+    assert not rep.sweep_passed(False, clean)
+
+
 def test_yield_section_figures_table_and_headline(rep, tmp_path):
     """The yield section from a tiny sweep: three PNGs, a row per sweep point beside its
     theory, and a headline naming v1's measured yield at 10 % and 20 % loss."""
