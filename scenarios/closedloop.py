@@ -32,8 +32,8 @@ from collector.core.wire2 import FPORT_V2, POLL
 from collector.testing.netserver_stub import NetServerConfig, NetServerStub, start_netserver
 from devicesim.loop import ClosedLoop
 from devicesim.network import Delivery
+from scenarios.driver import Driver, Progress
 from scenarios.plan import Plan, Post, TruthRecord
-from scenarios.runner import Driver, Progress
 from scenarios.spec import Scenario
 
 TTS_KEY = "NNSXS.scenario-downlink"
