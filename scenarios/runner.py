@@ -85,7 +85,8 @@ class CollectorProcess:
     """``collector serve --clock manual`` as a child process."""
 
     def __init__(self, workdir: Path, settings: dict[str, Any]):
-        self.workdir = workdir
+        # absolute: the collector runs with the work directory as its current one
+        self.workdir = workdir = workdir.resolve()
         self.port = free_port()
         self.config = workdir / "collector.toml"
         self.log = workdir / "collector.log"
@@ -447,7 +448,7 @@ def run_scenario(sc: Scenario, *, workdir: str | Path | None = None,
     plan = make_plan(sc, lambda f: tick(0.1 * f, "simulating"))
     t_plan = time.monotonic() - t0
     with tempfile.TemporaryDirectory(prefix="scenario-", dir=scratch_dir()) as tmp:
-        wd = Path(workdir) if workdir else Path(tmp)
+        wd = Path(workdir).resolve() if workdir else Path(tmp)
         wd.mkdir(parents=True, exist_ok=True)
         driver = Driver(sc, plan, wd, tick)
         obs, acked, info = asyncio.run(driver.run())

@@ -42,7 +42,8 @@ def parse_payload_line(line: str) -> bytes:
 @cli.command()
 @click.argument("source", type=click.File("r"), default="-")
 @click.option("--dev-eui", default=EXAMPLE_DEV_EUI, show_default=True, help="DevEUI the fragments came from.")
-@click.option("--fport", default=wire.FPORT, show_default=True, help="FPort the fragments came on.")
+@click.option("--fport", default=wire.FPORT, show_default=True, type=click.IntRange(1, 223),
+              help="FPort the fragments came on (an application port, 1..223).")
 @click.option("--json", "as_json", is_flag=True, help="Print each outcome as JSON instead of the XML document.")
 def decode(source, dev_eui: str, fport: int, as_json: bool) -> None:
     """Reassemble fragments and print the XML document, or the incident.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ from typing import Any
 
 import click
 
-from collector.service.config import FIELDS, ServiceConfig, load_config
+from collector.service.config import FIELDS, LOG_LEVELS, ServiceConfig, load_config, unknown_env
 from collector.service.registry import check_eui, load_file
 from collector.service.store import Store, op_device, op_device_remove, op_retry_dead
 
@@ -47,6 +48,9 @@ _HELP = {
     "clock_start": "Start of the manual clock, Unix seconds.",
     "retention": "Seconds after which delivered documents and fragments are pruned.",
     "seed": "Seed of the delivery jitter stream.",
+    "max_retry_after": "Longest wait a Retry-After from the Web App can impose, seconds.",
+    "fport": "FPort of the fragments (an application port, 1..223).",
+    "log_level": "DEBUG, INFO, WARNING, ERROR or CRITICAL.",
 }
 
 
@@ -66,6 +70,11 @@ def _config_options(func):
             opt = click.option(flag, name, type=click.Choice(["fixed", "adaptive"]), default=None, help=help_)
         elif name == "clock":
             opt = click.option(flag, name, type=click.Choice(["system", "manual"]), default=None, help=help_)
+        elif name == "fport":
+            opt = click.option(flag, name, type=click.IntRange(1, 223), default=None, help=help_)
+        elif name == "log_level":
+            opt = click.option(flag, name, type=click.Choice(LOG_LEVELS, case_sensitive=False), default=None,
+                               help=help_)
         elif typ.startswith("int"):
             opt = click.option(flag, name, type=int, default=None, help=help_, hidden=hidden)
         elif typ.startswith("float"):
@@ -99,9 +108,33 @@ def _open_store(config: str | None, db: str | None) -> Store:
         raise click.ClickException(f"cannot open database {cfg.db!r}: {e}") from None
 
 
+def check_db_path(db: str) -> None:
+    """Refuse, in one line, a database the service could not create or write: its
+    directory must exist already (a mistyped path must not silently become a new,
+    empty database in a new directory) and be writable."""
+    import os
+    if db == ":memory:":
+        return
+    parent = os.path.dirname(os.path.abspath(db))
+    if not os.path.isdir(parent):
+        raise click.ClickException(f"the directory of database {db!r} does not exist ({parent}); create it first")
+    if os.path.isdir(db):
+        raise click.ClickException(f"database {db!r} is a directory")
+    if os.path.exists(db):
+        if not os.access(db, os.R_OK | os.W_OK):
+            raise click.ClickException(f"database {db!r} is not readable and writable by this user")
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        raise click.ClickException(f"cannot create database {db!r}: directory {parent} is not writable")
+
+
 def _open_rw(config: str | None, db: str | None) -> Store:
     """The store for a command that writes (the database is created if missing)."""
-    return Store(_load(config, {"db": db}).db)
+    path = _load(config, {"db": db}).db
+    check_db_path(path)
+    try:
+        return Store(path)
+    except OSError as e:
+        raise click.ClickException(f"cannot open database {path!r}: {e}") from None
 
 
 @contextlib.contextmanager
@@ -153,11 +186,17 @@ def serve(config: str | None, **overrides: Any) -> None:
     from collector.service.logs import setup_logging
 
     cfg = _load(config, overrides)
+    check_db_path(cfg.db)
     setup_logging(cfg.log_level)
+    for name in unknown_env():
+        logging.getLogger("collector.config").warning("event=unknown_setting variable=%s detail=%r", name,
+                                                      "no such setting; ignored")
     try:
         asyncio.run(run_service(cfg))
     except RuntimeError as e:
         raise click.ClickException(str(e)) from None
+    except OSError as e:  # e.g. the database cannot be created where --db points
+        raise click.ClickException(f"cannot start: {e}") from None
     except KeyboardInterrupt:
         pass
 

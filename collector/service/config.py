@@ -75,6 +75,9 @@ class ServiceConfig:
     backoff_base: float = 2.0
     backoff_cap: float = 3600.0
     request_timeout: float = 30.0
+    #: longest wait a ``Retry-After`` (429, 503) can impose, seconds; a longer one is
+    #: cut to this (a year, or a date in 2100, would otherwise stop delivery)
+    max_retry_after: float = 3600.0
     #: consecutive retryable failures that open the circuit
     circuit_threshold: int = 5
     #: seconds the circuit stays open before one probe request
@@ -119,6 +122,19 @@ class ServiceConfig:
             raise ValueError("delivery_concurrency must be at least 1")
         if self.webapp_url and not self.webapp_url.startswith(("http://", "https://")):
             raise ValueError(f"webapp_url {self.webapp_url!r} must start with http:// or https://")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}")
+        if not 1 <= self.fport <= 223:
+            raise ValueError(f"fport must be an application port 1..223, not {self.fport}")
+        for name in TOKEN_LISTS:
+            if any(not t.strip() for t in getattr(self, name)):
+                raise ValueError(f"{name}: an empty token is not allowed (it would match nothing, or anything)")
+        if self.max_retry_after <= 0:
+            raise ValueError("max_retry_after must be positive")
+        try:
+            self.reassembly_settings()
+        except ValueError as e:  # default_region and the other reassembly settings
+            raise ValueError(str(e)) from None
 
     @property
     def any_ingest_token(self) -> bool:
@@ -133,6 +149,10 @@ class ServiceConfig:
         return d
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+TOKEN_LISTS = ("ingest_token", "ttn_token", "chirpstack_token", "generic_token", "api_token")
+#: ``COLLECTOR_*`` variables read elsewhere (not settings of the service)
+OTHER_ENV = frozenset({"COLLECTOR_CONFIG", "COLLECTOR_DEVICE_TOKEN"})
 SECRETS = ("ingest_token", "ttn_token", "chirpstack_token", "generic_token", "api_token",
            "webapp_token", "webapp_password")
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(ServiceConfig)}
@@ -145,7 +165,9 @@ def _convert(name: str, value: Any) -> Any:
     try:
         if typ.startswith("list"):
             if isinstance(value, str):
-                return [v.strip() for v in value.split(",") if v.strip()]
+                items = [v.strip() for v in value.split(",")]
+                # an empty token is refused by validate(), however it was given
+                return items if name in TOKEN_LISTS else [v for v in items if v]
             if isinstance(value, list | tuple):
                 return [str(v) for v in value]
             raise TypeError
@@ -220,3 +242,11 @@ def load_config(
     cfg = ServiceConfig(**values)
     cfg.validate()
     return cfg
+
+
+def unknown_env(env: Mapping[str, str] | None = None) -> list[str]:
+    """``COLLECTOR_*`` variables that name no setting (a typo would otherwise be
+    ignored silently); ``collector serve`` warns about each."""
+    env = os.environ if env is None else env
+    known = {ENV_PREFIX + name.upper() for name in FIELDS} | OTHER_ENV
+    return sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known)
