@@ -50,6 +50,7 @@ _HELP = {
     "seed": "Seed of the delivery jitter stream.",
     "max_retry_after": "Longest wait a Retry-After from the Web App can impose, seconds.",
     "fport": "FPort of the fragments (an application port, 1..223).",
+    "simulated_uplinks": "The Things Stack uplinks marked simulated: ignore (202, not stored), reject (400), accept.",
     "log_level": "DEBUG, INFO, WARNING, ERROR or CRITICAL.",
 }
 
@@ -70,6 +71,9 @@ def _config_options(func):
             opt = click.option(flag, name, type=click.Choice(["fixed", "adaptive"]), default=None, help=help_)
         elif name == "clock":
             opt = click.option(flag, name, type=click.Choice(["system", "manual"]), default=None, help=help_)
+        elif name == "simulated_uplinks":
+            opt = click.option(flag, name, type=click.Choice(["ignore", "reject", "accept"]), default=None,
+                               help=help_)
         elif name == "fport":
             opt = click.option(flag, name, type=click.IntRange(1, 223), default=None, help=help_)
         elif name == "log_level":

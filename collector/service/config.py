@@ -46,6 +46,10 @@ class ServiceConfig:
     #: seconds a client gets to send a request body (408 and the connection closed after);
     #: also how long a connection may sit without a complete request (then it is closed)
     read_timeout: float = 60.0
+    #: The Things Stack uplinks marked ``"simulated": true`` (sent from its console):
+    #: ``ignore`` (202 ``ignored``, counted, not stored), ``reject`` (400) or ``accept``
+    #: (stored as real data)
+    simulated_uplinks: str = "ignore"
     #: writes waiting for the store above which ingest is answered 503
     max_pending_writes: int = 20_000
     #: most requests committed in one transaction
@@ -122,6 +126,8 @@ class ServiceConfig:
             raise ValueError("delivery_concurrency must be at least 1")
         if self.webapp_url and not self.webapp_url.startswith(("http://", "https://")):
             raise ValueError(f"webapp_url {self.webapp_url!r} must start with http:// or https://")
+        if self.simulated_uplinks not in ("ignore", "reject", "accept"):
+            raise ValueError(f"simulated_uplinks must be 'ignore', 'reject' or 'accept', not {self.simulated_uplinks!r}")
         if self.log_level.upper() not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}")
         if not 1 <= self.fport <= 223:

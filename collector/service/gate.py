@@ -103,6 +103,15 @@ class IngestGate:
         log.warning("event=rejected integration=%s status=%d error=%r", integration, status, message)
         return error(status, message, **extra)
 
+    def _simulated(self, integration: str) -> Answer:
+        """A The Things Stack uplink simulated from its console (``"simulated": true``):
+        by default never stored as measurement data (``simulated_uplinks``)."""
+        mode = self.cfg.simulated_uplinks
+        if mode == "reject":
+            return self.bad(integration, 400, "simulated uplink refused (simulated_uplinks = reject)")
+        self.stats.uplink(integration, "simulated")
+        return Answer(202, {"status": "ignored", "reason": "simulated uplink, not stored (simulated_uplinks = ignore)"})
+
     async def admit(self, request: web.Request, integration: str) -> Uplink | Answer:
         """The request's uplink, or the answer that ends the request here."""
         cfg = self.cfg
@@ -121,9 +130,14 @@ class IngestGate:
                                               f"not {ctype}{hint}")
         if integration == "chirpstack":
             event = request.query.get("event")
+            if not event:
+                # ChirpStack always names the event: without it the query string was
+                # lost on the way, and the body may well be an uplink - refuse, never
+                # acknowledge data that is not stored
+                return self.bad(integration, 400, "no ChirpStack event given: the URL must end in ?event=up "
+                                                  "(ChirpStack adds it; a proxy may have stripped it)")
             if event != "up":
-                return self.ignored(integration, f"ChirpStack event {event!r} is not handled" if event
-                                    else "no ChirpStack event given (?event=up)")
+                return self.ignored(integration, f"ChirpStack event {event!r} is not handled")
         try:
             if request.content.is_eof():  # the whole body has arrived: reading it cannot wait
                 body = await request.read()
@@ -137,6 +151,8 @@ class IngestGate:
             return Answer(ans.status, ans.body, close=True)
         try:
             doc = ingest.parse_json_body(body)
+            if integration == "ttn" and doc.get("simulated") is True and cfg.simulated_uplinks != "accept":
+                return self._simulated(integration)
             return ingest.PARSERS[integration](doc, None, cfg.default_region)
         except ingest.Ignored as e:
             return self.ignored(integration, e.reason)

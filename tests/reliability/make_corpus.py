@@ -244,10 +244,16 @@ def wrong_port_and_events() -> list[dict]:
     for fmt in FORMATS:
         for p in (0, 1, 2, 15, 17, 224, 255):
             out.append(item(f"{fmt}/fport_{p}", PATHS[fmt], good(fmt, fport=p), 202, f"fPort {p} is not"))
-    for ev in ("join", "status", "ack", "txack", "log", "location", "integration", ""):
-        out.append(item(f"chirpstack/event_{ev or 'empty'}", f"/uplink/chirpstack?event={ev}", good("chirpstack"), 202,
-                        "ChirpStack event" if ev else "no ChirpStack event"))
-    out.append(item("chirpstack/no_event", "/uplink/chirpstack", good("chirpstack"), 202, "no ChirpStack event"))
+    for ev in ("join", "status", "ack", "txack", "log", "location", "integration"):
+        out.append(item(f"chirpstack/event_{ev}", f"/uplink/chirpstack?event={ev}", good("chirpstack"), 202,
+                        "ChirpStack event"))
+    # without the event the query string was lost: the body may be an uplink, so it is
+    # refused rather than acknowledged and dropped (issue 12, item 17)
+    out.append(item("chirpstack/event_empty", "/uplink/chirpstack?event=", good("chirpstack"), 400,
+                    "no ChirpStack event given"))
+    out.append(item("chirpstack/no_event", "/uplink/chirpstack", good("chirpstack"), 400, "no ChirpStack event given"))
+    # uplinks simulated from The Things Stack console are not measurement data (simulated_uplinks = ignore)
+    out.append(item("ttn/simulated", PATHS["ttn"], {**good("ttn"), "simulated": True}, 202, "simulated uplink"))
     for kind in ("join_accept", "downlink_ack", "downlink_nack", "downlink_sent", "downlink_failed",
                  "downlink_queued", "location_solved", "service_data"):
         out.append(item(f"ttn/{kind}", PATHS["ttn"], {"end_device_ids": {"dev_eui": DEV}, kind: {}}, 202,
