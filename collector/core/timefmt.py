@@ -31,7 +31,10 @@ def parse_ms(text: str) -> int:
         raise ValueError(f"{text!r} is not a valid date/time: {e}") from None
     if tz not in ("Z", "z"):
         sign = 1 if tz[0] == "+" else -1
-        dt -= sign * timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6]))
+        try:
+            dt -= sign * timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6]))
+        except OverflowError:  # the offset moves it before year 1 or past 9999
+            raise ValueError(f"{text!r} is outside the years 1..9999 in UTC") from None
     ms = int((dt - _EPOCH) / timedelta(milliseconds=1))
     if frac:
         ms += int((frac + "00")[:3])

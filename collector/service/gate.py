@@ -22,12 +22,16 @@ from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from collector.core import ingest
 from collector.core.uplink import Uplink
 from collector.service.config import ServiceConfig
 
 log = logging.getLogger("collector.ingest")
+
+#: request Content-Encodings aiohttp decodes (anything else is answered 415)
+ENCODINGS = frozenset({"", "identity", "gzip", "x-gzip", "deflate", "br"})
 
 INTEGRATIONS = {"ttn": "/uplink/ttn", "chirpstack": "/uplink/chirpstack", "generic": "/uplink"}
 
@@ -53,6 +57,13 @@ def error(status: int, message: str, headers: dict[str, str] | None = None, **ex
     return Answer(status, {"error": message, **extra}, headers)
 
 
+def _reason(e: BaseException) -> str:
+    """The first line of an aiohttp payload error, without its status prefix."""
+    cause = e.__cause__ or e
+    text = getattr(cause, "message", None) or str(cause)
+    return str(text).strip().splitlines()[0][:200] if str(text).strip() else type(cause).__name__
+
+
 class IngestStats(Protocol):
     """Where the gate counts what it decides."""
 
@@ -76,7 +87,11 @@ def _check_token(cfg: ServiceConfig, request: web.Request, tokens: list[bytes]) 
         v = value.strip()
         if v[:7].lower() == "bearer ":
             v = v[7:].strip()
-        vb = v.encode()
+        try:
+            # aiohttp reads header bytes that are not UTF-8 as surrogate escapes
+            vb = v.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            continue
         for t in tokens:
             ok |= hmac.compare_digest(vb, t)
     return ok
@@ -128,6 +143,10 @@ class IngestGate:
             hint = " (set the ChirpStack integration to JSON)" if integration == "chirpstack" else ""
             return self.bad(integration, 415, f"the body must be JSON (Content-Type: application/json), "
                                               f"not {ctype}{hint}")
+        encoding = request.headers.get("Content-Encoding", "").strip().lower()
+        if encoding not in ENCODINGS:
+            return self.bad(integration, 415, f"Content-Encoding {encoding[:40]!r} is not supported "
+                                              "(gzip, deflate or none)")
         if integration == "chirpstack":
             event = request.query.get("event")
             if not event:
@@ -146,6 +165,10 @@ class IngestGate:
                     body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return self.bad(integration, 413, f"the body exceeds the limit of {limit} bytes")
+        except RequestPayloadError as e:  # e.g. "Content-Encoding: gzip" on a body that is not
+            ans = self.bad(integration, 400, f"the body cannot be read as its Content-Encoding "
+                                             f"{encoding or 'identity'!r} says: {_reason(e)}")
+            return Answer(ans.status, ans.body, close=True)
         except TimeoutError:  # a client trickling its body must not hold a handler forever
             ans = self.bad(integration, 408, f"the body did not arrive within {cfg.read_timeout:g} s")
             return Answer(ans.status, ans.body, close=True)

@@ -289,10 +289,59 @@ def content_type() -> list[dict]:
     return out
 
 
+API_TOKEN = "corpus-api-token"
+API_AUTH = {"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"}
+
+
+def errors_json() -> list[dict]:
+    """Inputs that were answered 500, or with a non-JSON error page (issue 12, items
+    13 and 14). ``method`` is GET/POST/... (POST when absent)."""
+    out = []
+    for fmt in FORMATS:
+        keys, named = FIELDS[fmt]["time"]
+        for i, v in enumerate(["0001-01-01T00:00:00+01:00", "0001-01-01T00:30:00+00:59",
+                               "9999-12-31T23:59:59-01:00", "9999-12-31T23:00:00-23:59"]):
+            out.append(item(f"{fmt}/time_offset_out_of_range_{i}", PATHS[fmt], with_field(fmt, keys, v), 400, named))
+        # bytes that are not UTF-8 in the token header: no token, not a crash
+        for i, h in enumerate(["Bearer \xff\xfe", "\xe9t\xe9", f"Bearer {TOKEN}\xff"]):
+            out.append(item(f"{fmt}/auth_not_utf8_{i}", PATHS[fmt], good(fmt), 401, "missing or wrong token",
+                            {"Authorization": h, "Content-Type": "application/json"}))
+        # (br: without the Brotli package aiohttp refuses it while parsing the request)
+        for enc, says in (("gzip", "Content-Encoding"), ("deflate", "Content-Encoding"), ("br", "br")):
+            out.append(item(f"{fmt}/content_encoding_{enc}_not_encoded", PATHS[fmt], good(fmt), 400,
+                            says, {**AUTH, "Content-Encoding": enc}))
+        out.append(item(f"{fmt}/content_encoding_unknown", PATHS[fmt], good(fmt), 415, "Content-Encoding",
+                        {**AUTH, "Content-Encoding": "zstd-nonsense"}))
+    for path in ("/api/status", "/admin/clock", "/api/messages"):
+        out.append({**item(f"api/auth_not_utf8{path.replace('/', '_')}", path, "", 401, "missing or wrong token",
+                           {"Authorization": "Bearer \xff"}), "method": "GET" if path != "/admin/clock" else "POST"})
+    for what, ident in (("superscript", "%C2%B2"), ("digits_19", "9" * 19), ("digits_40", "1" * 40),
+                        ("negative_19", "-" + "9" * 19), ("arabic_digits", "%D9%A1%D9%A2")):
+        for route, noun in (("incidents", "incident"), ("messages", "message"), ("deadletters", "dead letter")):
+            out.append({**item(f"api/{route}_{what}", f"/api/{route}/{ident}", "", 404, f"no {noun}", API_AUTH),
+                        "method": "GET"})
+    out.append({**item("api/retry_digits_40", "/api/deadletters/" + "1" * 40 + "/retry", "", 404, "no dead letter",
+                       API_AUTH)})
+    for name, body in (("advance_nan", '{"advance": NaN}'), ("now_nan", '{"now": NaN}'),
+                       ("advance_infinity", '{"advance": Infinity}'), ("now_minus_infinity", '{"now": -Infinity}'),
+                       ("advance_1e400", '{"advance": 1e400}'), ("now_1e300", '{"now": 1e300}')):
+        out.append(item(f"admin/clock_{name}", "/admin/clock", body, 400, "finite", API_AUTH))
+    # aiohttp's own error pages are JSON too
+    out += [
+        {**item("http/no_such_route", "/no/such/route", "", 404, "no route", API_AUTH), "method": "GET"},
+        {**item("http/get_on_ingest", PATHS["generic"], "", 405, "method GET", API_AUTH), "method": "GET"},
+        {**item("http/delete_api", "/api/status", "", 405, "method DELETE", API_AUTH), "method": "DELETE"},
+        item("http/post_healthz", "/healthz", "{}", 405, "method POST", API_AUTH),
+        item("http/expect_unknown", PATHS["generic"], good("generic"), 417, "Expect", {**AUTH, "Expect": "fly"}),
+    ]
+    return out
+
+
 CATEGORIES = {
     "broken_json": broken_json, "wrong_types": wrong_types, "huge_numbers": huge_numbers,
     "bad_encoding": bad_encoding, "oversized": oversized, "header_lies": header_lies,
     "wrong_port_and_events": wrong_port_and_events, "auth": auth, "content_type": content_type,
+    "errors_json": errors_json,
 }
 
 

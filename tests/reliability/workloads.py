@@ -579,6 +579,7 @@ def _db_bytes(db: Path) -> int:
 
 CORPUS_DIR = Path(__file__).resolve().parent / "corpus"
 CORPUS_TOKEN = "corpus-token"
+CORPUS_API_TOKEN = "corpus-api-token"
 INGEST_TABLES = ("fragments", "open_messages", "messages", "documents", "incidents")
 
 
@@ -619,10 +620,11 @@ def corpus_run(workdir: Path) -> dict[str, Any]:
     by_cat: dict[str, dict[str, int]] = {}
     wrong: list[str] = []
     stored: list[str] = []
-    with LiveService(db, stub=False, ingest_token=[CORPUS_TOKEN]) as s:
+    with LiveService(db, stub=False, ingest_token=[CORPUS_TOKEN], api_token=[CORPUS_API_TOKEN]) as s:
         for case in load_corpus():
             before = ingest_counts(db)
-            r = http("POST", s.url + case["path"], body_bytes(case["body"]), case["headers"], timeout=30)
+            r = http(case.get("method", "POST"), s.url + case["path"], body_bytes(case["body"]), case["headers"],
+                     timeout=30)
             c = by_cat.setdefault(case["category"], {})
             c[str(r.status)] = c.get(str(r.status), 0) + 1
             if r.status != case["expect_status"]:
