@@ -296,9 +296,8 @@ class Driver:
         self.stub.vnow = self.vnow
         runner = web.AppRunner(self.stub.app(), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        stub_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        stub_port = runner.addresses[0][1]
         settings = {
             "db": str(self.workdir / "collector.db"), "ingest_token": [INGEST_TOKEN],
             "webapp_url": f"http://127.0.0.1:{stub_port}", "webapp_token": WEBAPP_TOKEN,

@@ -3,7 +3,7 @@
 Assembling a closed message (decoding the record, building the lxml document,
 serialising the outcome) costs a few hundred microseconds. The ingest path never
 does it: it commits the fragment and the message's closed state and answers; the
-aggregator assembles afterwards (:meth:`collector.service.app.CollectorService.flush_closes`).
+aggregator assembles afterwards (:meth:`collector.service.loops.Closing.flush_closes`).
 While closes are rare that happens in the service's process; when they come faster
 than ``offload_rate`` per second, :class:`Assembler` hands them in batches to one
 worker process (``python -m collector.service.aggregator``), so the event loop keeps its

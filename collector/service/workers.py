@@ -118,7 +118,7 @@ _INTERNAL = error(500, "internal error (logged by the collector)")
 class ChannelServer:
     """The owner's end: feeds the workers' uplinks to the service, replies after the commit.
 
-    ``service`` is the :class:`~collector.service.app.CollectorService` (its ``enter`` and
+    ``service`` is the owner's :class:`~collector.service.ingest_http.Ingest` (its ``enter`` and
     ``settle``, and its counters for the workers' reports).
     """
 

@@ -22,7 +22,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from collector.service.app import CollectorService, start_service
+from aiohttp import web
+
+from collector.service.app import start_service
 from collector.service.clock import ManualClock
 from collector.service.config import ServiceConfig
 from collector.testing.webapp_stub import Faults, StubConfig, WebAppStub, start_stub
@@ -117,7 +119,8 @@ class LiveService:
         self.settings = {"port": 0, "db": str(db), "ingest_token": [INGEST_TOKEN], "webapp_token": WEBAPP_TOKEN,
                          "clock": "manual" if clock_start is not None else "system", **settings}
         self.webapp_url = webapp_url
-        self.service: CollectorService | None = None
+        #: the collector's application (its parts under the keys of :mod:`collector.service.keys`)
+        self.app: web.Application | None = None
         self.stub: WebAppStub | None = None
         self._runners: list = []
         self.port = 0
@@ -141,7 +144,7 @@ class LiveService:
         url = self.webapp_url if self.webapp_url is not None else (
             f"http://127.0.0.1:{self.stub_port}" if self.with_stub else "")
         cfg = ServiceConfig(**{**self.settings, "webapp_url": url})
-        self.service, runner, self.port = await start_service(cfg, self.clock)
+        self.app, runner, self.port = await start_service(cfg, self.clock)
         self._service_runner = runner
 
     def restart_service(self) -> None:

@@ -249,7 +249,6 @@ async def start_stub(cfg: StubConfig) -> tuple[WebAppStub, web.AppRunner, int]:
     stub = WebAppStub(cfg)
     runner = web.AppRunner(stub.app(), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, cfg.host, cfg.port)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    await web.TCPSite(runner, cfg.host, cfg.port).start()
+    port = runner.addresses[0][1]
     return stub, runner, port

@@ -153,11 +153,12 @@ def test_an_uplink_that_cannot_be_stored_is_refused_before_the_reassembler_holds
     answered "duplicate" for a fragment that was never stored."""
     from collector.core.uplink import Uplink
     from collector.service.gate import Answer
+    from collector.service.ingest_http import INGEST
 
     dev = "70B3D57ED005BEEF"
     f0 = frags(7)[0]
     bad = Uplink(dev, 16, f0, 1_800_000_000_000, gateway="gw-\ud800")
-    ans = live.run(live.service.accept(bad, "generic"))
+    ans = live.run(live.app[INGEST].accept(bad, "generic"))
     assert isinstance(ans, Answer) and ans.status == 400 and "cannot be stored" in ans.body["error"]
     r = live.post(*body("generic", f0, dev=dev))
     assert (r.status, r.json()["status"]) == (202, "accepted")

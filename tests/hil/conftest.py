@@ -146,9 +146,8 @@ def stand_in() -> Iterator[StandIn]:
 
     async def start() -> None:
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        port = runner.addresses[0][1]
         s.base_url = f"http://127.0.0.1:{port}"
         started.set()
 

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from collector.cli.main import cli
 from collector.core import wire
+from collector.service.keys import CFG
 from collector.testing.examples import example_record
 from collector.testing.harness import LiveService, http
 from devicesim.formats import AppUplink, uplink_body
@@ -46,7 +47,7 @@ def assert_each_delivered_once(s: LiveService) -> None:
 def test_an_hour_long_outage_keeps_the_request_rate_bounded_then_delivers_everything(tmp_path):
     # default delivery policy: base 2 s, cap 3600 s, circuit 5 failures / 30 s, 4 in flight
     with LiveService(tmp_path / "c.db") as s:
-        cfg = s.service.cfg
+        cfg = s.app[CFG]
         s.set_faults(outage=True)
         s.uids = send_messages(s, 40)
         step, hour = 10.0, 3600.0

@@ -647,10 +647,11 @@ def outage_run(workdir: Path, *, documents: int = 40, hours: float = 1.0, step: 
     (virtual) until everything is delivered."""
     import math
 
+    from collector.service.keys import CFG
     from collector.testing.harness import LiveService
 
     with LiveService(workdir / "outage.db") as s:
-        cfg = s.service.cfg
+        cfg = s.app[CFG]
         s.set_faults(outage=True)
         for j in range(documents):
             rec = example_record()

@@ -1,0 +1,214 @@
+"""The ingest path of the process that owns the state: reassemble, commit, answer.
+
+The three ingest routes run the :class:`~collector.service.gate.IngestGate` and
+hand what it admits to :class:`Ingest`, which feeds the reassembler and answers
+202 only after the fragment and the message state are committed (group commit,
+:class:`collector.service.store.GroupCommitter`). :meth:`Ingest.enter` (synchronous:
+feed and queue the commit) and :meth:`Ingest.settle` (the answer once committed) are
+apart so the HTTP workers' channel (:mod:`collector.service.workers`) can enter a
+whole batch before waiting for one commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+
+from collector.core.reassembly import Message, Reassembler
+from collector.core.uplink import Uplink
+from collector.core.wire import FragmentError
+from collector.service.clock import Clock
+from collector.service.config import ServiceConfig
+from collector.service.gate import Answer, IngestGate
+from collector.service.gate import error as answer_error
+from collector.service.keys import STOPPING
+from collector.service.loops import Closing
+from collector.service.metrics import Metrics
+from collector.service.store import (
+    GroupCommitter,
+    Op,
+    StoreUnavailable,
+    message_header,
+    op_incident,
+    op_ingest,
+    together,
+    uplink_text,
+)
+
+log = logging.getLogger("collector.service")
+
+
+@dataclasses.dataclass(slots=True)
+class Pending:
+    """An uplink fed to the reassembler whose commit is under way."""
+    future: asyncio.Future
+    integration: str
+    dev_eui: str
+    status: str
+    message: Any
+    index: int
+    closed: list[Message]
+
+
+class Ingest:
+    """Feeds parsed uplinks to the reassembler and commits them; counts the outcomes
+    (:class:`collector.service.gate.IngestStats`)."""
+
+    def __init__(self, cfg: ServiceConfig, clock: Clock, metrics: Metrics, reasm: Reassembler,
+                 committer: GroupCommitter, closing: Closing):
+        self.cfg = cfg
+        self.clock = clock
+        self.metrics = metrics
+        self.reasm = reasm
+        self.committer = committer
+        self.closing = closing
+        self.gate = IngestGate(cfg, self)
+        self._outcome_counters: dict[tuple[str, str], Any] = {}
+        self._request_counters: dict[tuple[str, int], Any] = {}
+
+    # ------------------------------------------------------------------ counting
+
+    def uplink(self, integration: str, outcome: str, n: int = 1) -> None:
+        """Count ``n`` uplinks by outcome (:class:`collector.service.gate.IngestStats`)."""
+        key = (integration, outcome)
+        c = self._outcome_counters.get(key)
+        if c is None:
+            c = self._outcome_counters[key] = self.metrics.uplinks.labels(integration, outcome)
+        c.inc(n)
+
+    def answered(self, integration: str, status: int, seconds: float) -> None:
+        """Count an ingest request by status code, and its latency."""
+        key = (integration, status)
+        c = self._request_counters.get(key)
+        if c is None:
+            c = self._request_counters[key] = (self.metrics.requests.labels(integration, str(status)),
+                                               self.metrics.ingest_latency.labels(integration))
+        c[0].inc()
+        c[1].observe(seconds)
+
+    def merge_worker_stats(self, stats: dict) -> None:
+        """Add what an HTTP worker process counted (:mod:`collector.service.workers`)."""
+        for integration, outcome, n in stats.get("uplinks", ()):
+            self.uplink(integration, outcome, n)
+        for integration, status, latencies in stats.get("requests", ()):
+            for seconds in latencies:
+                self.answered(integration, status, seconds)
+
+    # ------------------------------------------------------------------ ingest
+
+    async def accept(self, up: Uplink, integration: str) -> Answer:
+        """Feed one parsed uplink to the reassembler and commit it; the answer."""
+        entered = self.enter(up, integration)
+        if isinstance(entered, Answer):
+            return entered
+        await asyncio.wait([entered.future])
+        return self.settle(entered)
+
+    def enter(self, up: Uplink, integration: str) -> Answer | Pending:
+        """The synchronous part of :meth:`accept`: feed the reassembler and queue the
+        commit. Answers at once what needs no commit; otherwise the commit to wait
+        for before :meth:`settle`."""
+        now = self.clock.now()
+        if up.received_ms is None:  # the body carried no receive time: the collector's
+            up = dataclasses.replace(up, received_ms=int(now * 1000))
+        row = up.to_dict()
+        try:
+            # serialised before the reassembler sees it: what cannot be stored must
+            # not be counted as held (a repeat would be answered "duplicate")
+            text = uplink_text(row)
+        except TypeError as e:
+            return self.gate.bad(integration, 400, f"the uplink cannot be stored: {e}")
+        try:
+            res = self.reasm.feed(up, now)
+        except FragmentError as e:
+            return self.gate.bad(integration, 400, f"invalid fragment header: {e.detail}", code=e.code)
+        if res.status == "ignored":
+            return self.gate.ignored(integration, res.reason or "ignored")
+        msg = res.message
+        assert msg is not None
+        index = up.payload[1]
+        closed = res.closed
+        # The fragment and the new state of every message it changed are committed
+        # before the answer; a message it closed is recorded as closed (its header
+        # says so) and assembled by the aggregator afterwards - or, after a crash,
+        # at the next start.
+        headers = [message_header(msg)] if res.status == "accepted" else []
+        headers.extend(message_header(m) for m in closed if m is not msg)
+        ops: list[Op] = [op_ingest(now, msg.uid, index, res.status, row, headers, self.reasm.next_seq, text)]
+        if closed:
+            ops.extend(self._cap_ops(closed, now))
+            self.closing.pending.extend(closed)
+        try:
+            fut = self.committer.submit_nowait(ops[0] if len(ops) == 1 else together(ops))
+        except StoreUnavailable as e:
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_exception(e)
+        if closed:
+            # closed messages are gone from the open set: record them in any case
+            self.closing.wake()
+        return Pending(fut, integration, up.dev_eui, res.status, msg, index, closed)
+
+    def settle(self, p: Pending) -> Answer:
+        """The answer once the commit :meth:`enter` queued has finished (committed,
+        failed, or cancelled by a shutdown)."""
+        fut = p.future
+        exc: BaseException | None = (StoreUnavailable("the commit was cancelled") if fut.cancelled()
+                                     else fut.exception())
+        if exc is not None:
+            self.uplink(p.integration, "unavailable")
+            log.error("event=store_unavailable integration=%s error=%r", p.integration, str(exc))
+            return answer_error(503, f"the store cannot take the uplink now: {exc}", {"Retry-After": "5"})
+        self.uplink(p.integration, p.status)
+        msg = p.message
+        target = self.closing.target
+        if msg.closed is None and (target is None or msg.deadline < target):
+            self.closing.wake()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("event=uplink integration=%s dev=%s status=%s message=%s index=%d", p.integration,
+                      p.dev_eui, p.status, msg.uid, p.index)
+        return Answer(202, {"status": p.status, "message": msg.uid, "fragment": p.index,
+                            "closed": [m.uid for m in p.closed]})
+
+    def _cap_ops(self, closed: list[Message], now: float) -> list[Op]:
+        """The incidents of messages an open-message cap closed early (decided at
+        once: they depend on what is open now)."""
+        ops: list[Op] = []
+        for m in closed:
+            if m.close_reason != "evicted":
+                continue
+            n = self.reasm.open_count(m.dev_eui)
+            if n >= self.cfg.max_open_per_device:
+                code, detail = "device_open_cap", (
+                    f"device {m.dev_eui} reached the cap of {self.cfg.max_open_per_device} open messages; "
+                    f"message {m.uid} (msg_id {m.msg_id}) was closed early")
+            else:
+                code, detail = "open_cap", (
+                    f"the collector reached the cap of {self.cfg.max_open_total} open messages; "
+                    f"message {m.uid} was closed early")
+            ops.append(op_incident(None, m.dev_eui, m.msg_id, now, code, detail, {"messageId": m.uid}))
+            self.metrics.incidents.labels(code).inc()
+            log.warning("event=open_cap dev=%s message=%s code=%s", m.dev_eui, m.uid, code)
+        return ops
+
+
+INGEST = web.AppKey("ingest", Ingest)
+
+
+def ingest_handler(integration: str):
+    """The request handler of one integration's ingest route."""
+    async def handler(request: web.Request) -> web.Response:
+        t0 = time.perf_counter()
+        ingest = request.app[INGEST]
+        if request.app[STOPPING].is_set():
+            ans = answer_error(503, "the collector is shutting down", {"Retry-After": "5"})
+        else:
+            up = await ingest.gate.admit(request, integration)
+            ans = up if isinstance(up, Answer) else await ingest.accept(up, integration)
+        ingest.answered(integration, ans.status, time.perf_counter() - t0)
+        return ans.response()
+    return handler
