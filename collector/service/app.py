@@ -40,6 +40,7 @@ from collector.service.aggregator import Assembler
 from collector.service.clock import Clock, make_clock
 from collector.service.config import ServiceConfig
 from collector.service.delivery import DeliveryAgent
+from collector.service.errors import JsonRunner, expect_json, json_errors
 from collector.service.gate import INTEGRATIONS
 from collector.service.ingest_http import INGEST, Ingest, ingest_handler
 from collector.service.keys import (
@@ -75,7 +76,7 @@ def init_app(cfg: ServiceConfig, clock: Clock | None = None, workers: WorkerPool
     """The service as an application; its parts start with it (``runner.setup()``)
     and stop with it (``runner.cleanup()``)."""
     cfg.validate()
-    app = web.Application(client_max_size=cfg.body_limit)
+    app = web.Application(client_max_size=cfg.body_limit, middlewares=[json_errors])
     app[CFG] = cfg
     app[CLOCK] = clock or make_clock(cfg.clock, cfg.clock_start)
     app[METRICS] = Metrics()
@@ -94,19 +95,21 @@ def init_app(cfg: ServiceConfig, clock: Clock | None = None, workers: WorkerPool
 def setup_routes(app: web.Application) -> None:
     r = app.router
     for integration, path in INTEGRATIONS.items():
-        r.add_post(path, ingest_handler(integration))
-    r.add_get("/healthz", api.healthz)
-    r.add_get("/metrics", api.metrics)
-    r.add_get("/api/messages", api.guarded(api.messages))
-    r.add_get("/api/messages/{id}", api.guarded(api.message))
-    r.add_get("/api/incidents", api.guarded(api.incidents))
-    r.add_get("/api/incidents/{id}", api.guarded(api.incident))
-    r.add_get("/api/deadletters", api.guarded(api.deadletters))
-    r.add_get("/api/deadletters/{id}", api.guarded(api.deadletter))
-    r.add_post("/api/deadletters/retry", api.guarded(api.retry_all))
-    r.add_post("/api/deadletters/{id}/retry", api.guarded(api.retry))
-    r.add_get("/api/status", api.guarded(api.status))
-    r.add_post("/admin/clock", api.guarded(admin.clock))
+        r.add_post(path, ingest_handler(integration), expect_handler=expect_json)
+    for method, path, handler in (
+            ("GET", "/healthz", api.healthz),
+            ("GET", "/metrics", api.metrics),
+            ("GET", "/api/messages", api.guarded(api.messages)),
+            ("GET", "/api/messages/{id}", api.guarded(api.message)),
+            ("GET", "/api/incidents", api.guarded(api.incidents)),
+            ("GET", "/api/incidents/{id}", api.guarded(api.incident)),
+            ("GET", "/api/deadletters", api.guarded(api.deadletters)),
+            ("GET", "/api/deadletters/{id}", api.guarded(api.deadletter)),
+            ("POST", "/api/deadletters/retry", api.guarded(api.retry_all)),
+            ("POST", "/api/deadletters/{id}/retry", api.guarded(api.retry)),
+            ("GET", "/api/status", api.guarded(api.status)),
+            ("POST", "/admin/clock", api.guarded(admin.clock))):
+        (r.add_get if method == "GET" else r.add_post)(path, handler, expect_handler=expect_json)
 
 
 # --------------------------------------------------------------------------- parts, in start order
@@ -201,8 +204,8 @@ async def _on_shutdown(app: web.Application) -> None:
 
 def _runner(app: web.Application) -> web.AppRunner:
     cfg = app[CFG]
-    return web.AppRunner(app, access_log=None, shutdown_timeout=cfg.shutdown_timeout,
-                         keepalive_timeout=cfg.read_timeout)
+    return JsonRunner(app, access_log=None, shutdown_timeout=cfg.shutdown_timeout,
+                      keepalive_timeout=cfg.read_timeout)
 
 
 async def run_service(cfg: ServiceConfig, clock: Clock | None = None,

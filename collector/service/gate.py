@@ -27,6 +27,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from collector.core import ingest
 from collector.core.uplink import Uplink
 from collector.service.config import ServiceConfig
+from collector.service.errors import payload_reason
 
 log = logging.getLogger("collector.ingest")
 
@@ -55,13 +56,6 @@ class Answer:
 
 def error(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> Answer:
     return Answer(status, {"error": message, **extra}, headers)
-
-
-def _reason(e: BaseException) -> str:
-    """The first line of an aiohttp payload error, without its status prefix."""
-    cause = e.__cause__ or e
-    text = getattr(cause, "message", None) or str(cause)
-    return str(text).strip().splitlines()[0][:200] if str(text).strip() else type(cause).__name__
 
 
 class IngestStats(Protocol):
@@ -167,7 +161,7 @@ class IngestGate:
             return self.bad(integration, 413, f"the body exceeds the limit of {limit} bytes")
         except RequestPayloadError as e:  # e.g. "Content-Encoding: gzip" on a body that is not
             ans = self.bad(integration, 400, f"the body cannot be read as its Content-Encoding "
-                                             f"{encoding or 'identity'!r} says: {_reason(e)}")
+                                             f"{encoding or 'identity'!r} says: {payload_reason(e)}")
             return Answer(ans.status, ans.body, close=True)
         except TimeoutError:  # a client trickling its body must not hold a handler forever
             ans = self.bad(integration, 408, f"the body did not arrive within {cfg.read_timeout:g} s")

@@ -671,7 +671,8 @@ class Store:
                 for r in self.query(sql, [*args, limit])]
 
     def get_incident(self, ident: str) -> dict | None:
-        if ident.isdigit():
+        # ASCII digits that fit SQLite's integer ("²" is a digit to str.isdigit, int() refuses it)
+        if ident.isascii() and ident.isdigit() and len(ident) <= 18:
             rows = self.query("SELECT * FROM incidents WHERE id=?", (int(ident),))
         else:
             rows = self.query("SELECT * FROM incidents WHERE uid=?", (ident,))
