@@ -38,7 +38,7 @@ from collector.core.reassembly import Message, Reassembler
 from collector.service import admin, api
 from collector.service.aggregator import Assembler
 from collector.service.clock import Clock, make_clock
-from collector.service.config import ServiceConfig
+from collector.service.config import ServiceConfig, redact_url
 from collector.service.delivery import DeliveryAgent
 from collector.service.errors import JsonRunner, expect_json, json_errors
 from collector.service.gate import INTEGRATIONS
@@ -82,8 +82,9 @@ def init_app(cfg: ServiceConfig, clock: Clock | None = None, workers: WorkerPool
     app[METRICS] = Metrics()
     app[REASM] = Reassembler(cfg.reassembly_settings())
     app[STOPPING] = asyncio.Event()
-    app[API_TOKENS] = [t.encode() for t in (cfg.api_token or [*cfg.ingest_token, *cfg.ttn_token,
-                                                               *cfg.chirpstack_token, *cfg.generic_token])]
+    # only the API's own tokens: whoever holds an ingest token (every network server)
+    # must not read the data or retry dead letters (docs/operations.md, Security)
+    app[API_TOKENS] = [t.encode() for t in cfg.api_token]
     if workers is not None:
         app[WORKERS] = workers
     setup_routes(app)
@@ -176,7 +177,12 @@ async def _closing_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         log.info("event=started version=%s db=%r open_messages=%d next_seq=%d clock=%s webapp=%r policy=%s "
                  "timeout=%g", __version__, cfg.db, len(reasm.open_messages()), reasm.next_seq, cfg.clock,
-                 cfg.webapp_url or None, cfg.deadline_policy, cfg.message_timeout)
+                 redact_url(cfg.webapp_url) or None, cfg.deadline_policy, cfg.message_timeout)
+        if not cfg.api_token:
+            log.info("event=api_closed detail=%r", "no api_token configured: /api and /admin answer 401")
+        elif cfg.shared_api_tokens:
+            log.warning("event=api_token_shared detail=%r", "an API token is also an ingest token: "
+                        "whoever sends uplinks can read the data and retry dead letters")
         if closing.pending:
             log.info("event=assembling_closed count=%d", len(closing.pending))
         await closing.flush_closes()

@@ -152,7 +152,26 @@ class ServiceConfig:
         for k in SECRETS:
             if d.get(k):
                 d[k] = "***" if isinstance(d[k], str) else ["***"] * len(d[k])
+        d["webapp_url"] = redact_url(self.webapp_url)
         return d
+
+    @property
+    def shared_api_tokens(self) -> bool:
+        """Whether an API token is also accepted on an ingest route."""
+        ingest = {*self.ingest_token, *self.ttn_token, *self.chirpstack_token, *self.generic_token}
+        return bool(ingest.intersection(self.api_token))
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the user information (``user:password@``) replaced by ``***@``."""
+    from urllib.parse import urlsplit, urlunsplit
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***"
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

@@ -376,7 +376,13 @@ class DeliveryAgent:
 
     def _secrets(self, token: str | None) -> list[str]:
         """What must never be stored from an answer or an error."""
-        return [s for s in (token, self.cfg.webapp_token, self.cfg.webapp_password, self._login_token) if s]
+        from urllib.parse import urlsplit
+        try:
+            url_password = urlsplit(self.cfg.webapp_url).password
+        except ValueError:
+            url_password = None
+        return [s for s in (token, self.cfg.webapp_token, self.cfg.webapp_password, self._login_token, url_password)
+                if s]
 
     def _retry_after(self, value: str | None, uid: str) -> float | None:
         """The Web App's ``Retry-After``, cut to ``max_retry_after``: a year (or a date

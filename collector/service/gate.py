@@ -70,9 +70,10 @@ def ingest_tokens(cfg: ServiceConfig) -> dict[str, list[bytes]]:
             for name in INTEGRATIONS}
 
 
-def _check_token(cfg: ServiceConfig, request: web.Request, tokens: list[bytes]) -> bool:
-    values = [request.headers.get(cfg.auth_header)]
-    if cfg.auth_header.lower() != "authorization":
+def _check_token(cfg: ServiceConfig, request: web.Request, tokens: list[bytes], header: str | None = None) -> bool:
+    header = header or cfg.auth_header
+    values = [request.headers.get(header)]
+    if header.lower() != "authorization":
         values.append(request.headers.get("Authorization"))
     ok = False
     for value in values:
@@ -95,6 +96,12 @@ def authorised(cfg: ServiceConfig, request: web.Request, tokens: list[bytes]) ->
     if not tokens:
         return cfg.allow_anonymous
     return _check_token(cfg, request, tokens)
+
+
+def api_authorised(cfg: ServiceConfig, request: web.Request, tokens: list[bytes]) -> bool:
+    """The API token, always in ``Authorization: Bearer`` (``auth_header`` is the
+    ingest routes' header)."""
+    return bool(tokens) and _check_token(cfg, request, tokens, header="Authorization")
 
 
 class IngestGate:

@@ -113,7 +113,7 @@ class Running:
 
     def serve_cmd(self, *extra: str) -> list[str]:
         cmd = collector_cmd("serve", "--port", str(self.port), "--db", str(self.db), "--ingest-token", TOKEN,
-                            "--workers", "2", *extra)
+                            "--api-token", TOKEN, "--workers", "2", *extra)
         if self.stub_port:
             cmd += ["--webapp-url", self.stub_url, "--webapp-token", WEBAPP_TOKEN]
         return cmd

@@ -15,7 +15,7 @@ from lxml import etree
 
 from collector.core import wire, xmldoc
 from collector.core.timefmt import parse_ms
-from collector.testing.harness import INGEST_TOKEN, LiveService
+from collector.testing.harness import API_TOKEN, INGEST_TOKEN, LiveService
 from devicesim.config import Latency, NetworkConfig
 from devicesim.network import NetworkServer
 from hil import bench
@@ -184,7 +184,7 @@ def test_send_records_verifies_against_the_collector(emulate_proc, service, modu
                         "--format", fmt, "--token", INGEST_TOKEN, "--ns-latency", "0.01", "--ns-jitter", "0.01")
     r = CliRunner().invoke(main, [
         "send-records", "--port", path, "--module", module, "--count", "2", "--dr", str(dr), "--first-msg-id", "200",
-        "--seed", "4", "--collector", service.url, "--token", INGEST_TOKEN, "--verify-timeout", "20", *FAST_CLI,
+        "--seed", "4", "--collector", service.url, "--token", API_TOKEN, "--verify-timeout", "20", *FAST_CLI,
     ])
     assert r.exit_code == 0, r.output
     rows = [line.split() for line in r.stdout.splitlines()]

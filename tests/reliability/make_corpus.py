@@ -276,6 +276,10 @@ def auth() -> list[dict]:
                             {**h, "Content-Type": "application/json"}))
     for name, h in (("api_none", {}), ("api_wrong", {"Authorization": "Bearer nope"})):
         out.append(item(f"admin/{name}", "/admin/clock", {"advance": 1}, 401, "missing or wrong token", h))
+    # the ingest token (what every network server holds) does not open the API (issue 12, item 18)
+    out.append(item("admin/ingest_token", "/admin/clock", {"advance": 1}, 401, "missing or wrong token"))
+    out.append(item("api/ingest_token_retry_all", "/api/deadletters/retry", "", 401, "missing or wrong token"))
+    out.append({**item("api/ingest_token_status", "/api/status", "", 401, "missing or wrong token"), "method": "GET"})
     return out
 
 

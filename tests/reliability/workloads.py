@@ -113,7 +113,9 @@ def stub_proc(workdir: Path, *extra: str) -> Proc:
 def collector_proc(workdir: Path, stub_url: str | None, *extra: str, port: int | None = None,
                    env: dict[str, str] | None = None) -> Proc:
     port = port or free_port()
-    args = ["serve", "--port", str(port), "--db", str(workdir / "collector.db"), "--ingest-token", TOKEN]
+    # (one token for ingest and the API, on purpose: the workloads use one header for both)
+    args = ["serve", "--port", str(port), "--db", str(workdir / "collector.db"), "--ingest-token", TOKEN,
+            "--api-token", TOKEN]
     if stub_url:
         args += ["--webapp-url", stub_url, "--webapp-token", WEBAPP_TOKEN]
     return Proc(collector_cmd(*args, *extra), workdir / "collector.log", f"http://127.0.0.1:{port}/healthz",
