@@ -185,3 +185,27 @@ def test_a_delivered_document_whose_outcome_cannot_be_written_is_not_uploaded_ag
         assert len(app.requests) == 1
     finally:
         s.stop()
+
+
+def test_an_incident_is_a_warning_and_counted_a_complete_record_is_info(tmp_path, caplog):
+    """Issue 12, item 19: data loss is logged at warning or above, with a metric per
+    cause; a record that arrived whole is routine."""
+    s = LiveService(tmp_path / "c.db", stub=False)
+    s.start()
+    try:
+        with caplog.at_level("INFO", logger="collector"):
+            _send_record(s, seq=1)  # complete
+            rec = example_record()
+            rec.record_seq = 2
+            first = wire.fragment(2, wire.encode_record(rec), 51)[0]  # fragment 0 of 14, the rest lost
+            assert s.post(*uplink_body("generic", AppUplink("70B3D5AA00000002", 16, 1, first,
+                                                            1_800_000_000 * 10**9))).status == 202
+            s.advance(24 * 3600)
+        closed = {r.getMessage().split(" outcome=")[1].split()[0]: r.levelname for r in caplog.records
+                  if "event=message_closed" in r.getMessage()}
+        assert closed == {"complete": "INFO", "incident": "WARNING"}, closed
+        metrics = s.get("/metrics").body.decode()
+        lost = [ln for ln in metrics.splitlines() if ln.startswith("collector_data_loss_total{")]
+        assert len(lost) == 1 and 'kind="incident"' in lost[0] and lost[0].endswith(" 1.0"), lost
+    finally:
+        s.stop()
