@@ -6,7 +6,7 @@ Settings come from a TOML file (``--config``), then environment variables
 
 from __future__ import annotations
 
-import json
+import logging
 import sys
 import time
 
@@ -15,18 +15,25 @@ import click
 from collector.core.lorawan import message_airtime, min_message_duration
 from collector.core.lorawan import region as lookup_region
 from collector.core.wire import fragment_lengths
+from collector.service.logs import setup_logging
+from collector.testing.progress import ProgressBar
 from devicesim.config import ConfigError, SimConfig, load_config
 from devicesim.formats import FORMATS
 
+log = logging.getLogger("devicesim")
+
 
 def _log(event: str, **fields) -> None:
-    click.echo(json.dumps({"event": event, **fields}, separators=(",", ":")), err=True)
+    """One line in the project's log format: ``... event=<event> key=value ...``."""
+    log.info("event=%s %s", event, " ".join(
+        f"{k}={v!r}" if isinstance(v, str) and (not v or " " in v) else f"{k}={v}" for k, v in fields.items()))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "DEVICESIM"})
 def main() -> None:
     """Simulate LoRaWAN devices, radio, gateways and network server; write what the
     application receives (exact network-server JSON) plus ground truth."""
+    setup_logging("INFO")
 
 
 def _dr_option(value: str | None):
@@ -103,19 +110,8 @@ def run(config_path, region, devices, hours, seed, fmt, out, dr, loss, loss_p, g
         raise click.UsageError(str(e)) from None
 
     t0 = time.perf_counter()
-    if quiet:
-        result = simulate(cfg)
-    else:
-        with click.progressbar(length=1000, label="simulating", file=sys.stderr) as bar:
-            done = [0]
-
-            def tick(frac: float) -> None:
-                n = int(frac * 1000)
-                if n > done[0]:
-                    bar.update(n - done[0])
-                    done[0] = n
-
-            result = simulate(cfg, progress=tick)
+    with ProgressBar("simulating", enabled=not quiet) as bar:
+        result = simulate(cfg, progress=bar)
     sim_s = time.perf_counter() - t0
     lines = 0
     if out:

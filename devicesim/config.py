@@ -8,22 +8,22 @@ docs/simulator.md) and raises :class:`ConfigError` naming the offending key.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from collector.core.lorawan import region as lookup_region
 from collector.core.timefmt import parse_ms
+from collector.core.wire import BLOCK_NAMES
+from collector.tomlconfig import ConfigError, check_keys, read_toml, table
 
 #: 2026-11-24T00:00:00Z, the default virtual start time (fixed so output is reproducible)
 DEFAULT_START = 1_795_478_400
 
-BLOCKS = ("location", "diagnostics", "config", "site")
+#: the optional blocks a record may carry
+BLOCKS = BLOCK_NAMES
 
 
-class ConfigError(ValueError):
-    """A configuration value that cannot be used; the message names the key."""
 
 
 @dataclass
@@ -189,9 +189,9 @@ def _build(cls: type, data: Any, where: str):
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'}: expected a table, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where or 'config'}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+    tables = {name for (owner, name) in _NESTED if owner is cls}
+    check_keys(data, [n for n in fields if n not in tables], tables, where=where or "config",
+               known=", ".join(n for n in fields if n not in tables))
     kwargs = {}
     for name, value in data.items():
         key = f"{where}.{name}" if where else name
@@ -270,15 +270,10 @@ def config_from_dict(data: dict) -> SimConfig:
 
 def load_config(path: str | Path) -> SimConfig:
     """Read a TOML configuration file (a ``[devicesim]`` table, or the whole file)."""
-    p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text())
-    except OSError as e:
-        raise ConfigError(f"cannot read config {p}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"config {p} is not valid TOML: {e}") from None
-    if "devicesim" in data and isinstance(data["devicesim"], dict):
-        data = data["devicesim"]
+    data = read_toml(path, "config")
+    if "devicesim" in data:  # the simulator's table of a larger file: nothing else may be in it
+        check_keys(data, tables=("devicesim",), where=f"config {str(path)!r}")
+        data = dict(table(data, "devicesim"))
     return config_from_dict(data)
 
 

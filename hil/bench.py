@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from collector.core import wire
+from collector.testing.examples import seeded_record
+from collector.testing.http import http
 from hil.modem import Modem, PayloadTooLong
 
 log = logging.getLogger("hil.bench")
@@ -27,22 +26,10 @@ def make_record(serial: int, seq: int, *, samples: int = 144, start_time: int = 
                 seed: int = 0) -> wire.Record:
     """A schema-1 record with two channels of ``samples`` samples and all four
     optional blocks (658 bytes at the default 144 samples: 74 fragments at US915
-    DR0, 3 at DR3). Deterministic for (serial, seq, seed)."""
-    rng = random.Random(f"{seed}:{serial}:{seq}")
-    temp = [int(2000 + 300 * rng.random()) for _ in range(samples)]
-    hum = [int(4500 + 1000 * rng.random()) for _ in range(samples)]
-    return wire.Record(
-        device_serial=serial,
-        record_seq=seq,
-        start_time=start_time + seq * samples * 600,
-        interval_s=600,
-        flags=1,
-        channels=[wire.Channel(1, -2, temp), wire.Channel(2, -2, hum)],
-        location=wire.Location(473_769_000, 85_417_000, 408, 9, 2),
-        diagnostics=wire.Diagnostics(86_400 * (seq + 1), 3, 0, 0, -97, 30, 1, 0, 512),
-        config=wire.Config(1, 6, 0, 0, 3000),
-        site=wire.Site(b"bench"),
-    )
+    DR0, 3 at DR3): the project's one generator
+    (:func:`collector.testing.examples.seeded_record`). Deterministic for (serial,
+    seq, seed)."""
+    return seeded_record(serial, seq, samples=samples, start_time=start_time, seed=seed)
 
 
 @dataclass
@@ -117,15 +104,15 @@ class ApiError(Exception):
 def fetch_messages(base_url: str, dev_eui: str, *, token: str | None = None, timeout: float = 5.0) -> list[dict]:
     """``GET {base}/api/messages?device=DEVEUI`` → the ``messages`` list."""
     url = f"{base_url.rstrip('/')}/api/messages?" + urllib.parse.urlencode({"device": dev_eui.upper()})
-    req = urllib.request.Request(url, headers={"Accept": "application/json"})
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            body = json.loads(resp.read() or b"{}")
-    except urllib.error.HTTPError as e:
-        raise ApiError(f"GET {url} answered HTTP {e.code}") from None
-    except (urllib.error.URLError, OSError, ValueError) as e:
+        r = http("GET", url, headers={"Accept": "application/json"}, timeout=timeout, token=token)
+    except (OSError, ValueError) as e:  # no answer, or not a URL
+        raise ApiError(f"GET {url} failed: {e}") from None
+    if r.status >= 400:
+        raise ApiError(f"GET {url} answered HTTP {r.status}")
+    try:
+        body = json.loads(r.body or b"{}")
+    except ValueError as e:
         raise ApiError(f"GET {url} failed: {e}") from None
     msgs = body.get("messages") if isinstance(body, dict) else None
     if not isinstance(msgs, list):

@@ -15,15 +15,13 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import itertools
-import json
 import logging
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from collector.testing.http import http
 from devicesim import network
 from devicesim.config import Latency, NetworkConfig
 from devicesim.formats import FORMATS, AppUplink, GatewayRx, uplink_body
@@ -77,17 +75,11 @@ class Delivery:
 
 def post_json(url: str, body: dict, *, token: str | None = None, timeout: float = 10.0) -> tuple[int | None, str]:
     """POST ``body``; ``(HTTP status, reply text)``, status None when unreachable."""
-    data = json.dumps(body, separators=(",", ":")).encode()
-    req = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "application/json"})
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, resp.read().decode("utf-8", errors="replace")
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode("utf-8", errors="replace")
-    except (urllib.error.URLError, OSError) as e:
+        r = http("POST", url, body, timeout=timeout, token=token, compact=True)
+    except OSError as e:
         return None, str(e)
+    return r.status, r.text
 
 
 def deliver(base_url: str, fmt: str, up: AppUplink, *, token: str | None = None) -> Delivery:

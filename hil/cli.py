@@ -11,11 +11,13 @@ import signal
 import sys
 import threading
 import time
-import tomllib
 
 import click
 
 from collector.core import wire
+from collector.service.logs import setup_logging
+from collector.testing.progress import ProgressBar
+from collector.tomlconfig import ConfigError, check_keys, read_toml, table
 from devicesim.formats import FORMATS
 from hil import bench, p2p
 from hil.emulator import FAULTS, EmulatorConfig, Faults, start_emulator
@@ -27,23 +29,23 @@ MODULE_CHOICE = click.Choice(["rn2483", "rak3172"])
 log = logging.getLogger("hil.cli")
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=getattr(logging, level.upper()),
-        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
-    )
-
-
 def _load_config(ctx: click.Context, _param, path: str | None) -> None:
+    """``--config FILE``: one table per command (``[send-records]``) holding its
+    options by name; an unknown table or option is an error, not a default skipped."""
     if not path:
         return
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise click.BadParameter(f"cannot read {path}: {e}") from None
-    ctx.default_map = {k.replace("_", "-"): v for k, v in data.items() if isinstance(v, dict)}
+        data = {k.replace("_", "-"): v for k, v in read_toml(path).items()}
+        commands = ctx.command.commands  # type: ignore[attr-defined]
+        check_keys(data, tables=commands, where=path, known="none (one table per command)")
+        default_map = {}
+        for name in data:
+            options = {k.replace("-", "_"): v for k, v in table(data, name, path).items()}
+            check_keys(options, [p.name for p in commands[name].params if p.name], where=f"{path}, [{name}]")
+            default_map[name] = options
+    except ConfigError as e:
+        raise click.BadParameter(str(e)) from None
+    ctx.default_map = default_map
 
 
 @click.group(context_settings={"auto_envvar_prefix": "HIL", "help_option_names": ["-h", "--help"]})
@@ -53,7 +55,7 @@ def _load_config(ctx: click.Context, _param, path: str | None) -> None:
               type=click.Choice(["debug", "info", "warning", "error"]), help="Structured log lines on stderr.")
 def main(log_level: str) -> None:
     """Drive RN2483/RN2903 and RAK3172 LoRa modules (or their emulators) on a bench."""
-    _setup_logging(log_level)
+    setup_logging(log_level)
 
 
 # --------------------------------------------------------------------------- shared options
@@ -238,10 +240,10 @@ def send_records(port, module, count, dr, samples, first_msg_id, seed, do_join, 
             rec = wire.encode_record(bench.make_record(serial_no, i, samples=samples, start_time=now, seed=seed))
             mid = (msg_id + i) % 256
             t0 = time.monotonic()
+            bar = ProgressBar(f"record {i + 1}/{count}")
 
-            def progress(done: int, total: int, _i=i) -> None:
-                if done == total or done % 10 == 0:
-                    click.echo(f"record {_i + 1}/{count}: fragment {done}/{total}", err=True)
+            def progress(done: int, total: int, bar: ProgressBar = bar) -> None:
+                bar(done / total, f"fragment {done}/{total}")
 
             try:
                 if p2p_mode:
@@ -254,6 +256,7 @@ def send_records(port, module, count, dr, samples, first_msg_id, seed, do_join, 
             except (ModemError, ValueError) as e:
                 s = bench.SentMessage(mid, i, len(rec), 0, 0, -1, status=f"error: {e}")
                 failed = True
+            bar.done()
             sent.append(s)
             if failed:
                 break

@@ -53,11 +53,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from statistics import median
 
 from collector.testing.harness import free_port
+from collector.testing.http import http
 
 HERE = Path(__file__).resolve().parent
 TOKEN = "bench-token"
@@ -167,10 +167,11 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
         try:
-            with urllib.request.urlopen(url, timeout=1):
+            if http("GET", url, timeout=1).status < 400:
                 return
         except OSError:
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)
     raise RuntimeError(f"{url} did not come up")
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 
+from collector.testing.progress import ProgressBar
 from scenarios.spec import Scenario, ScenarioError, files_dir, load_scenario, shipped_files
 
 
@@ -31,43 +32,6 @@ def resolve(arg: str) -> Path:
         return shipped
     raise click.BadParameter(f"no scenario file {arg!r} (and no shipped scenario of that name; see "
                              "`scenarios list`)", param_hint="FILE")
-
-
-class Bar:
-    """A one-line progress bar on standard error."""
-
-    def __init__(self, label: str, enabled: bool, width: int = 30):
-        self.label = label
-        self.enabled = enabled
-        self.width = width
-        self.t0 = time.monotonic()
-        self.last = ""
-        self.tty = sys.stderr.isatty()
-        self.tenth = -1
-
-    def __call__(self, frac: float, text: str) -> None:
-        if not self.enabled:
-            return
-        frac = min(1.0, max(0.0, frac))
-        if not self.tty:  # a log file: one line per tenth, no carriage returns
-            tenth = int(frac * 10)
-            if tenth > self.tenth:
-                self.tenth = tenth
-                sys.stderr.write(f"{self.label} {frac:4.0%} {time.monotonic() - self.t0:5.1f}s {text}\n")
-                sys.stderr.flush()
-            return
-        n = int(frac * self.width)
-        line = (f"\r{self.label:<28.28} [{'#' * n}{'.' * (self.width - n)}] {frac:4.0%} "
-                f"{time.monotonic() - self.t0:5.1f}s {text:<22.22}")
-        if line != self.last:
-            sys.stderr.write(line)
-            sys.stderr.flush()
-            self.last = line
-
-    def done(self) -> None:
-        if self.enabled and self.tty:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
 
 
 def _fmt(v) -> str:
@@ -142,7 +106,7 @@ def run(files: tuple[str, ...], json_out: str | None, quiet: bool, keep: str | N
     t0 = time.monotonic()
     failed = 0
     for sc in scenarios:
-        bar = Bar(sc.name, not quiet)
+        bar = ProgressBar(sc.name, not quiet)
         try:
             res = run_scenario(sc, workdir=Path(keep).resolve() / sc.name if keep else None, progress=bar)
         except RunError as e:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import copy
 import math
 import re
-import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from collector import tomlconfig
 from collector.service.config import FIELDS as COLLECTOR_FIELDS
 from devicesim.config import ConfigError, SimConfig, config_from_dict
 
@@ -114,8 +115,9 @@ class Scenario:
     expect: list[Expectation] = field(default_factory=list)
 
 
-_TOP = {"name", "description", "seed", "hours", "source", "devicesim", "hil", "collector", "webapp", "faults",
-        "run", "expect"}
+_KEYS = {"name", "description", "seed", "hours", "source"}
+_TABLES = {"devicesim", "hil", "collector", "webapp", "faults", "run", "expect"}
+_HIL = {"modules", "region", "dr", "records", "record_gap_s"}
 _RUN = {"time_quantum_s", "max_step_s", "drain_hours", "concurrency"}
 
 
@@ -124,10 +126,18 @@ def _err(where: str, msg: str) -> ScenarioError:
 
 
 def _table(d: dict, key: str, where: str) -> dict:
-    v = d.get(key, {})
-    if not isinstance(v, dict):
-        raise _err(where, f"{key}: expected a table, got {type(v).__name__}")
-    return v
+    try:
+        return dict(tomlconfig.table(d, key))
+    except ConfigError as e:
+        raise _err(where, str(e)) from None
+
+
+def _check(d: dict, keys: Iterable[str], where: str, sub: str = "", tables: Iterable[str] = (), **kw: str) -> None:
+    """Unknown keys and tables of ``d`` (the scenario's table ``sub``) are errors."""
+    try:
+        tomlconfig.check_keys(d, set(keys), set(tables), where=sub, **kw)
+    except ConfigError as e:
+        raise _err(where, str(e)) from None
 
 
 def _number(v: Any, key: str, where: str, *, minimum: float | None = None) -> float:
@@ -167,9 +177,7 @@ def _windows(v: Any, key: str, where: str) -> list[Window]:
 def scenario_from_dict(data: dict, *, where: str = "scenario", path: str | None = None) -> Scenario:
     """Build a :class:`Scenario` from its TOML form; raises :class:`ScenarioError`."""
     data = copy.deepcopy(data)
-    unknown = sorted(set(data) - _TOP)
-    if unknown:
-        raise _err(where, f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(_TOP))}")
+    _check(data, _KEYS, where, tables=_TABLES)
     name = data.get("name")
     if not isinstance(name, str) or not name:
         raise _err(where, "name: required (a short identifier)")
@@ -199,9 +207,7 @@ def scenario_from_dict(data: dict, *, where: str = "scenario", path: str | None 
 
     if sc.source == "hil":
         h = _table(data, "hil", where)
-        bad = sorted(set(h) - {"modules", "region", "dr", "records", "record_gap_s"})
-        if bad:
-            raise _err(where, f"hil: unknown key(s) {', '.join(bad)}; known: modules, region, dr, records, record_gap_s")
+        _check(h, _HIL, where, "hil")
         from hil.emulator import MODULES
 
         mods = tuple(h.get("modules", ("rn2483",)))
@@ -224,9 +230,8 @@ def scenario_from_dict(data: dict, *, where: str = "scenario", path: str | None 
         raise _err(where, "hil: only used with source = \"hil\"")
 
     col = _table(data, "collector", where)
+    _check(col, COLLECTOR_FIELDS, where, "collector", noun="setting", known="see docs/operations.md")
     for k, v in col.items():
-        if k not in COLLECTOR_FIELDS:
-            raise _err(where, f"collector.{k}: unknown collector setting (see docs/operations.md)")
         if k in RUNNER_OWNED:
             raise _err(where, f"collector.{k}: set by the runner, not by a scenario")
         if isinstance(v, dict | list):
@@ -240,6 +245,7 @@ def scenario_from_dict(data: dict, *, where: str = "scenario", path: str | None 
     sc.collector = col
 
     web = _table(data, "webapp", where)
+    _check(web, ("outages", *WEBAPP_FAULTS), where, "webapp")
     for k, v in web.items():
         if k == "outages":
             sc.webapp_outages = _windows(v, "webapp.outages", where)
@@ -250,22 +256,17 @@ def scenario_from_dict(data: dict, *, where: str = "scenario", path: str | None 
             else:
                 _number(v, f"webapp.{k}", where, minimum=0)
             sc.webapp[k] = v
-        else:
-            raise _err(where, f"webapp.{k}: unknown key; known: outages, {', '.join(WEBAPP_FAULTS)}")
 
     faults = _table(data, "faults", where)
-    for k, v in faults.items():
-        if k != "kill":
-            raise _err(where, f"faults.{k}: unknown key; known: kill")
+    _check(faults, ("kill",), where, "faults")
+    for v in faults.values():
         if not isinstance(v, list):
             raise _err(where, "faults.kill: expected a list of {at_s, down_s} tables ([[faults.kill]])")
         for i, kd in enumerate(v):
             w = f"faults.kill[{i}]"
             if not isinstance(kd, dict):
                 raise _err(where, f"{w}: expected a table with at_s (and down_s)")
-            bad = sorted(set(kd) - {"at_s", "down_s"})
-            if bad:
-                raise _err(where, f"{w}.{bad[0]}: unknown key; known: at_s, down_s")
+            _check(kd, ("at_s", "down_s"), where, w)
             if "at_s" not in kd:
                 raise _err(where, f"{w}.at_s: required")
             sc.kills.append(Kill(_number(kd["at_s"], f"{w}.at_s", where, minimum=0),
@@ -273,9 +274,8 @@ def scenario_from_dict(data: dict, *, where: str = "scenario", path: str | None 
     sc.kills.sort(key=lambda k: k.at_s)
 
     run = _table(data, "run", where)
+    _check(run, _RUN, where, "run")
     for k, v in run.items():
-        if k not in _RUN:
-            raise _err(where, f"run.{k}: unknown key; known: {', '.join(sorted(_RUN))}")
         if k == "concurrency":
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise _err(where, f"run.concurrency: expected an integer >= 1, got {v!r}")
@@ -294,13 +294,9 @@ def load_scenario(path: str | Path) -> Scenario:
     """Read and check one scenario file."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ScenarioError(f"{p}: cannot read: {e.strerror or e}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ScenarioError(f"{p}: not valid TOML: {e}") from None
+        data = tomlconfig.read_toml(p, "scenario")
+    except ConfigError as e:
+        raise ScenarioError(str(e)) from None
     return scenario_from_dict(data, where=str(p), path=str(p))
 
 

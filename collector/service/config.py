@@ -2,7 +2,8 @@
 variables, then command-line flags (each later source overrides the earlier).
 
 Every field of :class:`ServiceConfig` is a TOML key of the same name (top level, or
-inside any table, e.g. ``[delivery]``), an environment variable ``COLLECTOR_<NAME>``
+inside the table of its group, :data:`TABLES`: ``[ingest]``, ``[reassembly]``,
+``[delivery]``, ``[operations]``), an environment variable ``COLLECTOR_<NAME>``
 (upper case) and a flag ``--<name-with-dashes>``. Lists are comma-separated in the
 environment.
 """
@@ -11,13 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from collector.core.reassembly import Settings
+from collector.tomlconfig import check_keys, read_toml
+from collector.tomlconfig import table as tomltable
 
 ENV_PREFIX = "COLLECTOR_"
 
@@ -222,16 +223,38 @@ def _convert(name: str, value: Any) -> Any:
         raise ValueError(f"setting {name}: {value!r} is not a valid {typ}") from None
 
 
-def _flatten(doc: Mapping[str, Any], where: str = "") -> dict[str, Any]:
+#: the tables of the config file and the settings each may hold; any setting may also
+#: sit at the top level. A setting no table lists is accepted in any of them.
+TABLES: dict[str, tuple[str, ...]] = {
+    "ingest": ("host", "port", "db", "ingest_token", "ttn_token", "chirpstack_token", "generic_token",
+               "auth_header", "allow_anonymous", "api_token", "body_limit", "read_timeout",
+               "max_pending_writes", "commit_batch", "workers"),
+    "reassembly": ("message_timeout", "deadline_policy", "default_region", "duplicate_window",
+                   "max_open_per_device", "max_open_total", "fport"),
+    "delivery": ("webapp_url", "webapp_token", "upload_path", "webapp_username", "webapp_password", "login_path",
+                 "max_age", "delivery_concurrency", "backoff_base", "backoff_cap", "request_timeout",
+                 "circuit_threshold", "circuit_reset", "seed"),
+    "operations": ("retention", "prune_interval", "devices_file", "clock", "clock_start", "log_level",
+                   "shutdown_timeout"),
+}
+_DOC = "see docs/operations.md"
+
+
+def _flatten(doc: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """The settings of a config file: top-level keys, and those of its known tables
+    (each only the settings it holds); anything else is a :class:`ConfigError`."""
+    unassigned = set(FIELDS) - {k for keys in TABLES.values() for k in keys}
+    top = {k.replace("-", "_"): v for k, v in doc.items()}
+    check_keys(top, FIELDS, TABLES, where=source, known=_DOC, noun="setting")
     out: dict[str, Any] = {}
-    for k, v in doc.items():
-        key = k.replace("-", "_")
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, f"{where}{k}."))
-        elif key in FIELDS:
-            out[key] = v
-        else:
-            raise ValueError(f"unknown setting {where}{k!r} in the config file")
+    for k, v in top.items():
+        if k not in TABLES:
+            out[k] = v
+            continue
+        table = {kk.replace("-", "_"): vv for kk, vv in tomltable(top, k, source).items()}
+        check_keys(table, set(TABLES[k]) | unassigned, where=f"{source}, [{k}]",
+                   known=f"{', '.join(TABLES[k])} ({_DOC})", noun="setting")
+        out.update(table)
     return out
 
 
@@ -245,14 +268,8 @@ def load_config(
     the bad setting."""
     values: dict[str, Any] = {}
     if path:
-        p = Path(path)
-        try:
-            doc = tomllib.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ValueError(f"config file {str(p)!r} does not exist") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"config file {str(p)!r} is not valid TOML: {e}") from None
-        values.update({k: _convert(k, v) for k, v in _flatten(doc).items()})
+        source = f"config file {str(path)!r}"
+        values.update({k: _convert(k, v) for k, v in _flatten(read_toml(path), source).items()})
     env = os.environ if env is None else env
     for name in FIELDS:
         key = ENV_PREFIX + name.upper()

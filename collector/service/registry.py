@@ -29,6 +29,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from collector.tomlconfig import check_keys
+
 _EUI = re.compile(r"^[0-9A-Fa-f]{16}\Z")
 
 
@@ -48,9 +50,7 @@ def check_eui(value: str, where: str = "dev_eui") -> str:
 def _device(d: dict, where: str, eui: str | None = None) -> Device:
     if not isinstance(d, dict):
         raise ValueError(f"{where}: expected a table")
-    unknown = sorted(set(d) - {"dev_eui", "devEui", "token", "name"})
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    check_keys(d, ("dev_eui", "devEui", "token", "name"), where=where)
     raw = eui if eui is not None else d.get("dev_eui", d.get("devEui"))
     if raw is None:
         raise ValueError(f"{where}: dev_eui is missing")
@@ -67,6 +67,7 @@ def parse_toml(text: str) -> list[Device]:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"not valid TOML: {e}") from None
+    check_keys(doc, ("device",), ("devices",))
     out = []
     for i, d in enumerate(doc.get("device", [])):
         out.append(_device(d, f"device[{i}]"))
@@ -75,9 +76,6 @@ def parse_toml(text: str) -> list[Device]:
         raise ValueError("devices: expected a table keyed by DevEUI")
     for eui, d in devices.items():
         out.append(_device(d, f"devices.{eui}", eui))
-    unknown = sorted(set(doc) - {"device", "devices"})
-    if unknown:
-        raise ValueError(f"unknown top-level key(s): {', '.join(unknown)}")
     return _unique(out)
 
 

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import re
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -27,6 +24,7 @@ from aiohttp import web
 from collector.service.app import start_service
 from collector.service.clock import ManualClock
 from collector.service.config import ServiceConfig
+from collector.testing.http import HTTPResult, http  # noqa: F401 (re-exported)
 from collector.testing.webapp_stub import Faults, StubConfig, WebAppStub, start_stub
 
 INGEST_TOKEN = "ingest-secret"
@@ -73,37 +71,6 @@ def process_gone(pid: int) -> bool:
     with contextlib.suppress(OSError):
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
     return True
-
-
-class HTTPResult:
-    def __init__(self, status: int, body: bytes, headers: dict[str, str]):
-        self.status = status
-        self.body = body
-        self.headers = headers
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    def __repr__(self) -> str:
-        return f"HTTPResult({self.status}, {self.body[:200]!r})"
-
-
-def http(method: str, url: str, body: bytes | dict | list | None = None, headers: dict[str, str] | None = None,
-         timeout: float = 30.0) -> HTTPResult:
-    """One blocking HTTP request; 4xx/5xx are returned, not raised."""
-    h = dict(headers or {})
-    data: bytes | None
-    if isinstance(body, dict | list):
-        data = json.dumps(body).encode()
-        h.setdefault("Content-Type", "application/json")
-    else:
-        data = body
-    req = urllib.request.Request(url, data=data, method=method, headers=h)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return HTTPResult(resp.status, resp.read(), dict(resp.headers))
-    except urllib.error.HTTPError as e:
-        return HTTPResult(e.code, e.read(), dict(e.headers))
 
 
 class LiveService:
