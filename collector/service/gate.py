@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import orjson
@@ -31,6 +31,9 @@ from collector.service.errors import payload_reason
 
 log = logging.getLogger("collector.ingest")
 
+#: an unwanted body (after a 401, 413, ...) announced as at most this many bytes is read
+#: and dropped; a larger one is not read at all: the connection is closed instead
+DRAIN_MAX = 4 * 2**20
 #: request Content-Encodings aiohttp decodes (anything else is answered 415)
 ENCODINGS = frozenset({"", "identity", "gzip", "x-gzip", "deflate", "br"})
 
@@ -98,6 +101,20 @@ def authorised(cfg: ServiceConfig, request: web.Request, tokens: list[bytes]) ->
     return _check_token(cfg, request, tokens)
 
 
+async def _discard(request: web.Request, timeout: float) -> bool:
+    """Read and drop a body announced as at most ``DRAIN_MAX`` bytes; whether it was."""
+    n = request.content_length
+    if n is None or n > DRAIN_MAX:
+        return False
+    try:
+        async with asyncio.timeout(timeout):
+            while await request.content.readany():
+                pass
+    except (TimeoutError, RequestPayloadError, ConnectionError):
+        return False
+    return True
+
+
 def api_authorised(cfg: ServiceConfig, request: web.Request, tokens: list[bytes]) -> bool:
     """The API token, always in ``Authorization: Bearer`` (``auth_header`` is the
     ingest routes' header)."""
@@ -129,7 +146,18 @@ class IngestGate:
         return Answer(202, {"status": "ignored", "reason": "simulated uplink, not stored (simulated_uplinks = ignore)"})
 
     async def admit(self, request: web.Request, integration: str) -> Uplink | Answer:
-        """The request's uplink, or the answer that ends the request here."""
+        """The request's uplink, or the answer that ends the request here. A body
+        left unread by that answer (401, 413, 415, ...) is read and dropped when it is
+        announced as at most ``DRAIN_MAX`` bytes (so an ordinary client still reads
+        the answer); otherwise the connection is closed after the answer, and the
+        body is never read."""
+        got = await self._admit(request, integration)
+        if isinstance(got, Answer) and not got.close and not request.content.is_eof() \
+                and not await _discard(request, self.cfg.read_timeout):
+            got = replace(got, close=True)
+        return got
+
+    async def _admit(self, request: web.Request, integration: str) -> Uplink | Answer:
         cfg = self.cfg
         if not authorised(cfg, request, self.tokens[integration]):
             self.stats.uplink(integration, "unauthorised")

@@ -88,3 +88,15 @@ def test_a_huge_body_is_not_read_after_its_answer(live, token, status):
     finally:
         s.close()
     assert sent < 64 * 2**20, f"the server read {sent / 2**20:.0f} MiB after answering {status}"
+
+
+@pytest.mark.parametrize("token, status", [("wrong", 401), (INGEST_TOKEN, 413)])
+def test_a_client_sending_a_body_of_a_few_mib_still_reads_its_answer(live, token, status):
+    """Up to 4 MiB announced, the unwanted body is read and dropped: a client that
+    writes the whole body before reading (as urllib does) gets the answer, not a
+    broken pipe."""
+    from collector.testing.harness import http
+    for _ in range(3):
+        r = http("POST", live.url + "/uplink", b"{" + b" " * (3 * 2**20) + b"}",
+                 {"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        assert r.status == status and r.json()["error"], r
