@@ -137,9 +137,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         now = app[CLOCK].now()
         reasm = app[REASM]
-        msgs, next_seq = await asyncio.to_thread(store.restore_state, now, cfg.duplicate_window)
-        reasm.load(msgs, next_seq)
-        app[_RESTORED_CLOSES] = [Message.from_dict(d) for d in msgs if d.get("pending_close")]
+        app[_RESTORED_CLOSES] = await asyncio.to_thread(_restore, store, reasm, now, cfg.duplicate_window)
         if cfg.devices_file:
             devices = load_file(cfg.devices_file)
             await committer.submit_many([op_device(d.dev_eui, d.token, d.name, now) for d in devices])
@@ -149,6 +147,17 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         await _step("store", committer.close)
         store.close()
         log.info("event=stopped")
+
+
+def _restore(store: Store, reasm: Reassembler, now: float, duplicate_window: float) -> list[Message]:
+    """Load the reassembler's state batch by batch (bounded memory while restoring);
+    the messages closed by an acknowledged uplink but not yet assembled."""
+    reasm.load([], store.next_seq())
+    pending: list[Message] = []
+    for batch in store.restore_batches(now, duplicate_window):
+        reasm.load(batch, 0)
+        pending.extend(Message.from_dict(d) for d in batch if d.get("pending_close"))
+    return pending
 
 
 async def _delivery_ctx(app: web.Application) -> AsyncIterator[None]:
