@@ -40,7 +40,7 @@ from collector.service.aggregator import Assembler
 from collector.service.clock import Clock, make_clock
 from collector.service.config import ServiceConfig, redact_url
 from collector.service.delivery import DeliveryAgent
-from collector.service.errors import JsonRunner, expect_json, json_errors
+from collector.service.errors import JsonRunner, connection_bound, expect_json, json_errors
 from collector.service.gate import INTEGRATIONS
 from collector.service.ingest_http import INGEST, Ingest, ingest_handler
 from collector.service.keys import (
@@ -219,8 +219,8 @@ async def _on_shutdown(app: web.Application) -> None:
 
 def _runner(app: web.Application) -> web.AppRunner:
     cfg = app[CFG]
-    return JsonRunner(app, access_log=None, shutdown_timeout=cfg.shutdown_timeout,
-                      keepalive_timeout=cfg.read_timeout)
+    return JsonRunner(app, connection_bound(cfg.max_connections), access_log=None,
+                      shutdown_timeout=cfg.shutdown_timeout, keepalive_timeout=cfg.read_timeout)
 
 
 async def run_service(cfg: ServiceConfig, clock: Clock | None = None,

@@ -51,6 +51,9 @@ class ServiceConfig:
     #: ``ignore`` (202 ``ignored``, counted, not stored), ``reject`` (400) or ``accept``
     #: (stored as real data)
     simulated_uplinks: str = "ignore"
+    #: connections held at most (0: what the file descriptor limit allows, less 128);
+    #: over it the oldest connection not in a request is closed
+    max_connections: int = 0
     #: writes waiting for the store above which ingest is answered 503
     max_pending_writes: int = 20_000
     #: most requests committed in one transaction
@@ -136,6 +139,8 @@ class ServiceConfig:
         for name in TOKEN_LISTS:
             if any(not t.strip() for t in getattr(self, name)):
                 raise ValueError(f"{name}: an empty token is not allowed (it would match nothing, or anything)")
+        if self.max_connections < 0:
+            raise ValueError("max_connections must be 0 (from the file descriptor limit) or positive")
         if self.max_retry_after <= 0:
             raise ValueError("max_retry_after must be positive")
         try:

@@ -62,7 +62,7 @@ from aiohttp import web
 
 from collector.core.uplink import Uplink
 from collector.service.config import ServiceConfig
-from collector.service.errors import JsonRunner, expect_json, json_errors
+from collector.service.errors import JsonRunner, connection_bound, expect_json, json_errors
 from collector.service.gate import INTEGRATIONS, Answer, IngestGate, error
 
 log = logging.getLogger("collector.workers")
@@ -473,8 +473,8 @@ async def serve_worker(cfg: ServiceConfig, worker: int, port: int, channel_path:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     w = Worker(cfg, worker, channel_path, api_path)
-    runner = JsonRunner(w.app(), access_log=None, shutdown_timeout=cfg.shutdown_timeout,
-                        keepalive_timeout=cfg.read_timeout)
+    runner = JsonRunner(w.app(), connection_bound(cfg.max_connections), access_log=None,
+                        shutdown_timeout=cfg.shutdown_timeout, keepalive_timeout=cfg.read_timeout)
     await runner.setup()
     # each worker its own listening socket on the port (SO_REUSEPORT): the kernel
     # spreads the connections over them
