@@ -2,11 +2,12 @@
 modem, and check through the collector's JSON API what became of each.
 
 Record generation and the table are pure; :func:`send_record` drives a
-:class:`~hil.modem.Modem`; :func:`verify` polls the collector over HTTP.
+:class:`~hil.drivers.modem.Modem`; :func:`verify` polls the collector over HTTP.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -14,10 +15,10 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from collector.core import wire
+from collector.core import wire, xmldoc
 from collector.testing.examples import seeded_record
 from collector.testing.http import http
-from hil.modem import Modem, PayloadTooLong
+from hil.drivers.modem import Modem, PayloadTooLong
 
 log = logging.getLogger("hil.bench")
 
@@ -40,12 +41,24 @@ class SentMessage:
     size: int
     fragments: int
     dr: int
-    #: 'sent' or the error that stopped it
+    #: 'sent', 'acked' (v2: the collector acknowledged it) or the error that stopped it
     status: str = "sent"
     restarts: int = 0
     downlinks: int = 0
     seconds: float = 0.0
     collector: dict = field(default_factory=dict)
+    #: the record and the payloads of the message that carried it (for verification)
+    record: bytes = b""
+    payloads: list[bytes] = field(default_factory=list)
+    #: what verification found: "match", or why the collector's document is not the one expected
+    check: str = ""
+    #: the msg_id of the first message of this record: others up to msg_id were cut by a DR drop
+    first_msg_id: int = -1
+
+    @property
+    def next_msg_id(self) -> int:
+        """The msg_id the next record must take (after every message this one used)."""
+        return (self.msg_id + 1) % 256
 
 
 Progress = Callable[[int, int], None]
@@ -70,6 +83,7 @@ def send_record(
     start = clock()
     restarts = 0
     downlinks = 0
+    first = msg_id
     while True:
         dr = modem.get_dr()
         size = modem.max_payload()
@@ -91,7 +105,7 @@ def send_record(
                 msg_id = (msg_id + 1) % 256
             continue
         return SentMessage(msg_id, -1, len(record), size, len(frags), dr, "sent", restarts, downlinks,
-                           clock() - start)
+                           clock() - start, record=record, payloads=frags, first_msg_id=first)
 
 
 # --------------------------------------------------------------------------- collector API
@@ -121,19 +135,64 @@ def fetch_messages(base_url: str, dev_eui: str, *, token: str | None = None, tim
 
 
 FINAL_STATES = ("complete", "partial", "incident")
+#: what SentMessage.status says of a record that went out (acked: v2, the collector said ACK)
+SENT = ("sent", "acked")
 
 
-def match_message(msgs: list[dict], sent: SentMessage) -> dict | None:
-    """The collector's message for ``sent``: same msgId and fragment count, latest."""
-    found = None
-    for m in msgs:
-        if m.get("msgId") != sent.msg_id:
-            continue
-        expected = m.get("fragmentsExpected")
-        if expected not in (None, sent.fragments):
-            continue
-        found = m
-    return found
+def fetch_message(base_url: str, uid: str, *, token: str | None = None, timeout: float = 5.0) -> dict:
+    """``GET {base}/api/messages/{id}``: one message with its fragments."""
+    url = f"{base_url.rstrip('/')}/api/messages/{urllib.parse.quote(uid, safe='')}"
+    try:
+        r = http("GET", url, headers={"Accept": "application/json"}, timeout=timeout, token=token)
+    except (OSError, ValueError) as e:  # no answer, or not a URL
+        raise ApiError(f"GET {url} failed: {e}") from None
+    if r.status >= 400:
+        raise ApiError(f"GET {url} answered HTTP {r.status}")
+    try:
+        body = json.loads(r.body or b"{}")
+    except ValueError as e:
+        raise ApiError(f"GET {url} failed: {e}") from None
+    if not isinstance(body, dict):
+        raise ApiError(f"GET {url}: the answer is not an object")
+    return body
+
+
+Rebuild = Callable[[list[bytes]], bytes]
+
+
+def rebuild_v1(payloads: list[bytes]) -> bytes:
+    return wire.defragment(payloads)[1]
+
+
+def check_message(detail: dict, sent: SentMessage, dev_eui: str, rebuild: Rebuild = rebuild_v1) -> str:
+    """``match`` when the collector's closed message ``detail`` holds the document
+    expected for ``sent``: complete, built from exactly the fragments sent, whose
+    record is byte for byte the one sent, under the record's idempotency key.
+    Otherwise the first difference."""
+    if detail.get("state") != "complete" or detail.get("complete") is not True:
+        return f"not complete ({detail.get('state')}, {detail.get('fragmentsReceived')} fragment(s))"
+    try:
+        held = [base64.b64decode(f["payload"]) for f in detail.get("fragments", []) if f.get("payload")]
+    except (KeyError, TypeError, ValueError):
+        return "the collector's fragments cannot be read"
+    unexpected = [p for p in held if p not in sent.payloads]
+    if unexpected:
+        return f"{len(unexpected)} fragment(s) that were not sent in this message (msg_id reused?)"
+    try:
+        record = rebuild(held)
+    except ValueError as e:
+        return f"the fragments held do not rebuild a record: {e}"
+    if record != sent.record:
+        return "the record rebuilt from the fragments held differs from the record sent"
+    key = xmldoc.idempotency_key(dev_eui, wire.decode_record(sent.record))
+    if detail.get("idempotencyKey") != key:
+        return f"idempotency key {detail.get('idempotencyKey')!r}, expected {key!r}"
+    return "match"
+
+
+def match_message(msgs: list[dict], sent: SentMessage) -> list[dict]:
+    """The collector's messages that may be ``sent``: same msgId, newest first."""
+    return [m for m in msgs if m.get("msgId") == sent.msg_id]
 
 
 def verify(
@@ -146,37 +205,53 @@ def verify(
     poll_s: float = 0.5,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    rebuild: Rebuild = rebuild_v1,
 ) -> list[SentMessage]:
-    """Poll the collector until every sent message is complete (and delivered or
-    dead) or ``deadline_s`` passes; fills ``SentMessage.collector``."""
+    """Poll the collector until every sent message is complete with the document
+    expected (:func:`check_message`) and no longer pending delivery, or
+    ``deadline_s`` passes; fills ``SentMessage.collector`` and ``SentMessage.check``."""
     end = clock() + deadline_s
     while True:
         try:
             msgs = fetch_messages(base_url, dev_eui, token=token)
+            settled = True
+            for s in sent:
+                if s.status not in SENT or s.check == "match" and s.collector.get("delivery") not in (None, "pending"):
+                    continue
+                candidates = match_message(msgs, s)
+                s.collector = candidates[0] if candidates else {}
+                s.check = "" if candidates else "missing"
+                for m in candidates:
+                    if m.get("state") == "open":
+                        s.check = "open"
+                        continue
+                    s.collector = m
+                    s.check = check_message(fetch_message(base_url, m["id"], token=token), s, dev_eui, rebuild)
+                    if s.check == "match":
+                        break
+                if s.check != "match" or s.collector.get("delivery") == "pending":
+                    settled = False
         except ApiError as e:  # the collector may be restarting: retry until the deadline
             if clock() >= end:
                 raise
             log.warning("event=api_retry reason=%r", str(e))
             sleep(poll_s)
             continue
-        settled = True
-        for s in sent:
-            if s.status != "sent":
-                continue
-            m = match_message(msgs, s)
-            s.collector = m or {}
-            if m is None or m.get("state") != "complete" or m.get("delivery") == "pending":
-                settled = False
         if settled or clock() >= end:
             return sent
         sleep(poll_s)
+
+
+def verified(s: SentMessage) -> bool:
+    """Sent, and the collector holds exactly the document expected."""
+    return s.status in SENT and s.check == "match"
 
 
 def table(sent: list[SentMessage], *, with_collector: bool) -> str:
     """A plain-text table of what was sent (and what the collector made of it)."""
     head = ["msg_id", "seq", "bytes", "DR", "S", "frags", "sent", "restarts", "secs"]
     if with_collector:
-        head += ["state", "received", "delivery"]
+        head += ["state", "received", "delivery", "document"]
     rows = []
     for s in sent:
         row = [str(s.msg_id), str(s.record_seq), str(s.record_len), str(s.dr), str(s.size), str(s.fragments),
@@ -186,9 +261,9 @@ def table(sent: list[SentMessage], *, with_collector: bool) -> str:
             if c:
                 exp = c.get("fragmentsExpected")
                 row += [str(c.get("state", "?")), f"{c.get('fragmentsReceived', '?')}/{exp if exp is not None else '?'}",
-                        str(c.get("delivery") or "-")]
+                        str(c.get("delivery") or "-"), s.check or "-"]
             else:
-                row += ["missing", "-", "-"]
+                row += ["missing", "-", "-", "-"]
         rows.append(row)
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]

@@ -16,9 +16,10 @@ import dataclasses
 import heapq
 import itertools
 import logging
+import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from collector.testing.http import http
@@ -73,19 +74,22 @@ class Delivery:
     reply: str
 
 
-def post_json(url: str, body: dict, *, token: str | None = None, timeout: float = 10.0) -> tuple[int | None, str]:
+def post_json(url: str, body: dict, *, token: str | None = None, timeout: float = 10.0,
+              headers: dict[str, str] | None = None) -> tuple[int | None, str]:
     """POST ``body``; ``(HTTP status, reply text)``, status None when unreachable."""
     try:
-        r = http("POST", url, body, timeout=timeout, token=token, compact=True)
+        r = http("POST", url, body, headers, timeout=timeout, token=token, compact=True)
     except OSError as e:
         return None, str(e)
     return r.status, r.text
 
 
-def deliver(base_url: str, fmt: str, up: AppUplink, *, token: str | None = None) -> Delivery:
-    """Build the body a network server would POST for ``up`` and POST it."""
+def deliver(base_url: str, fmt: str, up: AppUplink, *, token: str | None = None,
+            headers: dict[str, str] | None = None) -> Delivery:
+    """Build the body a network server would POST for ``up`` and POST it (with
+    ``headers`` besides the token, e.g. a TTS webhook's ``X-Downlink-*``)."""
     path, body = uplink_body(fmt, up)
-    status, reply = post_json(base_url.rstrip("/") + path, body, token=token)
+    status, reply = post_json(base_url.rstrip("/") + path, body, token=token, headers=headers)
     level = logging.INFO if status is not None and 200 <= status < 300 else logging.WARNING
     log.log(level, "event=forward path=%s deveui=%s fcnt=%d status=%s reply=%r",
             path, up.dev_eui, up.fcnt, status, reply[:200])
@@ -100,11 +104,27 @@ class Forwarder:
     counter is back at 0 starts a new session, as after the join that reset it (an
     emulated module resets its counter only when it joins), so a re-join is not
     taken for a replay; any other repeated or lower counter is dropped.
+
+    ``channels``: the frequencies the bench gateway listens on (US915: one
+    sub-band); a frame on another channel is not heard. ``loss``: the probability that the bench gateway does not hear a frame, drawn
+    from the forwarder's own stream seeded by ``loss_seed``. ``headers(dev_eui)``:
+    extra request headers per device (a TTS webhook's downlink route).
     """
 
     def __init__(self, base_url: str, fmt: str = "generic", *, token: str | None = None,
                  network_server: network.NetworkServer | None = None, clock: Callable[[], float] = time.time,
-                 poll_s: float = 0.05):
+                 poll_s: float = 0.05, loss: float = 0.0, loss_seed: int = 0,
+                 headers: Callable[[str], dict[str, str]] | None = None,
+                 channels: Collection[int] | None = None):
+        if not 0.0 <= loss <= 1.0:
+            raise ValueError(f"loss {loss} outside 0..1")
+        self.loss = loss
+        self._loss_rng = random.Random(loss_seed)
+        self.lost = 0
+        self.headers = headers
+        #: frequencies (Hz) the bench gateway listens on; None: all
+        self.channels = set(channels) if channels is not None else None
+        self.unheard = 0
         if fmt not in FORMATS:
             raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
         self.base_url = base_url
@@ -150,7 +170,17 @@ class Forwarder:
         while True:
             now = self.clock()
             for f in self._incoming:
-                self.ns.submit(ns_frame(f, self._session(f)), [network.Reception(0, RSSI, SNR)])
+                session = self._session(f)
+                if self.channels is not None and f.frequency_hz not in self.channels:
+                    self.unheard += 1
+                    log.warning("event=uplink_not_heard deveui=%s fcnt=%d freq=%d reason=%r", f.dev_eui, f.fcnt,
+                                f.frequency_hz, "the gateway does not listen on this channel (US915 sub-band?)")
+                    continue
+                if self.loss and self._loss_rng.random() < self.loss:
+                    self.lost += 1
+                    log.info("event=uplink_lost deveui=%s fcnt=%d", f.dev_eui, f.fcnt)
+                    continue
+                self.ns.submit(ns_frame(f, session), [network.Reception(0, RSSI, SNR)])
             self._incoming.clear()
             for d in self.ns.pop_due(now):
                 heapq.heappush(self._due, (d.time, next(self._order), d))
@@ -174,7 +204,9 @@ class Forwarder:
             if d is None:
                 return
             try:
-                self.deliveries.append(deliver(self.base_url, self.fmt, _bench_gateway(d.uplink), token=self.token))
+                extra = self.headers(d.uplink.dev_eui) if self.headers else None
+                self.deliveries.append(deliver(self.base_url, self.fmt, _bench_gateway(d.uplink), token=self.token,
+                                               headers=extra))
             except Exception:  # noqa: BLE001 - keep forwarding whatever one frame does
                 log.exception("event=forward_failed")
             finally:

@@ -7,9 +7,7 @@ then the ``[<command>]`` tables of a TOML file given with ``--config``.
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-import threading
 import time
 
 import click
@@ -18,14 +16,22 @@ from collector.core import wire
 from collector.service.logs import setup_logging
 from collector.testing.progress import ProgressBar
 from collector.tomlconfig import ConfigError, check_keys, read_toml, table
-from devicesim.formats import FORMATS
-from hil import bench, p2p
-from hil.emulator import FAULTS, EmulatorConfig, Faults, start_emulator
-from hil.modem import Credentials, Modem, ModemError, Timeouts
-from hil.rak3172 import RAK3172
-from hil.rn2483 import RN2483
+from hil import bench, bench_v2, p2p
+from hil.cli_common import (
+    Interrupted,
+    fail,
+    key_options,
+    module_option,
+    open_modem,
+    port_option,
+    sub_band_option,
+    timeout_options,
+    timeouts,
+)
+from hil.cli_emulate import emulate
+from hil.drivers.modem import Credentials, ModemError, Timeouts
+from hil.drivers.rn2483 import RN2483
 
-MODULE_CHOICE = click.Choice(["rn2483", "rak3172"])
 log = logging.getLogger("hil.cli")
 
 
@@ -58,94 +64,6 @@ def main(log_level: str) -> None:
     setup_logging(log_level)
 
 
-# --------------------------------------------------------------------------- shared options
-
-
-def port_option(f):
-    return click.option("--port", required=True, help="Serial port: a device path or a pyserial URL.")(f)
-
-
-def module_option(required: bool = True):
-    return click.option("--module", type=MODULE_CHOICE, required=required,
-                        help="Module type (probe detects it when left out).")
-
-
-def key_options(f):
-    f = click.option("--app-key", default=None, help="OTAA AppKey (32 hex) to write before joining.")(f)
-    f = click.option("--app-eui", default=None, help="OTAA AppEUI/JoinEUI (16 hex) to write before joining.")(f)
-    f = click.option("--dev-eui", default=None, help="DevEUI (16 hex) to write before joining.")(f)
-    return f
-
-
-def timeout_options(f):
-    f = click.option("--tx-timeout", default=6.0, show_default=True, type=float,
-                     help="Seconds beyond twice the airtime to wait for a transmit's second reply.")(f)
-    f = click.option("--join-timeout", default=15.0, show_default=True, type=float,
-                     help="Seconds to wait for a join's outcome.")(f)
-    f = click.option("--command-timeout", default=2.0, show_default=True, type=float,
-                     help="Seconds to wait for a command's first reply.")(f)
-    return f
-
-
-def open_modem(module: str | None, port: str, *, credentials: Credentials | None = None,
-               timeouts: Timeouts | None = None) -> Modem:
-    """Open ``port`` as ``module``; with None, detect the module type."""
-    if module == "rn2483":
-        return RN2483(port, credentials=credentials, timeouts=timeouts)
-    if module == "rak3172":
-        return RAK3172(port, credentials=credentials, timeouts=timeouts)
-    detected = detect_module(port)
-    if detected is None:
-        raise ModemError(f"no RN2483/RN2903 or RAK3172 answered on {port}")
-    return open_modem(detected, port, credentials=credentials, timeouts=timeouts)
-
-
-def detect_module(port: str, timeout: float = 1.0) -> str | None:
-    """``rn2483`` when ``sys get ver`` at 57600 baud gets a version line, ``rak3172``
-    when ``AT`` at 115200 baud gets ``OK``; None otherwise."""
-    from hil.rn2483 import VERSION
-
-    with RN2483(port, timeouts=Timeouts(command=timeout)) as m:
-        try:
-            if VERSION.match(m.link.command("sys get ver", lambda line: bool(line.strip()), timeout)):
-                return "rn2483"
-        except ModemError:
-            pass
-    with RAK3172(port, timeouts=Timeouts(command=timeout)) as m:
-        try:
-            if m.link.command("AT", {"OK"}, timeout) == "OK":
-                return "rak3172"
-        except ModemError:
-            pass
-    return None
-
-
-def _fail(e: Exception) -> None:
-    raise click.ClickException(str(e))
-
-
-def _timeouts(command_timeout: float, join_timeout: float, tx_timeout: float) -> Timeouts:
-    return Timeouts(command=command_timeout, join=join_timeout, tx_base=tx_timeout)
-
-
-class _Interrupted:
-    """SIGINT/SIGTERM set an event so long commands stop cleanly (exit 0)."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-
-    def __enter__(self) -> threading.Event:
-        self._old = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self.event
-
-    def _handler(self, signum, frame) -> None:
-        self.event.set()
-
-    def __exit__(self, *exc) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-
 # --------------------------------------------------------------------------- commands
 
 
@@ -160,7 +78,7 @@ def probe(port: str, module: str | None, command_timeout: float) -> None:
         with modem:
             info = modem.probe()
     except (ModemError, ValueError) as e:
-        _fail(e)
+        fail(e)
     for key, value in info.rows():
         click.echo(f"{key}: {value}")
 
@@ -169,19 +87,22 @@ def probe(port: str, module: str | None, command_timeout: float) -> None:
 @port_option
 @module_option(required=False)
 @click.option("--mode", type=click.Choice(["otaa", "abp"]), default="otaa", show_default=True)
+@sub_band_option
 @key_options
 @timeout_options
-def join(port, module, mode, dev_eui, app_eui, app_key, command_timeout, join_timeout, tx_timeout) -> None:
+def join(port, module, mode, sub_band, dev_eui, app_eui, app_key, command_timeout, join_timeout, tx_timeout) -> None:
     """Join the network (OTAA by default) with the module on PORT."""
     creds = Credentials(dev_eui, app_eui, app_key)
     try:
         modem = open_modem(module, port, credentials=creds,
-                           timeouts=_timeouts(command_timeout, join_timeout, tx_timeout))
+                           timeouts=timeouts(command_timeout, join_timeout, tx_timeout))
         with modem:
             modem.probe()
+            if sub_band is not None:
+                modem.set_sub_band(sub_band)
             modem.join(mode)
     except (ModemError, ValueError) as e:
-        _fail(e)
+        fail(e)
     click.echo("joined")
 
 
@@ -202,12 +123,25 @@ def join(port, module, mode, dev_eui, app_eui, app_key, command_timeout, join_ti
               help="Seconds to wait for the collector to complete the messages.")
 @click.option("--p2p", "p2p_mode", is_flag=True, help="Send as point-to-point frames (RN2483, mac pause + radio tx).")
 @click.option("--sf", default=7, show_default=True, type=click.IntRange(7, 12), help="P2P spreading factor.")
+@click.option("--wire", "wire_version", type=click.Choice(["v1", "v2"]), default="v1", show_default=True,
+              help="v1: fragments on FPort 16; v2: coded fragments, polls and repair on FPort 17.")
+@click.option("--parity", default=2, show_default=True, type=click.IntRange(0, 32),
+              help="v2: parity rows sent with every message.")
+@click.option("--polls", default=3, show_default=True, type=click.IntRange(1, 255), help="v2: polls per round.")
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(0, 255),
+              help="v2: repair rounds (NEEDs) served per message.")
+@click.option("--poll-interval", default=5.0, show_default=True, type=click.FloatRange(0),
+              help="v2: seconds between two polls of a message (time for the answer to be queued).")
+@sub_band_option
 @key_options
 @timeout_options
 def send_records(port, module, count, dr, samples, first_msg_id, seed, do_join, collector, token, verify_timeout,
-                 p2p_mode, sf, dev_eui, app_eui, app_key, command_timeout, join_timeout, tx_timeout) -> None:
+                 p2p_mode, sf, wire_version, parity, polls, rounds, poll_interval, sub_band, dev_eui, app_eui, app_key,
+                 command_timeout, join_timeout, tx_timeout) -> None:
     """Generate COUNT records, fragment each at the current DR's N, send them and
     (with --collector) check what the collector made of each."""
+    if p2p_mode and wire_version == "v2":
+        raise click.UsageError("--p2p sends v1 fragments; leave out --wire v2")
     now = int(time.time())
     seed = now if seed is None else seed
     msg_id = (now % 256) if first_msg_id is None else first_msg_id
@@ -216,9 +150,9 @@ def send_records(port, module, count, dr, samples, first_msg_id, seed, do_join, 
     failed = False
     try:
         modem = open_modem(module, port, credentials=creds,
-                           timeouts=_timeouts(command_timeout, join_timeout, tx_timeout))
+                           timeouts=timeouts(command_timeout, join_timeout, tx_timeout))
     except ModemError as e:
-        _fail(e)
+        fail(e)
     with modem:
         try:
             info = modem.probe()
@@ -228,17 +162,32 @@ def send_records(port, module, count, dr, samples, first_msg_id, seed, do_join, 
                     raise click.ClickException("--p2p needs an RN2483/RN2903 (radio tx)")
                 p2p.prepare_radio(modem, sf)
             else:
+                if sub_band is not None:
+                    modem.set_sub_band(sub_band)
                 if do_join:
                     click.echo(f"joining as {eui} ...", err=True)
                     modem.join()
                 if dr is not None:
                     modem.set_dr(dr)
         except (ModemError, ValueError) as e:
-            _fail(e)
+            fail(e)
         serial_no = int(eui, 16) & 0xFFFFFFFF
+        mid = msg_id
+        if wire_version == "v2":
+            records = [wire.encode_record(bench.make_record(serial_no, i, samples=samples, start_time=now, seed=seed))
+                       for i in range(count)]
+            settings = bench_v2.V2Settings(parity=parity, polls=polls, rounds=rounds, poll_interval=poll_interval)
+            try:
+                sent, device = bench_v2.send_records_v2(modem, records, msg_id, settings)
+            except (ModemError, ValueError) as e:
+                fail(e)
+            click.echo(f"v2: {device.stats.data_sent} data, {device.stats.parity_sent} parity, "
+                       f"{device.stats.repair_sent} repair fragment(s), {device.stats.polls_sent} poll(s), "
+                       f"{device.stats.acked} ACK(s), {device.stats.given_up} given up", err=True)
+            failed = not collector and any(s.status != "acked" for s in sent)
+            count = 0  # nothing more to send below
         for i in range(count):
             rec = wire.encode_record(bench.make_record(serial_no, i, samples=samples, start_time=now, seed=seed))
-            mid = (msg_id + i) % 256
             t0 = time.monotonic()
             bar = ProgressBar(f"record {i + 1}/{count}")
 
@@ -248,8 +197,9 @@ def send_records(port, module, count, dr, samples, first_msg_id, seed, do_join, 
             try:
                 if p2p_mode:
                     n = p2p.send_record_p2p(modem, eui, mid, rec, progress=progress)
-                    s = bench.SentMessage(mid, i, len(rec), p2p.MAX_FRAGMENT - p2p.EUI_LEN, n, -1,
-                                          seconds=time.monotonic() - t0)
+                    size = p2p.MAX_FRAGMENT - p2p.EUI_LEN
+                    s = bench.SentMessage(mid, i, len(rec), size, n, -1, seconds=time.monotonic() - t0,
+                                          record=rec, payloads=wire.fragment(mid, rec, size), first_msg_id=mid)
                 else:
                     s = bench.send_record(modem, mid, rec, progress=progress)
                     s.record_seq = i
@@ -257,79 +207,28 @@ def send_records(port, module, count, dr, samples, first_msg_id, seed, do_join, 
                 s = bench.SentMessage(mid, i, len(rec), 0, 0, -1, status=f"error: {e}")
                 failed = True
             bar.done()
+            # a record restarted after a DR drop used more than one msg_id: never reuse one
+            mid = s.next_msg_id
             sent.append(s)
             if failed:
                 break
     if collector:
         click.echo(f"verifying at {collector} ...", err=True)
         try:
-            bench.verify(collector, eui, sent, token=token, deadline_s=verify_timeout)
+            rebuild = bench_v2.rebuild_v2 if wire_version == "v2" else bench.rebuild_v1
+            bench.verify(collector, eui, sent, token=token, deadline_s=verify_timeout, rebuild=rebuild)
         except bench.ApiError as e:
             click.echo(bench.table(sent, with_collector=False))
-            _fail(e)
+            fail(e)
         click.echo(bench.table(sent, with_collector=True))
-        failed = failed or any(s.collector.get("state") != "complete" for s in sent)
+        for s in sent:
+            if s.status in bench.SENT and not bench.verified(s):
+                click.echo(f"msg_id {s.msg_id} (record {s.record_seq}): {s.check or 'not verified'}", err=True)
+        failed = failed or not all(bench.verified(s) for s in sent)
     else:
         click.echo(bench.table(sent, with_collector=False))
     if failed:
         sys.exit(1)
-
-
-def _parse_faults(values: tuple[str, ...]) -> Faults:
-    faults = Faults()
-    for v in values:
-        name, _, n = v.partition("=")
-        try:
-            faults.inject(name, int(n) if n else 1)
-        except ValueError as e:
-            raise click.BadParameter(str(e), param_hint="--fault") from None
-    return faults
-
-
-@main.command()
-@click.argument("module", type=MODULE_CHOICE)
-@click.option("--region", type=click.Choice(["EU868", "US915"], case_sensitive=False), default="EU868",
-              show_default=True, help="EU868 (RN2483 / band 4) or US915 (RN2903 / band 5).")
-@click.option("--speed", default=1.0, show_default=True, type=click.FloatRange(0),
-              help="Scale of airtimes and RX windows; 0 answers at once.")
-@click.option("--duty-cycle/--no-duty-cycle", default=True, show_default=True, help="Enforce the duty cycle.")
-@click.option("--dev-eui", default="0004A30B001C0530", show_default=True, help="The module's DevEUI.")
-@click.option("--dr", default=None, type=int, help="Initial data rate.")
-@click.option("--forward-to", default=None, help="Collector base URL to POST each transmitted uplink to.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="generic", show_default=True,
-              help="The network server format of the forwarded uplinks.")
-@click.option("--token", default=None, help="Bearer token for --forward-to.")
-@click.option("--ns-latency", default=0.0, show_default=True, type=click.FloatRange(0),
-              help="Network server to application delay of each forwarded uplink, seconds.")
-@click.option("--ns-jitter", default=0.0, show_default=True, type=click.FloatRange(0),
-              help="Mean of an exponential extra delay per uplink, seconds (reorders uplinks).")
-@click.option("--ns-duplicates", default=0.0, show_default=True, type=click.FloatRange(0, 1),
-              help="Probability that an uplink is delivered twice (1 s + exp(20 s) later).")
-@click.option("--ns-seed", default=0, show_default=True, type=int, help="Seed of the network server's draws.")
-@click.option("--fault", "faults", multiple=True, metavar="NAME[=N]",
-              help=f"Inject a fault N times (default 1): {', '.join(FAULTS)}.")
-def emulate(module, region, speed, duty_cycle, dev_eui, dr, forward_to, fmt, token, ns_latency, ns_jitter,
-            ns_duplicates, ns_seed, faults) -> None:
-    """Emulate MODULE on a pseudo-terminal: prints its path on the first line, then
-    serves until interrupted (Ctrl-C / SIGTERM)."""
-    from devicesim.network import NetworkServer
-    from hil.bridge import Forwarder, network_config
-
-    config = EmulatorConfig(region=region.upper(), speed=speed, duty_cycle=duty_cycle, dev_eui=dev_eui, dr=dr)
-    ns = NetworkServer(network_config(latency_s=ns_latency, jitter_s=ns_jitter, duplicate_p=ns_duplicates),
-                       seed=ns_seed)
-    forwarder = Forwarder(forward_to, fmt, token=token, network_server=ns) if forward_to else None
-    with _Interrupted() as stop:
-        emu = start_emulator(module, config, on_tx=forwarder.submit if forwarder else None,
-                             faults=_parse_faults(faults))
-        click.echo(emu.path)
-        sys.stdout.flush()
-        log.info("event=emulating module=%s region=%s path=%s forward_to=%s", module, region, emu.path, forward_to)
-        while not stop.wait(0.5):
-            pass
-        emu.stop()
-    if forwarder:
-        forwarder.close()
 
 
 @main.command()
@@ -346,8 +245,8 @@ def gateway(port, collector, token, sf, dev_eui, max_frames) -> None:
     try:
         modem = RN2483(port)
     except ModemError as e:
-        _fail(e)
-    with modem, _Interrupted() as stop:
+        fail(e)
+    with modem, Interrupted() as stop:
         try:
             modem.probe()
             click.echo(f"listening on {port} at SF{sf}, forwarding to {collector}/uplink", err=True)
@@ -358,9 +257,11 @@ def gateway(port, collector, token, sf, dev_eui, max_frames) -> None:
             n = p2p.run_gateway(modem, collector, sf=sf, token=token, dev_eui=dev_eui, stop=stop,
                                 max_frames=max_frames, on_delivery=show)
         except (ModemError, ValueError) as e:
-            _fail(e)
+            fail(e)
     click.echo(f"forwarded {n} frame(s)", err=True)
 
+
+main.add_command(emulate)
 
 if __name__ == "__main__":
     main()

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from collector.core import lorawan, wire
 from devicesim.formats import AppUplink
 from hil.bridge import Delivery, deliver
-from hil.modem import ModemError, ModemTimeout
-from hil.rn2483 import RN2483
+from hil.drivers.modem import ModemError, ModemTimeout
+from hil.drivers.rn2483 import RN2483
 
 log = logging.getLogger("hil.p2p")
 

@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from collector.core import lorawan, wire
+from collector.core import lorawan, wire, wire2
 from collector.core.assemble import assemble
 from collector.core.reassembly import Reassembler, Settings
 from collector.core.uplink import Uplink
@@ -39,43 +39,107 @@ def parse_payload_line(line: str) -> bytes:
         raise ValueError("neither hex nor base64") from None
 
 
+def _v2_fits(lines: list[tuple[int, bytes]]) -> str | None:
+    """Why these uplinks (one msg_id) cannot be one v2 message, or None."""
+    head: wire2.V2Fragment | None = None
+    for n, payload in lines:
+        try:
+            f = wire2.parse_v2(payload)
+        except wire.FragmentError as e:
+            return f"line {n}: invalid v2 uplink: {e.detail}"
+        if isinstance(f, wire2.V2Fragment):
+            why = wire2.check_consistent(head, f) if head else None
+            if why:
+                return f"line {n}: v2 header contradicts an earlier line: {why}"
+            head = head or f
+    return None
+
+
+def _v1_fits(lines: list[tuple[int, bytes]]) -> str | None:
+    for n, payload in lines:
+        try:
+            wire.parse_fragment(payload)
+        except wire.FragmentError as e:
+            return f"line {n}: invalid fragment: {e.detail}"
+    return None
+
+
+def _rebuilds(lines: list[tuple[int, bytes]]) -> bool:
+    frags = [f for _, p in lines if isinstance(f := wire2.parse_v2(p), wire2.V2Fragment)]
+    try:
+        wire.decode_record(wire2.rebuild_record(frags))
+    except (wire.WireError, ValueError):
+        return False
+    return True
+
+
+def wire_of(lines: list[tuple[int, bytes]]) -> int:
+    """Which wire format the uplinks of one msg_id follow, when nothing says: the
+    one they parse as (v2: with consistent k/pad/S); when both fit, v2 if they
+    rebuild a valid record, else v1. UsageError when neither fits."""
+    v2_why, v1_why = _v2_fits(lines), _v1_fits(lines)
+    if v2_why and v1_why:
+        raise click.UsageError(f"{v1_why}; read as wire format v2, {v2_why}")
+    if v1_why:
+        return 2
+    if v2_why:
+        return 1
+    return 2 if _rebuilds(lines) else 1
+
+
 @cli.command()
 @click.argument("source", type=click.File("r"), default="-")
 @click.option("--dev-eui", default=EXAMPLE_DEV_EUI, show_default=True, help="DevEUI the fragments came from.")
-@click.option("--fport", default=wire.FPORT, show_default=True, type=click.IntRange(1, 223),
-              help="FPort the fragments came on (an application port, 1..223).")
+@click.option("--wire", "wire_name", type=click.Choice(["auto", "v1", "v2"]), default="auto", show_default=True,
+              help="Wire format of the input; auto decides per msg_id.")
+@click.option("--fport", type=click.IntRange(1, 223),
+              help="v1 only: the FPort the v1 fragments came on (default 16; an application port, 1..223).")
 @click.option("--json", "as_json", is_flag=True, help="Print each outcome as JSON instead of the XML document.")
-def decode(source, dev_eui: str, fport: int, as_json: bool) -> None:
+def decode(source, dev_eui: str, wire_name: str, fport: int | None, as_json: bool) -> None:
     """Reassemble fragments and print the XML document, or the incident.
 
-    SOURCE holds one fragment per line, hex or base64, in any order, duplicates
-    allowed (default: standard input; '#' starts a comment). Exit code: 0 when every
-    message gave a document, 1 when one gave an incident, 2 for bad input.
+    SOURCE holds one uplink payload per line, hex or base64, in any order, duplicates
+    allowed (default: standard input; '#' starts a comment). Wire format v1 and v2
+    (coded fragments: any k of them rebuild the record; polls are skipped) are told
+    apart per msg_id unless --wire says. Exit code: 0 when every message gave a
+    document, 1 when one gave an incident, 2 for bad input.
     """
     if not _EUI.match(dev_eui):
         raise click.BadParameter(f"{dev_eui!r} is not 16 hex digits", param_hint="--dev-eui")
-    r = Reassembler(Settings(message_timeout=1.0, deadline_policy="fixed"))
-    closed = []
-    seen = 0
+    v1_port = wire.FPORT if fport is None else fport
+    if v1_port == wire2.FPORT_V2:
+        raise click.BadParameter(f"{v1_port} is the v2 port; use --wire v2", param_hint="--fport")
+    settings = Settings(message_timeout=1.0, deadline_policy="fixed", fport=v1_port)
+    lines: list[tuple[int, bytes]] = []
     for n, line in enumerate(source, 1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
         try:
-            payload = parse_payload_line(line)
+            lines.append((n, parse_payload_line(line)))
         except ValueError as e:
             raise click.UsageError(f"line {n}: {e}: {line[:40]!r}") from None
-        up = Uplink(dev_eui.upper(), fport, payload, received_ms=seen)
+    if not lines:
+        raise click.UsageError("no fragments in the input")
+    ports: dict[int, int] = {}
+    if wire_name == "auto":
+        groups: dict[int, list[tuple[int, bytes]]] = {}
+        for n, payload in lines:
+            groups.setdefault(payload[0] if payload else -1, []).append((n, payload))
+        ports = {msg_id: (wire2.FPORT_V2 if wire_of(g) == 2 else v1_port) for msg_id, g in groups.items()}
+    r = Reassembler(settings)
+    closed = []
+    for seen, (n, payload) in enumerate(lines):
+        port = ports.get(payload[0] if payload else -1) or (wire2.FPORT_V2 if wire_name == "v2" else v1_port)
+        up = Uplink(dev_eui.upper(), port, payload, received_ms=seen)
         try:
             res = r.feed(up, now=0.0)
         except wire.FragmentError as e:
-            raise click.UsageError(f"line {n}: invalid fragment: {e.detail}") from None
+            raise click.UsageError(f"line {n}: invalid {'v2 uplink' if port == wire2.FPORT_V2 else 'fragment'}: "
+                                   f"{e.detail}") from None
         if res.status == "ignored":
             raise click.UsageError(f"line {n}: {res.reason}")
         closed.extend(res.closed)
-        seen += 1
-    if not seen:
-        raise click.UsageError("no fragments in the input")
     closed.extend(r.expire(float("inf")))
     incidents = 0
     for m in closed:
@@ -110,15 +174,23 @@ def decode(source, dev_eui: str, fport: int, as_json: bool) -> None:
 @click.option("--dr", type=int, help="Data rate index whose maximum payload N sets S.")
 @click.option("--msg-id", default=0, show_default=True, type=click.IntRange(0, 255))
 @click.option("--format", "fmt", type=click.Choice(["hex", "base64"]), default="hex", show_default=True)
+@click.option("--wire", "wire_name", type=click.Choice(["v1", "v2"]), default="v1", show_default=True,
+              help="Wire format: v1 (FPort 16) or v2 (FPort 17, coded fragments).")
+@click.option("--parity", type=click.IntRange(0, 253),
+              help="v2: parity rows sent after the k data fragments (default 2).")
+@click.option("--poll", is_flag=True, help="v2: end with the poll the device sends after its fragments.")
 def encode(record_json, example: bool, size: int | None, region: str | None, dr: int | None,
-           msg_id: int, fmt: str) -> None:
+           msg_id: int, fmt: str, wire_name: str, parity: int | None, poll: bool) -> None:
     """Encode a record (JSON, as `collector example-record` prints it) into fragments, one per line.
 
     The fragment size comes from --size, or from --region and --dr (the data rate's
-    maximum payload N).
+    maximum payload N). With --wire v2 the lines are the k data fragments, then
+    --parity parity rows (any k of them rebuild the record), then with --poll the poll.
     """
     if example == (record_json is not None):
         raise click.UsageError("give either a RECORD_JSON file or --example")
+    if wire_name == "v1" and (parity is not None or poll):
+        raise click.UsageError("--parity and --poll need --wire v2")
     if size is None:
         if region is None or dr is None:
             raise click.UsageError("give --size, or --region and --dr")
@@ -137,12 +209,21 @@ def encode(record_json, example: bool, size: int | None, region: str | None, dr:
             raise click.UsageError(f"{record_json.name}: {e}") from None
     try:
         data = wire.encode_record(rec)
-        frags = wire.fragment(msg_id, data, size)
+        if wire_name == "v2":
+            r = 2 if parity is None else parity
+            frags = wire2.encode_message(data, msg_id, size, r)
+            k = len(frags) - r
+            summary = f"{len(data)}-byte record, v2: {k} data + {r} parity fragment(s) of {size} bytes"
+            if poll:
+                frags.append(wire2.poll(msg_id, k, len(frags)))
+        else:
+            frags = wire.fragment(msg_id, data, size)
+            summary = f"{len(data)}-byte record, {len(frags)} fragment(s) of at most {size} bytes"
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     for f in frags:
         click.echo(f.hex() if fmt == "hex" else base64.b64encode(f).decode())
-    click.echo(f"{len(data)}-byte record, {len(frags)} fragment(s) of at most {size} bytes", err=True)
+    click.echo(summary, err=True)
 
 
 @cli.command("example-record")
@@ -153,9 +234,11 @@ def example_record_cmd() -> None:
 
 def _register_service_commands() -> None:
     """The service's commands live in their own module."""
+    from collector.cli import repair_cmds
     from collector.cli import service_cmds as cli_service
 
     cli_service.register(cli)
+    repair_cmds.register(cli)
 
 
 _register_service_commands()

@@ -18,6 +18,8 @@ from typing import Any
 
 import click
 
+from collector.cli.repair_cmds import repair_lines
+from collector.service import outbox
 from collector.service.config import FIELDS, LOG_LEVELS, ServiceConfig, load_config, unknown_env
 from collector.service.registry import check_eui, load_file
 from collector.service.store import Store, op_device, op_device_remove, op_retry_dead
@@ -52,6 +54,13 @@ _HELP = {
     "fport": "FPort of the fragments (an application port, 1..223).",
     "simulated_uplinks": "The Things Stack uplinks marked simulated: ignore (202, not stored), reject (400), accept.",
     "log_level": "DEBUG, INFO, WARNING, ERROR or CRITICAL.",
+    "chirpstack_api_url": "ChirpStack v4 REST API base URL, for downlinks to v2 devices heard through ChirpStack.",
+    "chirpstack_api_token": "ChirpStack API key for the device queue.",
+    "chirpstack_auth_header": "Authorization, or Grpc-Metadata-Authorization (ChirpStack's REST proxy).",
+    "downlink_url": "Where downlinks to v2 devices heard on /uplink go (the collector's own format).",
+    "downlink_token": "Bearer token for --downlink-url.",
+    "repair_target": "Predicted first-round rebuild the redundancy policy keeps (0.99).",
+    "repair_adaptive": "Steer each v2 device's parity with REDUNDANCY.",
 }
 
 
@@ -216,6 +225,8 @@ def status(config: str | None, db: str | None, as_json: bool) -> None:
     """Counts of open and closed messages, documents, incidents and dead letters."""
     with _store(config, db) as store:
         c = store.counts()
+        c["repair"] = outbox.counts(store.query)
+        repair = repair_lines(store.query)
     if as_json:
         _echo_json(c)
         return
@@ -227,6 +238,8 @@ def status(config: str | None, db: str | None, as_json: bool) -> None:
     click.echo(f"incidents:       {c['incidents']}")
     click.echo(f"fragments kept:  {c['fragments']}")
     click.echo(f"devices:         {c['devices']}")
+    for line in repair:
+        click.echo(line)
 
 
 # --------------------------------------------------------------------------- incidents

@@ -4,12 +4,19 @@
 required section arrived whole with a good CRC, becomes a document (``complete``
 false and ``missingFragments``/``missingBlocks`` named when fragments are missing);
 anything else becomes an incident that keeps everything that did arrive.
+
+Wire format v2 (``wire-format-v2.md`` §5): a message holding k distinct fragments is
+rebuilt through the erasure code and is complete (``fragmentsExpected`` = k,
+``fragmentsReceived`` = the distinct fragments held, parity included); one closed
+with fewer yields what its data chunks hold, under v1's rules for partial documents
+and incidents, ``missingFragments`` naming the missing data chunks.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from collector.core import fec
 from collector.core.reassembly import Message
 from collector.core.wire import (
     RecordError,
@@ -96,6 +103,8 @@ def _incident(out: Outcome, code: str, detail: str) -> Outcome:
 
 def assemble(msg: Message) -> Outcome:
     """Decode a closed message and build its document, or say why it cannot be built."""
+    if msg.wire == 2:
+        return _assemble_v2(msg)
     frags = msg.fragments
     out = Outcome("document", msg.uid, msg.dev_eui, msg.msg_id, msg.close_reason)
     order = sorted(frags)
@@ -163,6 +172,58 @@ def assemble(msg: Message) -> Outcome:
     out.missing_blocks = decoded.missing_blocks
     out.idempotency_key = idempotency_key(msg.dev_eui, rec)
     transport = Transport(msg.msg_id, count, len(frags), out.first_received_ms or 0, out.last_received_ms or 0,
+                          out.missing_fragments, out.missing_blocks)
+    out.xml = build_document(rec, msg.dev_eui, transport, out.complete)
+    return out
+
+
+def _assemble_v2(msg: Message) -> Outcome:
+    frags = msg.fragments
+    out = Outcome("document", msg.uid, msg.dev_eui, msg.msg_id, msg.close_reason)
+    order = sorted(frags)
+    held = out.held = [frags[i] for i in order]
+    if held:
+        times = [h.uplink.received_ms for h in held]
+        out.first_received_ms, out.last_received_ms = min(times), max(times)
+    why = _CLOSE_WORDS.get(msg.close_reason or "", msg.close_reason or "closed")
+    if not held:
+        return _incident(out, "fragment0_missing", f"no fragment arrived before {why}")
+    head = held[0].fragment
+    k, pad, length = head.k, head.pad, head.chunk_len
+    record_len = k * length - pad
+    out.fragments_expected = k
+    if len(held) >= k:
+        buf = fec.rebuild_joined(k, {h.index: h.fragment.chunk for h in held})[:record_len]
+        have = [(0, record_len)]
+    else:
+        ba = bytearray(k * length)
+        have = []
+        for h in held:
+            if h.index < k:
+                start = h.index * length
+                chunk = h.fragment.chunk
+                ba[start : start + len(chunk)] = chunk
+                have.append((start, start + len(chunk)))
+        buf = bytes(ba[:record_len])
+        out.missing_fragments = msg.missing()
+    try:
+        decoded = decode_partial(buf, have)
+    except RequiredMissing as e:
+        missing = ", ".join(map(str, out.missing_fragments))
+        return _incident(out, "required_missing",
+                         f"{e.detail}; closed because {why} with {len(held)} of the {k} fragments a rebuild "
+                         f"needs; data chunks missing: {missing}")
+    except (RecordError, WireError) as e:
+        return _incident(out, e.code, e.detail)
+    if decoded.expected_len != record_len:
+        return _incident(out, "length", f"the header announces a {decoded.expected_len}-byte record but k={k}, "
+                                        f"S={head.size} and pad={pad} make {record_len}")
+    rec = decoded.record
+    out.record = rec
+    out.complete = not out.missing_fragments
+    out.missing_blocks = decoded.missing_blocks
+    out.idempotency_key = idempotency_key(msg.dev_eui, rec)
+    transport = Transport(msg.msg_id, k, len(frags), out.first_received_ms or 0, out.last_received_ms or 0,
                           out.missing_fragments, out.missing_blocks)
     out.xml = build_document(rec, msg.dev_eui, transport, out.complete)
     return out

@@ -6,6 +6,17 @@ reads a clock and never does I/O; its state is plain data (see
 :meth:`Message.to_dict`) so the service can persist it and restore it after a
 restart. The rules are those of ``docs/spec/wire-format.md`` §3; the choices the
 spec leaves open are written down in ``docs/reassembly.md``.
+
+Wire format v2 (FPort 17, ``docs/spec/wire-format-v2.md`` §5) lives beside v1 with
+v1's rules untouched: a v2 message is rebuilt (closed ``complete``) as soon as it
+holds k distinct fragments with consistent ``k``/``pad``/``S``; a poll is an event
+(:class:`PollEvent`) that says how many fragments are held, so the service can answer
+ACK or NEED, and it moves the deadline later to cover the repair round it starts.
+The v2 specifics are in :mod:`collector.core.reassembly2`. A message knows its wire
+version from its fragments' FPort, so the persisted state is v1's.
+
+This module is over 400 lines: the state machine of both versions is kept in one
+class so that the duplicate, conflict and cap rules are shared, not copied.
 """
 
 from __future__ import annotations
@@ -16,19 +27,23 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Literal
 
-from collector.core import lorawan
+from collector.core import lorawan, reassembly2, wire2
+from collector.core.reassembly2 import PollEvent
 from collector.core.uplink import Uplink
 from collector.core.wire import (
     FPORT,
     MAX_FRAGMENTS,
     MIN_SIZE,
     Fragment,
+    FragmentError,
     fragment_count,
     parse_fragment,
     record_length,
 )
 
 CloseReason = Literal["complete", "deadline", "conflict", "evicted"]
+
+__all__ = ["FeedResult", "Held", "Message", "PollEvent", "Reassembler", "Recent", "Settings"]
 
 
 @dataclass
@@ -48,9 +63,15 @@ class Settings:
     #: closed messages remembered for duplicates at most (oldest forgotten first;
     #: None: as many as ``max_open_total``), so a flood cannot grow memory for an hour
     max_recent: int | None = None
+    #: v1's FPort (wire format v2 is always on FPort 17, ``wire2.FPORT_V2``)
     fport: int = FPORT
+    #: v2: polls that start a repair round move a message's deadline later at most this
+    #: many times (the first poll and the device's NEED rounds, 3 by default)
+    repair_extensions: int = 4
 
     def __post_init__(self) -> None:
+        if self.fport == wire2.FPORT_V2:
+            raise ValueError(f"fport {self.fport} is the v2 port; v1 and v2 need different FPorts")
         if self.deadline_policy not in ("fixed", "adaptive"):
             raise ValueError(f"deadline_policy must be 'fixed' or 'adaptive', not {self.deadline_policy!r}")
         if self.message_timeout <= 0:
@@ -66,18 +87,21 @@ class Held:
     uplink: Uplink
     #: collector time of arrival
     arrived: float
-    #: the parsed fragment (derived from ``payload``; parsed here when not given)
-    fragment: Fragment
+    #: the parsed fragment (derived from ``payload``; parsed here when not given):
+    #: v2 when the uplink came on FPort 17
+    fragment: Fragment | wire2.V2Fragment
 
     # written out rather than generated with a __post_init__: one is made per fragment,
     # and the extra call doubled the cost
     def __init__(self, index: int, payload: bytes, uplink: Uplink, arrived: float,
-                 fragment: Fragment | None = None) -> None:
+                 fragment: Fragment | wire2.V2Fragment | None = None) -> None:
         self.index = index
         self.payload = payload
         self.uplink = uplink
         self.arrived = arrived
-        self.fragment = fragment if fragment is not None else parse_fragment(payload)
+        if fragment is None:
+            fragment = reassembly2.parse_held(payload) if uplink.fport == wire2.FPORT_V2 else parse_fragment(payload)
+        self.fragment = fragment
 
     def to_dict(self) -> dict:
         return {"index": self.index, "arrived": self.arrived, "uplink": self.uplink.to_dict()}
@@ -109,14 +133,27 @@ class Message:
     short: int | None = None
     #: what the deadline was last computed from (not state: recomputed as needed)
     basis: tuple | None = field(default=None, repr=False, compare=False)
+    #: wire format: 1, or 2 (then ``count`` is k; derived from the fragments' FPort)
+    wire: int = 1
+    #: v2 only: the fragments' pad, and the repair picture (not persisted: polls after a
+    #: restart start it again, bounded by ``Settings.repair_extensions``)
+    pad: int | None = None
+    polls: int = field(default=0, compare=False)
+    last_sent: int = field(default=-1, compare=False)
+    extensions: int = field(default=0, compare=False)
 
     @property
     def complete(self) -> bool:
+        """v1: every fragment arrived; v2: k distinct fragments (the record is rebuilt)."""
+        if self.wire == 2:
+            return self.count is not None and len(self.fragments) >= self.count
         return self.count is not None and len(self.fragments) == self.count
 
     def missing(self) -> list[int]:
         """Indices known to be missing (all below ``count``; below the highest held
-        index when the count is unknown)."""
+        index when the count is unknown). v2: the data chunks not held."""
+        if self.wire == 2:
+            return [i for i in range(self.count or 0) if i not in self.fragments]
         top = self.count if self.count is not None else (max(self.fragments) + 1 if self.fragments else 0)
         return [i for i in range(top) if i not in self.fragments]
 
@@ -131,6 +168,7 @@ class Message:
             "size": self.size,
             "closed": self.closed,
             "close_reason": self.close_reason,
+            "wire": self.wire,
             "fragments": [h.to_dict() for _, h in sorted(self.fragments.items())],
         }
 
@@ -142,7 +180,11 @@ class Message:
             h = Held.from_dict(hd)
             m.fragments[h.index] = h
             m.max_index = max(m.max_index, h.index)
-        if m.size is not None:
+            if isinstance(h.fragment, wire2.V2Fragment):
+                m.wire, m.pad = 2, h.fragment.pad
+        if m.wire == 2:
+            m.short = None
+        elif m.size is not None:
             m.short = next((i for i, h in m.fragments.items() if len(h.payload) < m.size), None)
         return m
 
@@ -159,11 +201,26 @@ class Recent:
     closed: float
     close_reason: str | None
     payloads: dict[int, bytes]
+    #: v2 only: the rebuilt message (header fragment and data chunks), computed the
+    #: first time a fragment arrives after the rebuild; False: cannot be rebuilt
+    rebuilt: tuple | bool | None = None
 
     @classmethod
     def of(cls, m: Message) -> Recent:
         return cls(m.uid, m.dev_eui, m.msg_id, m.closed or 0.0, m.close_reason,
                    {i: h.payload for i, h in m.fragments.items()})
+
+    def v2_expected(self, frag: wire2.V2Fragment) -> bytes | None:
+        """v2: the payload the device sends for ``frag.index`` of this (rebuilt)
+        message, or None when it is no rebuilt v2 message with ``frag``'s header."""
+        if self.rebuilt is None:
+            self.rebuilt = (self.close_reason == "complete" and reassembly2.rebuilt_chunks(self.payloads)) or False
+        if not self.rebuilt:
+            return None
+        head, chunks = self.rebuilt
+        if reassembly2.conflict(head.k, head.pad, head.size, frag):
+            return None
+        return reassembly2.expected_payload(head, chunks, frag.index)
 
     def to_dict(self) -> dict:
         return {"uid": self.uid, "dev_eui": self.dev_eui, "msg_id": self.msg_id, "closed": self.closed,
@@ -180,13 +237,15 @@ class Recent:
 
 @dataclass
 class FeedResult:
-    status: Literal["accepted", "duplicate", "ignored"]
+    #: ``poll``: a v2 poll, stored as nothing; ``poll`` says what is held
+    status: Literal["accepted", "duplicate", "ignored", "poll"]
     #: why an uplink was ignored
     reason: str | None = None
     #: the message the fragment now belongs to, or the closed one it duplicates
     message: Message | Recent | None = None
     #: messages closed by this uplink: completed, or closed by a conflict or the caps
     closed: list[Message] = field(default_factory=list)
+    poll: PollEvent | None = None
 
 
 def _fits(m: Message, frag: Fragment, length: int) -> tuple[bool, int | None]:
@@ -343,7 +402,9 @@ class Reassembler:
             radio = self._radio_cache.get((up.region, up.data_rate, up.frequency_hz))  # the usual case: a hit
             dr, dc = radio or self._radio(up.region, up.data_rate, up.frequency_hz)
             size = m.size or dr.max_payload
-            if m.count is not None:
+            if m.wire == 2:
+                n = reassembly2.deadline_fragments(m.count or 1, m.max_index)
+            elif m.count is not None:
                 n = m.count
             elif m.short is not None:  # the short fragment is the last one
                 n = m.short + 1
@@ -389,6 +450,8 @@ class Reassembler:
         """Take one uplink. Raises :class:`collector.core.wire.FragmentError` when its
         payload is not a valid fragment."""
         if up.fport != self.settings.fport:
+            if up.fport == wire2.FPORT_V2:
+                return self._feed_v2(up, now)
             return FeedResult("ignored", reason=f"fPort {up.fport} is not the fragment port {self.settings.fport}")
         frag = parse_fragment(up.payload)
         key = (up.dev_eui, frag.msg_id)
@@ -402,7 +465,7 @@ class Reassembler:
                 and r.payloads.get(frag.index) == up.payload):
             return FeedResult("duplicate", message=r)
         if m is not None:
-            if held is None:
+            if held is None and m.wire == 1:
                 fits, size = _fits(m, frag, len(up.payload))
                 if fits:
                     return self._add(key, m, frag, up, now, closed, size)
@@ -450,3 +513,88 @@ class Reassembler:
         else:
             self._reschedule(key, m, up)
         return FeedResult("accepted", message=m, closed=closed)
+
+    # ------------------------------------------------------------------ wire format v2
+
+    def _feed_v2(self, up: Uplink, now: float) -> FeedResult:
+        frag = wire2.parse_v2(up.payload)
+        if isinstance(frag, wire2.V2Poll):
+            return self._poll(up, frag, now)
+        key = (up.dev_eui, frag.msg_id)
+        closed: list[Message] = []
+        m = self._open.get(key)
+        held = m.fragments.get(frag.index) if m is not None else None
+        if held is not None and held.payload == up.payload:
+            return FeedResult("duplicate", message=m)
+        r = self._recent.get(key)
+        if r is not None and r.closed >= now - self.settings.duplicate_window and (
+                r.payloads.get(frag.index) == up.payload
+                or (frag.index not in r.payloads and r.v2_expected(frag) == up.payload)):
+            # the same bytes again, or a fragment the rebuilt message did not need
+            # (checked against the record: a new message reusing the msg_id differs)
+            return FeedResult("duplicate", message=r)
+        if m is not None:
+            # same k, pad and S (reassembly2.conflict says which differs; inlined: per fragment)
+            if held is None and m.wire == 2 and frag.k == m.count and frag.pad == m.pad and frag.size == m.size:
+                return self._add_v2(key, m, frag, up, now, closed)
+            closed.append(self._close(key, now, "conflict"))
+        closed.extend(self._make_room(up.dev_eui, now))
+        m = Message(f"{up.dev_eui}-{frag.msg_id}-{self.next_seq}", up.dev_eui, frag.msg_id, now, now,
+                    count=frag.k, size=frag.size, wire=2, pad=frag.pad)
+        self.next_seq += 1
+        self._add_open(key, m)
+        return self._add_v2(key, m, frag, up, now, closed)
+
+    def _add_v2(self, key, m: Message, frag: wire2.V2Fragment, up: Uplink, now: float,
+                closed: list[Message]) -> FeedResult:
+        m.fragments[frag.index] = Held(frag.index, up.payload, up, now, frag)
+        if frag.index > m.max_index:
+            m.max_index = frag.index
+        if len(m.fragments) >= frag.k:  # any k distinct fragments: rebuilt
+            closed.append(self._close(key, now, "complete"))
+        else:
+            self._reschedule(key, m, up)
+        return FeedResult("accepted", message=m, closed=closed)
+
+    def _poll(self, up: Uplink, p: wire2.V2Poll, now: float) -> FeedResult:
+        """A poll: say what is held; an open message that needs a repair round gets
+        the time for it (the first poll, and each poll after the device sent more)."""
+        key = (up.dev_eui, p.msg_id)
+        m = self._open.get(key)
+        if m is not None and m.wire == 2 and m.count == p.k:
+            extended = False
+            if (m.polls == 0 or p.sent > m.last_sent) and m.extensions < self.settings.repair_extensions:
+                extended = self._extend_for_repair(key, m, up, now, p.k - len(m.fragments))
+            m.polls += 1
+            m.last_sent = max(m.last_sent, p.sent)
+            ev = PollEvent(p.msg_id, p.k, p.sent, len(m.fragments), False, False, m.uid, extended)
+            return FeedResult("poll", message=m, poll=ev)
+        r = self._recent.get(key)
+        if (m is None and r is not None and r.closed >= now - self.settings.duplicate_window
+                and r.payloads and (head := self._v2_head(r)) is not None and head.k == p.k):
+            ev = PollEvent(p.msg_id, p.k, p.sent, len(r.payloads), r.close_reason == "complete", True, r.uid)
+            return FeedResult("poll", message=r, poll=ev)
+        return FeedResult("poll", poll=PollEvent(p.msg_id, p.k, p.sent, 0, False, False))
+
+    @staticmethod
+    def _v2_head(r: Recent) -> wire2.V2Fragment | None:
+        try:
+            return reassembly2.parse_held(next(iter(r.payloads.values())))
+        except FragmentError:
+            return None
+
+    def _extend_for_repair(self, key, m: Message, up: Uplink, now: float, need: int) -> bool:
+        s = self.settings
+        if s.deadline_policy == "fixed":
+            span = s.message_timeout
+        else:
+            dr, dc = self._radio(up.region, up.data_rate, up.frequency_hz)
+            uplinks = max(need, 1) + reassembly2.ROUND_EXTRA
+            span = max(s.message_timeout,
+                       s.adaptive_margin * lorawan.min_message_duration(dr, uplinks, m.size or dr.max_payload, dc))
+        m.extensions += 1
+        if now + span <= m.deadline:
+            return False
+        m.deadline = now + span
+        heapq.heappush(self._heap, (m.deadline, m.uid, key))
+        return True

@@ -32,6 +32,7 @@ from collector.service.keys import (
 )
 from collector.service.loops import CLOSING
 from collector.service.metrics import CONTENT_TYPE_LATEST
+from collector.service.repairs import REPAIR, message_view
 from collector.service.store import StoreUnavailable, op_retry_dead
 
 MESSAGE_STATES = ("open", "complete", "partial", "incident")
@@ -116,6 +117,9 @@ async def message(request: web.Request) -> web.Response:
     d = await _q(request.app[STORE].get_message, request.match_info["id"])
     if d is None:
         return error(404, f"no message {request.match_info['id']!r}")
+    repair = await _q(message_view, request.app[REPAIR], request.app[STORE].query, d)
+    if repair is not None:
+        d["repair"] = repair
     return web.json_response(d)
 
 
@@ -172,4 +176,5 @@ async def status(request: web.Request) -> web.Response:
     counts = await _q(app[STORE].counts)
     counts["now"] = app[CLOCK].now()
     counts["circuit"] = app[DELIVERY].circuit.state(app[CLOCK].now())
+    counts["repair"] = app[REPAIR].status()
     return web.json_response(counts)

@@ -61,6 +61,7 @@ from collector.service.logs import KeyValueFormatter, setup_logging  # noqa: F40
 from collector.service.loops import CLOSING, Closing
 from collector.service.metrics import Metrics
 from collector.service.registry import load_file
+from collector.service.repairs import REPAIR, device_handler, repair_ctx
 from collector.service.store import GroupCommitter, Store, op_device
 from collector.service.workers import ChannelServer, PrivateDir, WorkerPool, reserve_port
 
@@ -88,7 +89,7 @@ def init_app(cfg: ServiceConfig, clock: Clock | None = None, workers: WorkerPool
     if workers is not None:
         app[WORKERS] = workers
     setup_routes(app)
-    app.cleanup_ctx.extend([_store_ctx, _delivery_ctx, _assembler_ctx, _closing_ctx, _ingest_ctx])
+    app.cleanup_ctx.extend([_store_ctx, _delivery_ctx, _assembler_ctx, _closing_ctx, repair_ctx, _ingest_ctx])
     app.on_shutdown.append(_on_shutdown)
     return app
 
@@ -109,6 +110,7 @@ def setup_routes(app: web.Application) -> None:
             ("POST", "/api/deadletters/retry", api.guarded(api.retry_all)),
             ("POST", "/api/deadletters/{id}/retry", api.guarded(api.retry)),
             ("GET", "/api/status", api.guarded(api.status)),
+            ("GET", "/api/devices/{eui}/repair", api.guarded(device_handler)),
             ("POST", "/admin/clock", api.guarded(admin.clock))):
         (r.add_get if method == "GET" else r.add_post)(path, handler, expect_handler=expect_json)
 
@@ -207,6 +209,7 @@ async def _closing_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     app[INGEST] = Ingest(app[CFG], app[CLOCK], app[METRICS], app[REASM], app[COMMITTER], app[CLOSING])
+    app[INGEST].repair = app[REPAIR]
     yield
 
 

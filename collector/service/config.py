@@ -3,7 +3,7 @@ variables, then command-line flags (each later source overrides the earlier).
 
 Every field of :class:`ServiceConfig` is a TOML key of the same name (top level, or
 inside the table of its group, :data:`TABLES`: ``[ingest]``, ``[reassembly]``,
-``[delivery]``, ``[operations]``), an environment variable ``COLLECTOR_<NAME>``
+``[delivery]``, ``[operations]``, ``[repair]``), an environment variable ``COLLECTOR_<NAME>``
 (upper case) and a flag ``--<name-with-dashes>``. Lists are comma-separated in the
 environment.
 """
@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collector.core.reassembly import Settings
+from collector.core.repair import Policy
+from collector.core.wire2 import FPORT_V2
 from collector.tomlconfig import check_keys, read_toml
 from collector.tomlconfig import table as tomltable
 
@@ -92,6 +94,29 @@ class ServiceConfig:
     circuit_reset: float = 30.0
     #: seed of the jitter stream
     seed: int = 0
+    # ------------------------------------------------------------------ repair (wire format v2)
+    # (docs/repair.md, "The collector"; docs/operations.md, "Repair and downlinks")
+    #: ChirpStack v4 REST API base URL, for downlinks to devices heard through ChirpStack
+    chirpstack_api_url: str = ""
+    chirpstack_api_token: str = ""
+    #: ``Authorization`` or ``Grpc-Metadata-Authorization`` (its REST proxy's header)
+    chirpstack_auth_header: str = "Authorization"
+    #: where downlinks to devices heard on /uplink (the collector's own format) go
+    downlink_url: str = ""
+    downlink_token: str = ""
+    #: predicted first-round rebuild the redundancy policy keeps (and one NEED round)
+    repair_target: float = 0.99
+    #: steer each device's parity with REDUNDANCY
+    repair_adaptive: bool = True
+    repair_min_parity: int = 0
+    repair_max_parity: int = 32
+    #: ACK a message as soon as it is rebuilt, not only when polled
+    repair_ack_on_rebuild: bool = True
+    downlink_timeout: float = 10.0
+    downlink_backoff_base: float = 5.0
+    downlink_backoff_cap: float = 300.0
+    #: seconds a downlink the network server does not take is retried before it is dropped
+    downlink_expiry: float = 3600.0
     # ------------------------------------------------------------------ store / operations
     #: delivered documents and fragments older than this (seconds) are pruned
     retention: float = 30 * 24 * 3600.0
@@ -120,6 +145,8 @@ class ServiceConfig:
             raise ValueError("message_timeout must be positive")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} outside 0..65535")
+        if self.fport == FPORT_V2:
+            raise ValueError(f"fport {self.fport} is wire format v2's port; v1 fragments need another")
         if self.read_timeout <= 0:
             raise ValueError("read_timeout must be positive")
         if self.body_limit < 1024:
@@ -147,6 +174,24 @@ class ServiceConfig:
             self.reassembly_settings()
         except ValueError as e:  # default_region and the other reassembly settings
             raise ValueError(str(e)) from None
+        for name in ("chirpstack_api_url", "downlink_url"):
+            if getattr(self, name) and not getattr(self, name).startswith(("http://", "https://")):
+                raise ValueError(f"{name} {getattr(self, name)!r} must start with http:// or https://")
+        if self.chirpstack_auth_header not in ("Authorization", "Grpc-Metadata-Authorization"):
+            raise ValueError("chirpstack_auth_header must be 'Authorization' or 'Grpc-Metadata-Authorization'")
+        if not 0.0 < self.repair_target < 1.0:
+            raise ValueError(f"repair_target must be between 0 and 1 (exclusive), not {self.repair_target}")
+        if not 0 <= self.repair_min_parity <= self.repair_max_parity <= 32:
+            raise ValueError("need 0 <= repair_min_parity <= repair_max_parity <= 32")
+        for name in ("downlink_timeout", "downlink_backoff_base", "downlink_backoff_cap", "downlink_expiry"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+
+    def repair_policy(self) -> Policy:
+        """The repair and redundancy policy (:class:`collector.core.repair.Policy`)."""
+        return Policy(target=self.repair_target, lower_target=1 - (1 - self.repair_target) / 2,
+                      min_r=self.repair_min_parity, max_r=self.repair_max_parity, adaptive=self.repair_adaptive,
+                      ack_on_rebuild=self.repair_ack_on_rebuild)
 
     @property
     def any_ingest_token(self) -> bool:
@@ -185,7 +230,7 @@ TOKEN_LISTS = ("ingest_token", "ttn_token", "chirpstack_token", "generic_token",
 #: ``COLLECTOR_*`` variables read elsewhere (not settings of the service)
 OTHER_ENV = frozenset({"COLLECTOR_CONFIG", "COLLECTOR_DEVICE_TOKEN"})
 SECRETS = ("ingest_token", "ttn_token", "chirpstack_token", "generic_token", "api_token",
-           "webapp_token", "webapp_password")
+           "webapp_token", "webapp_password", "chirpstack_api_token", "downlink_token")
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(ServiceConfig)}
 
 
@@ -241,6 +286,10 @@ TABLES: dict[str, tuple[str, ...]] = {
                  "circuit_threshold", "circuit_reset", "seed"),
     "operations": ("retention", "prune_interval", "devices_file", "clock", "clock_start", "log_level",
                    "shutdown_timeout"),
+    "repair": ("chirpstack_api_url", "chirpstack_api_token", "chirpstack_auth_header", "downlink_url",
+               "downlink_token", "repair_target", "repair_adaptive", "repair_min_parity", "repair_max_parity",
+               "repair_ack_on_rebuild", "downlink_timeout", "downlink_backoff_base", "downlink_backoff_cap",
+               "downlink_expiry"),
 }
 _DOC = "see docs/operations.md"
 

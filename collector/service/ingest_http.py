@@ -19,16 +19,19 @@ from typing import Any
 
 from aiohttp import web
 
-from collector.core.reassembly import Message, Reassembler
+from collector.core.reassembly import Message, PollEvent, Reassembler
 from collector.core.uplink import Uplink
 from collector.core.wire import FragmentError
+from collector.core.wire2 import FPORT_V2
 from collector.service.clock import Clock
 from collector.service.config import ServiceConfig
+from collector.service.downlinks import downlink_route
 from collector.service.gate import Answer, IngestGate
 from collector.service.gate import error as answer_error
 from collector.service.keys import STOPPING
 from collector.service.loops import Closing
 from collector.service.metrics import Metrics
+from collector.service.repairs import RepairHub
 from collector.service.store import (
     GroupCommitter,
     Op,
@@ -53,6 +56,7 @@ class Pending:
     message: Any
     index: int
     closed: list[Message]
+    poll: PollEvent | None = None
 
 
 class Ingest:
@@ -68,6 +72,8 @@ class Ingest:
         self.committer = committer
         self.closing = closing
         self.gate = IngestGate(cfg, self)
+        #: the v2 repair loop (set when the service starts)
+        self.repair: RepairHub | None = None
         self._outcome_counters: dict[tuple[str, str], Any] = {}
         self._request_counters: dict[tuple[str, int], Any] = {}
 
@@ -101,18 +107,19 @@ class Ingest:
 
     # ------------------------------------------------------------------ ingest
 
-    async def accept(self, up: Uplink, integration: str) -> Answer:
+    async def accept(self, up: Uplink, integration: str, route: dict | None = None) -> Answer:
         """Feed one parsed uplink to the reassembler and commit it; the answer."""
-        entered = self.enter(up, integration)
+        entered = self.enter(up, integration, route)
         if isinstance(entered, Answer):
             return entered
         await asyncio.wait([entered.future])
         return self.settle(entered)
 
-    def enter(self, up: Uplink, integration: str) -> Answer | Pending:
+    def enter(self, up: Uplink, integration: str, route: dict | None = None) -> Answer | Pending:
         """The synchronous part of :meth:`accept`: feed the reassembler and queue the
         commit. Answers at once what needs no commit; otherwise the commit to wait
-        for before :meth:`settle`."""
+        for before :meth:`settle`. ``route``: the downlink route a v2 uplink's
+        request brought (:func:`collector.service.downlinks.route_from_headers`)."""
         now = self.clock.now()
         if up.received_ms is None:  # the body carried no receive time: the collector's
             up = dataclasses.replace(up, received_ms=int(now * 1000))
@@ -130,28 +137,37 @@ class Ingest:
         if res.status == "ignored":
             return self.gate.ignored(integration, res.reason or "ignored")
         msg = res.message
-        assert msg is not None
+        assert msg is not None or res.status == "poll"  # a v2 poll for a message not held
         index = up.payload[1]
         closed = res.closed
         # The fragment and the new state of every message it changed are committed
         # before the answer; a message it closed is recorded as closed (its header
         # says so) and assembled by the aggregator afterwards - or, after a crash,
         # at the next start.
-        headers = [message_header(msg)] if res.status == "accepted" else []
+        # (a v2 poll is logged, not held; it may have moved its open message's deadline)
+        opened = res.status == "accepted" or (res.status == "poll" and isinstance(msg, Message) and msg.closed is None)
+        headers = [message_header(msg)] if opened else []
         headers.extend(message_header(m) for m in closed if m is not msg)
-        ops: list[Op] = [op_ingest(now, msg.uid, index, res.status, row, headers, self.reasm.next_seq, text)]
+        ops: list[Op] = [op_ingest(now, msg.uid if msg else None, index, res.status, row, headers,
+                                   self.reasm.next_seq, text)]
         if closed:
             ops.extend(self._cap_ops(closed, now))
             self.closing.pending.extend(closed)
+        repair = self.repair.on_uplink(up, route, res, now) if self.repair and up.fport == FPORT_V2 else None
+        if repair is not None:
+            # the repair state and any downlink it made due commit with the uplink
+            ops.extend(repair.ops)
         try:
             fut = self.committer.submit_nowait(ops[0] if len(ops) == 1 else together(ops))
         except StoreUnavailable as e:
             fut = asyncio.get_running_loop().create_future()
             fut.set_exception(e)
+        if repair is not None:
+            fut.add_done_callback(repair.committed)
         if closed:
             # closed messages are gone from the open set: record them in any case
             self.closing.wake()
-        return Pending(fut, integration, up.dev_eui, res.status, msg, index, closed)
+        return Pending(fut, integration, up.dev_eui, res.status, msg, index, closed, res.poll)
 
     def settle(self, p: Pending) -> Answer:
         """The answer once the commit :meth:`enter` queued has finished (committed,
@@ -165,6 +181,10 @@ class Ingest:
             return answer_error(503, f"the store cannot take the uplink now: {exc}", {"Retry-After": "5"})
         self.uplink(p.integration, p.status)
         msg = p.message
+        if p.poll is not None:
+            ev = p.poll
+            return Answer(202, {"status": "poll", "message": msg.uid if msg else None, "held": ev.held,
+                                "need": ev.need, "rebuilt": ev.rebuilt})
         target = self.closing.target
         if msg.closed is None and (target is None or msg.deadline < target):
             self.closing.wake()
@@ -209,7 +229,8 @@ def ingest_handler(integration: str):
             ans = answer_error(503, "the collector is shutting down", {"Retry-After": "5"})
         else:
             up = await ingest.gate.admit(request, integration)
-            ans = up if isinstance(up, Answer) else await ingest.accept(up, integration)
+            ans = up if isinstance(up, Answer) else await ingest.accept(up, integration,
+                                                                       downlink_route(up, integration, request))
         ingest.answered(integration, ans.status, time.perf_counter() - t0)
         return ans.response()
     return handler

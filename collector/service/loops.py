@@ -15,12 +15,13 @@ import logging
 from aiohttp import web
 
 from collector.core.reassembly import Message, Reassembler
+from collector.service import outbox
 from collector.service.aggregator import Assembler
 from collector.service.clock import Clock, wait_first
 from collector.service.config import ServiceConfig
 from collector.service.delivery import DeliveryAgent
 from collector.service.metrics import Metrics
-from collector.service.store import GroupCommitter, Op, StoreUnavailable, op_closed, op_prune
+from collector.service.store import GroupCommitter, Op, StoreUnavailable, op_closed, op_prune, together
 
 log = logging.getLogger("collector.service")
 
@@ -157,7 +158,9 @@ class Closing:
 
     async def prune(self) -> dict:
         try:
-            n = await self.committer.submit(op_prune(self.clock.now() - self.cfg.retention))
+            before = self.clock.now() - self.cfg.retention
+            n, downlinks = await self.committer.submit(together([op_prune(before), outbox.op_prune_log(before)]))
+            n["downlinks"] = downlinks
         except StoreUnavailable:
             return {}
         if n and any(n.values()):

@@ -62,6 +62,7 @@ from aiohttp import web
 
 from collector.core.uplink import Uplink
 from collector.service.config import ServiceConfig
+from collector.service.downlinks import downlink_route
 from collector.service.errors import JsonRunner, connection_bound, expect_json, json_errors
 from collector.service.gate import INTEGRATIONS, Answer, IngestGate, error
 
@@ -155,9 +156,10 @@ class ChannelServer:
     def _uplinks(self, items: list, writer: asyncio.StreamWriter) -> None:
         svc = self.service
         entered: list[tuple[int, Any]] = []
-        for rid, integration, fields in items:
+        for rid, integration, fields, *route in items:
             try:
-                entered.append((rid, svc.enter(uplink_from_fields(fields), integration)))
+                # (a v2 uplink carries its downlink route as a fourth item)
+                entered.append((rid, svc.enter(uplink_from_fields(fields), integration, *route)))
             except Exception:  # noqa: BLE001 - a bug must cost this request, not the worker's channel
                 log.exception("event=ingest_failed integration=%s", integration)
                 entered.append((rid, _INTERNAL))
@@ -416,12 +418,13 @@ class Worker:
         async def handler(request: web.Request) -> web.Response:
             t0 = time.perf_counter()
             up = await self.gate.admit(request, integration)
-            ans = up if isinstance(up, Answer) else await self._forward(up, integration)
+            ans = up if isinstance(up, Answer) else await self._forward(up, integration,
+                                                                       downlink_route(up, integration, request))
             self._answered(integration, ans.status, time.perf_counter() - t0)
             return ans.response()
         return handler
 
-    def _forward(self, up: Uplink, integration: str) -> asyncio.Future:
+    def _forward(self, up: Uplink, integration: str, route: dict | None = None) -> asyncio.Future:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         if self._writer is None or self._writer.is_closing():
@@ -432,7 +435,8 @@ class Worker:
         self._waiting[rid] = fut
         if not self._outbox:
             loop.call_soon(self._flush)
-        self._outbox.append([rid, integration, uplink_fields(up)])
+        self._outbox.append([rid, integration, uplink_fields(up), route] if route else
+                            [rid, integration, uplink_fields(up)])
         return fut
 
     def _flush(self) -> None:

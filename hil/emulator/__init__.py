@@ -6,15 +6,14 @@ from collections.abc import Callable
 
 from hil.emulator.core import (
     FAULTS,
-    Air,
     EmulatorConfig,
     Faults,
     ModuleModel,
     Out,
-    PtyEmulator,
     TxFrame,
     TxHook,
 )
+from hil.emulator.pty import Air, PtyEmulator
 from hil.emulator.rak3172 import RAK3172Model
 from hil.emulator.rn2483 import RN2483Model
 

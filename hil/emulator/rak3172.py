@@ -1,17 +1,46 @@
-"""Emulated RAKwireless RAK3172 with RUI3 firmware: the AT commands of modems.md,
-plus the queries (``AT+<name>=?``), ``AT``, ``ATZ`` and ``AT+NJS=?`` a driver needs."""
+"""Emulated RAKwireless RAK3172 with RUI3 firmware: the AT commands of modems.md and
+the others docs/modems.md lists, in RUI3's four forms: ``AT+X?`` (help), ``AT+X``
+(run), ``AT+X=?`` (read), ``AT+X=<value>`` (write)."""
 
 from __future__ import annotations
 
 import re
 
 from collector.core import lorawan
+from hil.emulator.channels import ChannelPlan
 from hil.emulator.core import EmulatorConfig, ModuleModel, Out, Replies
 
 FIRMWARE = "RUI_4.0.6_RAK3172-E"
 #: what RUI3 prints when it boots
 BANNER = ("RAKwireless RAK3172-E Example", "------------------------------------------------------",
-          "Current Work Mode: LoRaWAN.")
+          f"Version: {FIRMWARE}", "Current Work Mode: LoRaWAN.")
+#: ``AT+JOIN`` without parameters: start, no auto-join, 8 s between attempts, 0 retries
+JOIN_DEFAULTS = "1:0:8:0"
+#: ``AT+<name>?``: the one-line help of each command the emulator knows
+HELP = {
+    "ADR": "get or set the adaptive data rate setting (0 = off, 1 = on)",
+    "APPEUI": "get or set the application EUI (8 bytes in hex)",
+    "APPKEY": "get or set the application key (16 bytes in hex)",
+    "APPSKEY": "get or set the application session key (16 bytes in hex)",
+    "BAND": "get or set the active region (4 = EU868, 5 = US915)",
+    "CFM": "get or set the confirm mode of uplinks (0 = off, 1 = on)",
+    "CFS": "get the confirm status of the last uplink (0 = not acknowledged, 1 = acknowledged)",
+    "CLASS": "get or set the device class (A, B or C)",
+    "DCS": "get or set the duty cycle setting (0 = off, 1 = on)",
+    "DEVADDR": "get or set the device address (4 bytes in hex)",
+    "DEVEUI": "get or set the device EUI (8 bytes in hex)",
+    "DR": "get or set the data rate",
+    "JOIN": "join the network (start:auto-join:interval:attempts)",
+    "MASK": "get or set the channel mask, one bit per sub-band (US915 only)",
+    "NJM": "get or set the network join mode (0 = ABP, 1 = OTAA)",
+    "NJS": "get the join status (0 = not joined, 1 = joined)",
+    "NWKSKEY": "get or set the network session key (16 bytes in hex)",
+    "NWM": "get or set the network working mode (0 = P2P, 1 = LoRaWAN, 2 = FSK)",
+    "RECV": "get the last received data (port:hex)",
+    "SEND": "send data on a port (port:hex)",
+    "SN": "get the serial number of the device",
+    "VER": "get the version of the firmware",
+}
 BANDS = {4: "EU868", 5: "US915"}
 DEFAULT_DR = {"EU868": 0, "US915": 0}
 
@@ -32,21 +61,40 @@ class RAK3172Model(ModuleModel):
         self.njm = 1
         self.adr = 0
         self.cfm = 0
+        self.dev_class = "A"
+        self.echo = False
+        #: the last downlink received, and whether the last confirmed uplink was acknowledged
+        self.recv: tuple[int, bytes] = (0, b"")
+        self.cfs = 0
+        self.serial = "1722" + config.dev_eui[-8:].upper()
 
     def _banner(self, t: float) -> list[Out]:
         return [self.line(t, text) for text in BANNER]
 
     def _command(self, text: str, now: float) -> list[Out]:
+        echo = [self.line(now, text)] if self.echo else []
+        return echo + self._answer(text, now)
+
+    def _answer(self, text: str, now: float) -> list[Out]:
         ok = [self.line(now, "OK")]
         err = [self.line(now, "AT_PARAM_ERROR")]
         if text == "AT":
             return ok
         if text == "ATZ":
             return self._reboot(now)
-        m = re.fullmatch(r"AT\+([A-Z]+)=(.*)", text)
-        if not m:
-            return [self.line(now, "AT_ERROR")]
-        name, value = m.groups()
+        if text == "ATE":
+            self.echo = not self.echo
+            return ok
+        if text == "AT?":
+            return [self.line(now, f"AT+{name}: {desc}") for name, desc in HELP.items()] + ok
+        if text == "AT+JOIN":
+            return self._join(JOIN_DEFAULTS, now)
+        m = re.fullmatch(r"AT\+([A-Z]+)(\?|=.*)", text)
+        if not m or m.group(1) not in HELP:
+            return [self.line(now, "AT_COMMAND_NOT_FOUND" if text.startswith("AT") else "AT_ERROR")]
+        name, value = m.group(1), m.group(2)[1:]
+        if m.group(2) == "?":
+            return [self.line(now, f"AT+{name}: {HELP[name]}"), self.line(now, "OK")]
         if value == "?":
             got = self._query(name)
             if got is None:
@@ -64,11 +112,32 @@ class RAK3172Model(ModuleModel):
             if name == "NJM":
                 self.joined = False
             return ok
+        if name == "DCS":
+            if value not in ("0", "1"):
+                return err
+            self.config.duty_cycle = value == "1"
+            return ok
+        if name == "CLASS":
+            if value not in ("A", "B", "C"):
+                return err
+            self.dev_class = value
+            return ok
+        if name == "NWM":
+            # only LoRaWAN is emulated; P2P and FSK modes are refused
+            return ok if value == "1" else err
+        if name == "MASK":
+            if self.region.name != "US915":
+                return [self.line(now, "AT_ERROR")]
+            if not re.fullmatch(r"[0-9A-Fa-f]{4}", value) or not 0 < int(value, 16) < 256:
+                return err
+            self.plan.set_mask(int(value, 16))
+            return ok
         if name == "BAND":
             if not value.isdigit() or int(value) not in BANDS:
                 return err
             self.band = int(value)
             self.region = lorawan.region(BANDS[self.band])
+            self.plan = ChannelPlan(self.region, self.config.sub_band)
             self.band_free_at.clear()
             self._boot_keep_epoch()
             return ok
@@ -100,6 +169,13 @@ class RAK3172Model(ModuleModel):
             "NJS": "1" if self.joined else "0",
             "ADR": str(self.adr),
             "CFM": str(self.cfm),
+            "CFS": str(self.cfs),
+            "CLASS": self.dev_class,
+            "DCS": "1" if self.config.duty_cycle else "0",
+            "NWM": "1",
+            "SN": self.serial,
+            "RECV": f"{self.recv[0]}:{self.recv[1].hex().upper()}",
+            "MASK": f"{self.plan.mask():04X}" if self.region.name == "US915" else None,
         }.get(name)
 
     def _abp_ready(self) -> bool:
@@ -134,7 +210,10 @@ class RAK3172Model(ModuleModel):
 
     def _tx_result(self, t: float, dl: tuple[int, bytes] | None, confirmed: bool, nack: bool) -> list[Out]:
         outs = []
+        if confirmed:
+            self.cfs = 0 if nack else 1
         if dl:
+            self.recv = dl
             rssi, snr = int(self.config.rssi), int(self.config.snr)
             outs.append(self.line(t, f"+EVT:RX_1:{rssi}:{snr}:UNICAST:{dl[0]}:{dl[1].hex().upper()}"))
         if nack:

@@ -1,4 +1,5 @@
-"""Emulated Microchip RN2483 (EU868) / RN2903 (US915): every command of modems.md."""
+"""Emulated Microchip RN2483 (EU868) / RN2903 (US915): every command of modems.md
+and the others docs/modems.md lists, answered as the command reference says."""
 
 from __future__ import annotations
 
@@ -10,6 +11,16 @@ from hil.emulator.core import EmulatorConfig, ModuleModel, Out, Replies
 VERSIONS = {"EU868": "RN2483 1.0.5 Oct 31 2018 15:06:52", "US915": "RN2903 1.0.5 Nov 06 2018 10:45:27"}
 DEFAULT_DR = {"EU868": 5, "US915": 0}
 PAUSE_MS = "4294967245"
+#: the band argument ``mac reset`` takes (None: none at all; the RN2903 has one band)
+RESET_BANDS = {"EU868": ("868", "433"), "US915": (None, "915")}
+#: second receive window after ``mac reset``: (DR, Hz)
+DEFAULT_RX2 = {"EU868": (0, 869_525_000), "US915": (8, 923_300_000)}
+RX2_LIMITS = {"EU868": (0, 7, 863_000_000, 870_000_000), "US915": (8, 13, 923_300_000, 927_500_000)}
+#: radio settings after power-on: frequency, power (dBm)
+RADIO_DEFAULTS = {"EU868": (868_100_000, 1), "US915": (923_300_000, 2)}
+VDD_MV = "3304"
+#: ``mac get status`` bits (firmware 1.0.5): mac state in bits 0-3, then these
+STATUS_JOINED, STATUS_ADR, STATUS_PAUSED = 1 << 4, 1 << 6, 1 << 8
 
 _HEX = re.compile(r"^(?:[0-9A-Fa-f]{2})*\Z")
 _KEYS = {"deveui": 16, "appeui": 16, "appkey": 32, "devaddr": 8, "nwkskey": 32, "appskey": 32}
@@ -35,6 +46,15 @@ class RN2483Model(ModuleModel):
         self.wdt_ms = 15000
         self.rx_waiting = False
         self.rx_token = 0
+        self.dnctr = 0
+        self.rx2 = DEFAULT_RX2[self.region.name]
+        self.radio_freq, self.radio_pwr = RADIO_DEFAULTS[self.region.name]
+
+    def _mac_reset(self) -> None:
+        """``mac reset``: the LoRaWAN stack back to the band's defaults (DR, ADR,
+        counters, channels, RX2; not joined). The keys stay, as stored by ``mac save``."""
+        self._boot()
+        self.plan.reset(self.config.sub_band)
 
     # -- dispatch
 
@@ -52,11 +72,28 @@ class RN2483Model(ModuleModel):
             return [self.line(now, self.hweui)]
         if head == "mac reset":
             band = parts[2] if len(parts) == 3 else None
-            valid = ("868", "433") if self.region.name == "EU868" else (None, "915")
-            if band not in valid or len(parts) > 3:
+            if band not in RESET_BANDS[self.region.name] or len(parts) > 3:
                 return bad
-            self._boot()
+            self._mac_reset()
+            # after the reset: its epoch drops what was scheduled before it, not this
+            return [self.line(now, "ok")]
+        if text == "mac save":
             return ok
+        if text == "sys get vdd":
+            return [self.line(now, VDD_MV)]
+        if text == "sys factoryRESET":
+            # EEPROM erased: the keys are gone, the DevEUI is the hardware EUI again
+            self.keys = {"deveui": self.hweui}
+            self.plan.reset(None)
+            return self._reboot(now)
+        if head == "mac get" and len(parts) == 5 and parts[2] == "ch":
+            return self._mac_get_ch(parts[3], parts[4], now)
+        if head == "mac set" and len(parts) == 6 and parts[2] == "ch":
+            return self._mac_set_ch(parts[3], parts[4], parts[5], now)
+        if head == "mac set" and len(parts) == 5 and parts[2] == "rx2":
+            return self._mac_set_rx2(parts[3], parts[4], now)
+        if head == "radio get" and len(parts) == 3:
+            return self._radio_get(parts[2], now)
         if head == "mac set" and len(parts) == 4:
             return stray + self._mac_set(parts[2], parts[3], now)
         if head == "mac get" and len(parts) == 3:
@@ -109,7 +146,49 @@ class RN2483Model(ModuleModel):
             return [self.line(now, "on" if self.adr else "off")]
         if key == "upctr":
             return [self.line(now, str(self.fcnt))]
+        if key == "dnctr":
+            return [self.line(now, str(self.dnctr))]
+        if key == "status":
+            state = 1 if self.busy_until > now else 0
+            bits = state | (STATUS_JOINED if self.joined else 0) | (STATUS_ADR if self.adr else 0)
+            bits |= STATUS_PAUSED if self.paused else 0
+            return [self.line(now, f"{bits:08X}")]
+        if key == "rx2":
+            return [self.line(now, f"{self.rx2[0]} {self.rx2[1]}")]
         return [self.line(now, "invalid_param")]
+
+    def _mac_get_ch(self, key: str, ch_s: str, now: float) -> list[Out]:
+        plan = self.plan
+        if not ch_s.isdigit() or not plan.valid(int(ch_s)):
+            return [self.line(now, "invalid_param")]
+        ch = int(ch_s)
+        if key == "freq":
+            return [self.line(now, str(plan.frequency(ch)))]
+        if key == "drrange":
+            lo, hi = plan.dr_range(ch)
+            return [self.line(now, f"{lo} {hi}")]
+        if key == "status":
+            return [self.line(now, "on" if ch in plan.on else "off")]
+        if key == "dcycle" and not plan.us:
+            return [self.line(now, str(plan.dcycle(ch)))]
+        return [self.line(now, "invalid_param")]
+
+    def _mac_set_ch(self, key: str, ch_s: str, value: str, now: float) -> list[Out]:
+        ok = key == "status" and ch_s.isdigit() and value in ("on", "off")
+        ok = ok and self.plan.set_status(int(ch_s), value == "on")
+        return [self.line(now, "ok" if ok else "invalid_param")]
+
+    def _mac_set_rx2(self, dr_s: str, freq_s: str, now: float) -> list[Out]:
+        lo, hi, fmin, fmax = RX2_LIMITS[self.region.name]
+        if dr_s.isdigit() and freq_s.isdigit() and lo <= int(dr_s) <= hi and fmin <= int(freq_s) <= fmax:
+            self.rx2 = (int(dr_s), int(freq_s))
+            return [self.line(now, "ok")]
+        return [self.line(now, "invalid_param")]
+
+    def _radio_get(self, key: str, now: float) -> list[Out]:
+        value = {"sf": f"sf{self.radio_sf}", "freq": str(self.radio_freq), "pwr": str(self.radio_pwr),
+                 "cr": "4/5", "bw": "125", "wdt": str(self.wdt_ms)}.get(key)
+        return [self.line(now, value if value is not None else "invalid_param")]
 
     # -- LoRaWAN
 
@@ -152,6 +231,7 @@ class RN2483Model(ModuleModel):
         if nack:
             return [self.line(t, "mac_err")]
         if dl:
+            self.dnctr += 1
             return [self.line(t, f"mac_rx {dl[0]} {dl[1].hex().upper()}")]
         return [self.line(t, "mac_tx_ok")]
 

@@ -40,7 +40,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collector.core import wire
+from collector.core import wire, wire2
 from collector.core.uplink import Uplink
 from collector.service.store import Store
 from collector.service.workers import MAX_FRAME, frame, read_frame, uplink_fields, uplink_from_fields
@@ -546,3 +546,17 @@ def test_a_worker_that_keeps_dying_is_restarted_ever_later_and_one_that_ran_at_o
         delays.append(d)
     assert delays == [1, 2, 4, 8, 16, RESTART_MAX, RESTART_MAX, RESTART_MAX]
     assert restart_delay(failures, RESTART_RESET) == (1, 1.0)
+
+
+def test_wire_format_v2_through_the_workers(live):
+    # v2 fragments (FPort 17) and polls cross the worker channel to the owner like v1
+    dev = "00000000000F0017"
+    payloads = wire2.encode_message(wire.encode_record(example_record()), 4, 115, 2)  # k = 6
+    answers = [live.post(*uplink(dev, payloads, i, i, fport=17)) for i in range(2, 8)]  # data 0, 1 lost
+    assert [a.json()["status"] for a in answers] == ["accepted"] * 6
+    assert answers[-1].json()["closed"] == [answers[0].json()["message"]]
+    poll = live.post(*uplink(dev, [wire2.poll(4, 6, 8)], 0, 1, fport=17)).json()
+    assert poll == {"status": "poll", "message": answers[0].json()["message"], "held": 6, "need": 0,
+                    "rebuilt": True}
+    bad = live.post(*uplink(dev, [bytes.fromhex("04ff0606aa")], 0, 2, fport=17))
+    assert bad.status == 400 and "exactly 4 bytes" in bad.json()["error"]

@@ -1,23 +1,28 @@
 """Fixtures for the radio-rig tests: emulators on real pseudo-terminals, fast
-deadlines, and a small HTTP server on loopback standing in for the collector."""
+deadlines, and the real collector on loopback.
+
+The tests ask for a modem (``rig_factory``, ``bench_port``) and the environment
+decides which: an emulated module by default, or with ``--hil-port URL`` (or
+``HIL_PORT``) the real RN2483/RN2903/RAK3172 on that serial URL. Then a test for
+another module or region is skipped, a test that injects faults or sets up the
+emulator is skipped, and a test that looks inside the emulated module (what went
+on the air) runs its driver part and is skipped where that look starts.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import threading
+import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
-from aiohttp import web
 
-from collector.core import wire
+from collector.testing.harness import LiveService
+from hil.drivers.modem import Modem, RecoveryPolicy, Timeouts
+from hil.drivers.rak3172 import RAK3172
+from hil.drivers.rn2483 import RN2483
 from hil.emulator import Air, EmulatorConfig, Faults, PtyEmulator, start_emulator
-from hil.modem import Modem, RecoveryPolicy, Timeouts
-from hil.rak3172 import RAK3172
-from hil.rn2483 import RN2483
 
 #: deadlines small enough for an emulator at speed 0, large enough for a busy CI box
 FAST = Timeouts(command=1.5, tx_base=0.6, tx_airtime_factor=0.0, join=1.5, reset=1.5)
@@ -36,24 +41,92 @@ def wait_for(cond: Callable[[], object], timeout: float = 5.0, what: str = "cond
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("hil", "radio rig (docs/bench.md)")
+    g.addoption("--hil-port", default=os.environ.get("HIL_PORT") or None, metavar="URL",
+                help="Run the driver and send-records tests on the real module at this serial URL (env HIL_PORT).")
+    g.addoption("--hil-module", default=os.environ.get("HIL_MODULE") or None, choices=sorted(DRIVERS),
+                help="The module type on --hil-port (env HIL_MODULE; default: detected).")
+    g.addoption("--hil-collector", default=os.environ.get("HIL_COLLECTOR") or None, metavar="URL",
+                help="The collector the network server forwards the bench module's uplinks to (env HIL_COLLECTOR).")
+    g.addoption("--hil-token", default=os.environ.get("HIL_TOKEN") or None,
+                help="Bearer token of --hil-collector's API (env HIL_TOKEN).")
+
+
+@dataclass(frozen=True)
+class Bench:
+    """The real module the tests run on (``--hil-port``)."""
+
+    port: str
+    module: str
+    region: str
+    dev_eui: str
+    collector: str | None
+    token: str | None
+
+
+@pytest.fixture(scope="session")
+def bench(pytestconfig: pytest.Config) -> Bench | None:
+    """The real module when ``--hil-port`` is given (probed once), else None."""
+    port = pytestconfig.getoption("--hil-port")
+    if not port:
+        return None
+    from hil.cli_common import detect_module
+
+    module = pytestconfig.getoption("--hil-module") or detect_module(port)
+    if module is None:
+        pytest.exit(f"--hil-port {port}: no RN2483/RN2903 or RAK3172 answered", returncode=2)
+    with DRIVERS[module](port) as m:
+        info = m.probe()
+    return Bench(port, module, info.region, info.dev_eui, pytestconfig.getoption("--hil-collector"),
+                 pytestconfig.getoption("--hil-token"))
+
+
 @dataclass
 class Rig:
-    emu: PtyEmulator
+    emu: PtyEmulator | None
     modem: Modem
-    faults: Faults
+    injected: Faults | None
+
+    @property
+    def faults(self) -> Faults:
+        if self.injected is None:
+            pytest.skip("injects faults, which needs the emulator (--hil-port)")
+        return self.injected
 
     @property
     def model(self):
+        if self.emu is None:
+            pytest.skip("the rest of this test looks inside the emulated module (--hil-port)")
         return self.emu.model
 
 
+#: emulator settings a test may ask for that a real module runs with too
+ON_HARDWARE = {"speed", "dr"}
+
+
 @pytest.fixture
-def rig_factory() -> Iterator[Callable[..., Rig]]:
-    """``rig_factory(module, region=..., **config)`` → an emulator and a driver on its tty."""
+def rig_factory(bench: Bench | None) -> Iterator[Callable[..., Rig]]:
+    """``rig_factory(module, region=..., **config)`` → an emulator and a driver on its
+    tty; with ``--hil-port`` the real module, when it is that module in that region."""
     made: list[Rig] = []
 
     def make(module: str, region: str = "US915", *, policy: RecoveryPolicy = QUICK_RETRY,
              timeouts: Timeouts = FAST, air: Air | None = None, on_tx=None, **config) -> Rig:
+        if bench is not None:
+            if (module, region) != (bench.module, bench.region):
+                pytest.skip(f"for a {module} in {region}; the bench module is a {bench.module} in {bench.region}")
+            extra = set(config) - ON_HARDWARE
+            if air is not None or on_tx is not None or extra:
+                pytest.skip(f"sets up the emulator ({', '.join(sorted(extra)) or 'air/on_tx'}); --hil-port")
+            modem = DRIVERS[module](bench.port)  # the driver's own deadlines and recovery policy
+            modem.probe()
+            modem.reset()  # a fresh module for each test, as each emulator is: not joined
+            if config.get("dr") is not None:
+                modem.set_dr(config["dr"])
+            rig = Rig(None, modem, None)
+            made.append(rig)
+            return rig
         config.setdefault("speed", 0.0)
         faults = Faults()
         emu = start_emulator(module, EmulatorConfig(region=region, **config), faults=faults, air=air, on_tx=on_tx)
@@ -65,104 +138,36 @@ def rig_factory() -> Iterator[Callable[..., Rig]]:
     yield make
     for rig in made:
         rig.modem.close()
-        rig.emu.stop()
-
-
-# --------------------------------------------------------------------------- stand-in collector
-
-
-def _uplink_of(path: str, body: dict) -> tuple[str, bytes]:
-    """(DEVEUI, payload) of a body in any of the three formats."""
-    if path.startswith("/uplink/ttn"):
-        return body["end_device_ids"]["dev_eui"].upper(), base64.b64decode(body["uplink_message"]["frm_payload"])
-    if path.startswith("/uplink/chirpstack"):
-        return body["deviceInfo"]["devEui"].upper(), base64.b64decode(body["data"])
-    return body["devEui"].upper(), base64.b64decode(body["payload"])
-
-
-@dataclass
-class StandIn:
-    """A loopback HTTP server that records every POST and answers the collector's
-    message API from the fragments it received (complete when all arrived)."""
-
-    base_url: str = ""
-    token: str | None = None
-    requests: list[tuple[str, dict, dict]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def posts(self) -> list[tuple[str, dict]]:
-        with self.lock:
-            return [(p, b) for p, b, _h in self.requests]
-
-    def messages(self, dev_eui: str) -> list[dict]:
-        groups: dict[int, dict[int, wire.Fragment]] = {}
-        with self.lock:
-            reqs = list(self.requests)
-        for path, body, _h in reqs:
-            eui, payload = _uplink_of(path, body)
-            if eui != dev_eui.upper():
-                continue
-            f = wire.parse_fragment(payload)
-            groups.setdefault(f.msg_id, {})[f.index] = f
-        out = []
-        for msg_id, frags in sorted(groups.items()):
-            count = frags[0].count if 0 in frags else None
-            complete = count is not None and all(i in frags for i in range(count))
-            out.append({
-                "id": f"{dev_eui}-{msg_id}", "devEui": dev_eui.upper(), "msgId": msg_id,
-                "state": "complete" if complete else "open", "fragmentsExpected": count,
-                "fragmentsReceived": len(frags), "delivery": "delivered" if complete else None,
-            })
-        return out
-
-    def _authorized(self, request: web.Request) -> bool:
-        return self.token is None or request.headers.get("Authorization") == f"Bearer {self.token}"
-
-    async def post(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return web.json_response({"error": "unauthorized"}, status=401)
-        body = await request.json()
-        with self.lock:
-            self.requests.append((request.path_qs, body, dict(request.headers)))
-        return web.json_response({"status": "accepted"}, status=202)
-
-    async def get_messages(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return web.json_response({"error": "unauthorized"}, status=401)
-        return web.json_response({"messages": self.messages(request.query.get("device", ""))})
+        if rig.emu is not None:
+            rig.emu.stop()
 
 
 @pytest.fixture
-def stand_in() -> Iterator[StandIn]:
-    s = StandIn()
-    app = web.Application()
-    app.router.add_post("/uplink", s.post)
-    app.router.add_post("/uplink/ttn", s.post)
-    app.router.add_post("/uplink/chirpstack", s.post)
-    app.router.add_get("/api/messages", s.get_messages)
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    runner = web.AppRunner(app, access_log=None)
+def emulator_only(bench: Bench | None) -> None:
+    """Skip the test on a real module (``--hil-port``): it injects faults."""
+    if bench is not None:
+        pytest.skip("injects faults, which needs the emulator (--hil-port)")
 
-    async def start() -> None:
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        port = runner.addresses[0][1]
-        s.base_url = f"http://127.0.0.1:{port}"
-        started.set()
 
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(start())
-        loop.run_forever()
+# --------------------------------------------------------------------------- the real collector
 
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    assert started.wait(10), "stand-in server did not start"
-    yield s
-    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    t.join(10)
+
+@pytest.fixture
+def collector(tmp_path) -> Iterator[LiveService]:
+    """The real collector on loopback (real SQLite file, manual clock) with the
+    stand-in Web App behind it; its ingest token is ``INGEST_TOKEN``."""
+    with LiveService(tmp_path / "collector.db") as service:
+        yield service
+
+
+@pytest.fixture
+def messages() -> Callable[[LiveService, str], list[dict]]:
+    """``messages(service, dev_eui)``: the collector's messages of a device (its API)."""
+
+    def get(service: LiveService, dev_eui: str) -> list[dict]:
+        return service.get(f"/api/messages?device={dev_eui}").json()["messages"]
+
+    return get
 
 
 @pytest.fixture

@@ -8,20 +8,20 @@ import threading
 import pytest
 
 from collector.core import wire
+from collector.testing.harness import INGEST_TOKEN
 from devicesim.formats import uplink_body
 from hil import bench, p2p
 from hil.bridge import Forwarder, deliver, frame_to_uplink
+from hil.drivers.rn2483 import RN2483
 from hil.emulator import Air
-from hil.rn2483 import RN2483
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.mark.parametrize("fmt", ["generic", "ttn", "chirpstack"])
 @pytest.mark.parametrize("module", ["rn2483", "rak3172"])
-def test_bridge_delivers_exact_bodies(rig_factory, stand_in, until, fmt, module):
-    stand_in.token = "s3cret"
-    fwd = Forwarder(stand_in.base_url, fmt, token="s3cret")
+def test_bridge_delivers_exact_bodies(rig_factory, collector, messages, fmt, module):
+    fwd = Forwarder(collector.url, fmt, token=INGEST_TOKEN)
     try:
         rig = rig_factory(module, "US915", on_tx=fwd.submit)
         rig.modem.join()
@@ -34,10 +34,9 @@ def test_bridge_delivers_exact_bodies(rig_factory, stand_in, until, fmt, module)
     frames = rig.model.tx_log
     assert len(frames) == 3
     expected = [uplink_body(fmt, frame_to_uplink(f)) for f in frames]
-    assert sorted(map(repr, stand_in.posts())) == sorted(map(repr, expected))
+    assert sorted(map(repr, ((d.path, d.body) for d in fwd.deliveries))) == sorted(map(repr, expected))
     assert all(d.status == 202 for d in fwd.deliveries)
-    assert {r[2]["Authorization"] for r in stand_in.requests} == {"Bearer s3cret"}
-    msgs = stand_in.messages(frames[0].dev_eui)
+    msgs = messages(collector, frames[0].dev_eui)
     assert [(m["msgId"], m["state"]) for m in msgs] == [(12, "complete")]
 
 
@@ -60,17 +59,19 @@ def test_unreachable_collector_is_reported_not_raised(rig_factory):
     assert d.status is None and d.reply
 
 
-def test_p2p_gateway_forwards_to_the_collectors_own_format(rig_factory, stand_in, until):
+def test_p2p_gateway_forwards_to_the_collectors_own_format(rig_factory, collector, messages, until):
     air = Air()
     sender = rig_factory("rn2483", "EU868", air=air, dev_eui="70B3D57ED005A1B2")
     receiver = rig_factory("rn2483", "EU868", air=air, dev_eui="0004A30B00FFFFFF")
     assert isinstance(receiver.modem, RN2483) and isinstance(sender.modem, RN2483)
     stop = threading.Event()
     errors: list[BaseException] = []
+    delivered: list = []
 
     def gw():
         try:
-            p2p.run_gateway(receiver.modem, stand_in.base_url, sf=9, stop=stop, poll_s=0.1)
+            p2p.run_gateway(receiver.modem, collector.url, sf=9, token=INGEST_TOKEN, stop=stop, poll_s=0.1,
+                            on_delivery=delivered.append)
         except BaseException as e:  # noqa: BLE001 - reported by the test
             errors.append(e)
 
@@ -88,17 +89,18 @@ def test_p2p_gateway_forwards_to_the_collectors_own_format(rig_factory, stand_in
             token = receiver.model.rx_token
             sender.modem.radio_tx(p2p.encode_frame("70B3D57ED005A1B2", frag))
         n = len(wire.fragment(3, record, 40))
-        until(lambda: len(stand_in.posts()) >= n or errors, 10, "the forwarded frames")
+        until(lambda: len(delivered) >= n or errors, 10, "the forwarded frames")
     finally:
         stop.set()
         t.join(10)
     assert not errors
-    posts = stand_in.posts()
+    posts = [(d.path, d.body) for d in delivered]
+    assert {d.status for d in delivered} == {202}
     assert {p for p, _ in posts} == {"/uplink"}
     assert {b["devEui"] for _, b in posts} == {"70B3D57ED005A1B2"}
     assert [b.get("fCnt", 0) for _, b in posts] == list(range(n))
     assert {b["fPort"] for _, b in posts} == {16} and {b["dataRate"] for _, b in posts} == {"SF9BW125"}
-    assert stand_in.messages("70B3D57ED005A1B2")[0]["state"] == "complete"
+    assert messages(collector, "70B3D57ED005A1B2")[0]["state"] == "complete"
 
 
 def test_p2p_frame_codec():

@@ -13,10 +13,11 @@ import pytest
 from click.testing import CliRunner
 
 from collector.core import wire
+from collector.testing.harness import INGEST_TOKEN
 from hil import bench, p2p
 from hil.cli import main
+from hil.drivers.rn2483 import RN2483
 from hil.emulator import Air, EmulatorConfig, start_emulator
-from hil.rn2483 import RN2483
 
 pytestmark = pytest.mark.timeout(60)
 FAST = ["--command-timeout", "1.5", "--join-timeout", "2", "--tx-timeout", "1"]
@@ -70,12 +71,13 @@ def test_emulate_rejects_an_unknown_fault():
 
 
 @pytest.mark.parametrize(("module", "dr", "frags"), [("rn2483", 0, 74), ("rak3172", 3, 3)])
-def test_send_records_through_the_emulator_to_the_collector(emulate_proc, stand_in, module, dr, frags):
-    _proc, path = emulate_proc(module, "--region", "US915", "--speed", "0", "--forward-to", stand_in.base_url,
-                               "--format", "ttn" if module == "rn2483" else "chirpstack")
+def test_send_records_through_the_emulator_to_the_collector(emulate_proc, collector, messages, module, dr, frags):
+    _proc, path = emulate_proc(module, "--region", "US915", "--speed", "0", "--forward-to", collector.url,
+                               "--format", "ttn" if module == "rn2483" else "chirpstack", "--token", INGEST_TOKEN)
     r = CliRunner().invoke(main, [
         "send-records", "--port", path, "--module", module, "--count", "2", "--dr", str(dr),
-        "--first-msg-id", "254", "--seed", "1", "--collector", stand_in.base_url, "--verify-timeout", "20", *FAST,
+        "--first-msg-id", "254", "--seed", "1", "--collector", collector.url, "--token", INGEST_TOKEN,
+        "--verify-timeout", "20", *FAST,
     ])
     assert r.exit_code == 0, r.output
     rows = [line.split() for line in r.stdout.splitlines()]
@@ -83,8 +85,8 @@ def test_send_records_through_the_emulator_to_the_collector(emulate_proc, stand_
     assert [row[0] for row in rows[1:]] == ["254", "255"]
     for row in rows[1:]:
         assert row[2:6] == ["658", str(dr), str(wire.MAX_SIZE if dr == 3 else 11), str(frags)]
-        assert row[-3:] == ["complete", f"{frags}/{frags}", "delivered"]
-    assert len(stand_in.posts()) == 2 * frags
+        assert row[-4:] == ["complete", f"{frags}/{frags}", "delivered", "match"]
+    assert sum(m["fragmentsReceived"] for m in messages(collector, "0004A30B001C0530")) == 2 * frags
 
 
 def test_send_records_reports_a_missing_port_clearly(tmp_path):
@@ -110,7 +112,7 @@ def test_config_file_and_env_settings(tmp_path, emulate_proc, monkeypatch):
     assert r.exit_code == 1 and "nope" in r.output
 
 
-def test_gateway_command_forwards_p2p_frames(stand_in, until):
+def test_gateway_command_forwards_p2p_frames(collector, messages, until):
     air = Air()
     rx = start_emulator("rn2483", EmulatorConfig(speed=0), air=air)
     tx = start_emulator("rn2483", EmulatorConfig(speed=0, dev_eui="70B3D57ED005A1B2"), air=air)
@@ -133,7 +135,8 @@ def test_gateway_command_forwards_p2p_frames(stand_in, until):
     t = threading.Thread(target=sender)
     t.start()
     try:
-        r = CliRunner().invoke(main, ["gateway", "--port", rx.path, "--collector", stand_in.base_url, "--sf", "9",
+        r = CliRunner().invoke(main, ["gateway", "--port", rx.path, "--collector", collector.url, "--sf", "9",
+                                      "--token", INGEST_TOKEN,
                                       "--max-frames", str(len(frags))])
     finally:
         t.join(20)
@@ -142,26 +145,26 @@ def test_gateway_command_forwards_p2p_frames(stand_in, until):
     assert not errors
     assert r.exit_code == 0, r.output
     assert r.stdout.count("HTTP 202") == len(frags)
-    assert stand_in.messages("70B3D57ED005A1B2")[0]["state"] == "complete"
+    assert messages(collector, "70B3D57ED005A1B2")[0]["state"] == "complete"
 
 
-def test_send_records_says_what_the_collector_lacks(emulate_proc, stand_in):
+def test_send_records_says_what_the_collector_lacks(emulate_proc, collector):
     """Nothing forwarded: the table names every record missing and the exit status is 1."""
     _proc, path = emulate_proc("rn2483", "--region", "US915", "--speed", "0")
     r = CliRunner().invoke(main, [
         "send-records", "--port", path, "--module", "rn2483", "--count", "1", "--dr", "3",
-        "--first-msg-id", "5", "--collector", stand_in.base_url, "--verify-timeout", "0.5", *FAST,
+        "--first-msg-id", "5", "--collector", collector.url, "--token", INGEST_TOKEN, "--verify-timeout", "0.5",
+        *FAST,
     ])
     assert r.exit_code == 1
-    assert r.stdout.splitlines()[1].split()[-3:] == ["missing", "-", "-"]
+    assert r.stdout.splitlines()[1].split()[-4:] == ["missing", "-", "-", "-"]
 
 
-def test_send_records_with_a_wrong_token_is_a_clear_error(emulate_proc, stand_in):
-    stand_in.token = "right"
+def test_send_records_with_a_wrong_token_is_a_clear_error(emulate_proc, collector):
     _proc, path = emulate_proc("rak3172", "--region", "US915", "--speed", "0")
     r = CliRunner().invoke(main, [
         "send-records", "--port", path, "--module", "rak3172", "--count", "1", "--dr", "3",
-        "--collector", stand_in.base_url, "--token", "wrong", "--verify-timeout", "0.5", *FAST,
+        "--collector", collector.url, "--token", "wrong", "--verify-timeout", "0.5", *FAST,
     ])
     assert r.exit_code == 1
     assert "HTTP 401" in r.output and "Traceback" not in r.output

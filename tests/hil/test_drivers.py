@@ -6,7 +6,7 @@ import pytest
 
 from collector.core import wire
 from hil import bench
-from hil.modem import PayloadTooLong
+from hil.drivers.modem import PayloadTooLong
 
 MODULES = ["rn2483", "rak3172"]
 
@@ -129,8 +129,8 @@ def test_confirmed_uplink_is_acknowledged(rig_factory):
 
 def test_pyserial_urls_work_too(tmp_path):
     """``spy://`` (a hex dump of the traffic) wraps the same tty; URLs are not locked."""
+    from hil.drivers.rn2483 import RN2483
     from hil.emulator import EmulatorConfig, start_emulator
-    from hil.rn2483 import RN2483
 
     emu = start_emulator("rn2483", EmulatorConfig(region="EU868", speed=0))
     try:
@@ -140,3 +140,34 @@ def test_pyserial_urls_work_too(tmp_path):
         emu.stop()
     dump = (tmp_path / "spy.txt").read_text()
     assert "sys get ver" in dump and " RX " in dump
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_sub_band_option_moves_every_uplink_to_its_channels(rig_factory, module):
+    """A module fresh from the factory hops over all 64 US915 channels; after
+    set_sub_band(2) every uplink goes out on channels 8-15 (903.9-905.3 MHz)."""
+    from hil.emulator.channels import sub_band_frequencies
+
+    rig = rig_factory(module, "US915", sub_band=None, dr=3)
+    rig.modem.set_sub_band(2)
+    rig.modem.join()
+    for _ in range(10):
+        rig.modem.send(16, b"\x01\x00\x01\xaa")
+    freqs = {f.frequency_hz for f in rig.model.tx_log}
+    assert freqs == sub_band_frequencies(2) - {904_600_000}
+    with pytest.raises(ValueError, match="US915"):
+        rig_factory(module, "EU868").modem.set_sub_band(2)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_downlinks_surface_from_both_drivers(rig_factory, module):
+    """``mac_rx <port> <hex>`` / ``+EVT:RX_1:...:<port>:<hex>``: the downlink comes back
+    with the send that opened its RX window, and the module's counters see it."""
+    rig = rig_factory(module, "US915", dr=3)
+    rig.modem.join()
+    assert rig.modem.send(17, b"\x07\xff\x04\x06").downlinks == ()
+    rig.model.queue_downlink(17, b"\x02\x07\x01", replace=True)
+    rig.model.queue_downlink(17, b"\x01\x07", replace=True)  # the newest replaces the one waiting
+    res = rig.modem.send(17, b"\x07\xff\x04\x06")
+    assert [(d.port, d.payload) for d in res.downlinks] == [(17, b"\x01\x07")]
+    assert rig.modem.downlinks() == list(res.downlinks)

@@ -188,10 +188,10 @@ def test_send_records_verifies_against_the_collector(emulate_proc, service, modu
     ])
     assert r.exit_code == 0, r.output
     rows = [line.split() for line in r.stdout.splitlines()]
-    assert rows[0][-3:] == ["state", "received", "delivery"]
+    assert rows[0][-4:] == ["state", "received", "delivery", "document"]
     assert [row[0] for row in rows[1:]] == ["200", "201"]
     for row in rows[1:]:
-        assert row[5] == str(frags) and row[-3:] == ["complete", f"{frags}/{frags}", "delivered"]
+        assert row[5] == str(frags) and row[-4:] == ["complete", f"{frags}/{frags}", "delivered", "match"]
 
     docs = service.stub_documents()
     assert len(docs) == 2
@@ -208,3 +208,48 @@ def test_send_records_verifies_against_the_collector(emulate_proc, service, modu
         transport = xmldoc.Transport(200 + seq, frags, frags, parse_ms(tr.get("firstReceived")),
                                      parse_ms(tr.get("lastReceived")))
         assert doc["xml"] == xmldoc.build_document(rec, eui, transport, True).decode()
+
+
+def test_send_records_after_a_dr_drop_never_reuses_a_msg_id(emulate_proc, service):
+    """ADR lowers the DR after the first uplink (``--fault lower_dr``): the first record
+    restarts as msg_id 11 at the new N, so the second must take 12, not 11 again, and
+    each record's document at the collector is checked byte for byte."""
+    eui = EUI["rn2483"]
+    path = emulate_proc("rn2483", "--speed", "0", "--no-duty-cycle", "--dev-eui", eui, "--forward-to", service.url,
+                        "--token", INGEST_TOKEN, "--fault", "lower_dr")
+    r = CliRunner().invoke(main, [
+        "send-records", "--port", path, "--module", "rn2483", "--count", "2", "--dr", "3", "--first-msg-id", "10",
+        "--seed", "7", "--collector", service.url, "--token", INGEST_TOKEN, "--verify-timeout", "20", *FAST_CLI,
+    ])
+    assert r.exit_code == 0, r.output
+    rows = [line.split() for line in r.stdout.splitlines()[1:]]
+    assert [(row[0], row[3], row[7]) for row in rows] == [("11", "2", "1"), ("12", "2", "0")]
+    assert [row[-4:] for row in rows] == [["complete", "14/14", "delivered", "match"]] * 2
+    msgs = service.get(f"/api/messages?device={eui}").json()["messages"]
+    # the cut first message (one fragment at DR3) stays open until its deadline
+    assert sorted((m["msgId"], m["state"], m["fragmentsReceived"]) for m in msgs) == [
+        (10, "open", 1), (11, "complete", 14), (12, "complete", 14)]
+
+
+def test_verification_catches_a_document_built_from_another_records_fragments(rig_factory, service):
+    """What a reused msg_id did: a second record sent as msg_id 11 right after the
+    first. The collector takes one of its fragments as a duplicate of the first
+    message and holds the other 13 in a new open message; the old check found
+    message 11 'complete 14/14 delivered' (the first record's). Now the document is
+    compared with the record sent and the mismatch named."""
+    eui = EUI["rn2483"]
+    fwd = Forwarder(service.url, "generic", token=INGEST_TOKEN)
+    try:
+        rig = rig_factory("rn2483", "EU868", on_tx=fwd.submit, dev_eui=eui, duty_cycle=False)
+        rig.modem.join()
+        rig.modem.set_dr(2)
+        first = wire.encode_record(bench.make_record(0xE2E, 1))
+        bench.send_record(rig.modem, 11, first)
+        second = bench.send_record(rig.modem, 11, wire.encode_record(bench.make_record(0xE2E, 2)))
+        assert fwd.drain(10)
+    finally:
+        fwd.close()
+    (checked,) = bench.verify(service.url, eui, [second], token=INGEST_TOKEN, deadline_s=0.5, poll_s=0.1)
+    assert checked.collector["state"] == "complete" and checked.collector["fragmentsReceived"] == 14
+    assert not bench.verified(checked)
+    assert checked.check == "13 fragment(s) that were not sent in this message (msg_id reused?)"

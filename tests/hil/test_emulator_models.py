@@ -126,7 +126,7 @@ def test_duty_cycle_off_switch_and_scale():
         ("AT+SEND=16:0102", ["AT_NO_NETWORK_JOINED"]),
         ("AT+SEND=0:0102", ["AT_PARAM_ERROR"]),
         ("AT+JOIN=1:0:10:8", ["OK"]),
-        ("AT+NOPE=1", ["AT_ERROR"]),
+        ("AT+NOPE=1", ["AT_COMMAND_NOT_FOUND"]),
         ("hello", ["AT_ERROR"]),
     ],
 )

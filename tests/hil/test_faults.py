@@ -7,12 +7,12 @@ import pytest
 
 from collector.core import wire
 from hil import bench
-from hil.modem import ChannelBusy, JoinDenied, ModemRejected, ModemTimeout, RecoveryPolicy
+from hil.drivers.modem import ChannelBusy, JoinDenied, ModemRejected, ModemTimeout, RecoveryPolicy
 
 MODULES = ["rn2483", "rak3172"]
 FRAME = b"\x05\x00\x01\xaa"
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("emulator_only")]
 
 
 def joined(rig_factory, module, region="US915", **kw):
@@ -139,7 +139,7 @@ def test_frame_counter_error_rejoins(rig_factory):
 def test_mac_tx_ok_is_never_taken_for_ok(rig_factory):
     """A stray ``mac_tx_ok`` before the reply to ``mac set appkey`` must not pass for
     ``ok``: the real reply ``invalid_param`` is what counts."""
-    from hil.modem import Credentials
+    from hil.drivers.modem import Credentials
 
     rig = rig_factory("rn2483", "US915")
     rig.modem.credentials = Credentials(app_key="ZZ" * 16)
@@ -152,7 +152,7 @@ def test_mac_tx_ok_is_never_taken_for_ok(rig_factory):
 
 @pytest.mark.parametrize("module", MODULES)
 def test_unacknowledged_confirmed_uplink_is_a_clear_error(rig_factory, module):
-    from hil.modem import NotAcknowledged
+    from hil.drivers.modem import NotAcknowledged
 
     rig = joined(rig_factory, module)
     rig.faults.inject("nack")

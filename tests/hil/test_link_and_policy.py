@@ -9,7 +9,7 @@ import tty
 
 import pytest
 
-from hil.modem import (
+from hil.drivers.modem import (
     Counters,
     ModemError,
     ModemTimeout,
@@ -20,7 +20,7 @@ from hil.modem import (
     next_step,
     open_port,
 )
-from hil.rn2483 import is_unsolicited
+from hil.drivers.rn2483 import is_unsolicited
 
 
 @pytest.fixture

@@ -242,7 +242,7 @@ def header_lies() -> list[dict]:
 def wrong_port_and_events() -> list[dict]:
     out = []
     for fmt in FORMATS:
-        for p in (0, 1, 2, 15, 17, 224, 255):
+        for p in (0, 1, 2, 15, 18, 224, 255):  # 16 is v1, 17 wire format v2
             out.append(item(f"{fmt}/fport_{p}", PATHS[fmt], good(fmt, fport=p), 202, f"fPort {p} is not"))
     for ev in ("join", "status", "ack", "txack", "log", "location", "integration"):
         out.append(item(f"chirpstack/event_{ev}", f"/uplink/chirpstack?event={ev}", good("chirpstack"), 202,

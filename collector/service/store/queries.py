@@ -304,7 +304,7 @@ def _fragment_view(f: dict) -> dict:
     up = f.get("uplink", {})
     return {"index": f.get("index"), "arrived": iso(f.get("arrived")),
             "receivedAt": format_ms(up["received_ms"]) if up.get("received_ms") is not None else None,
-            "fCnt": up.get("fcnt"), "dataRate": up.get("data_rate"), "gateway": up.get("gateway"),
+            "fCnt": up.get("fcnt"), "fPort": up.get("fport"), "dataRate": up.get("data_rate"), "gateway": up.get("gateway"),
             "rssi": up.get("rssi"), "snr": up.get("snr"), "source": up.get("source"),
             "payload": up.get("payload")}
 

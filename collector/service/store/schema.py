@@ -11,6 +11,8 @@ import os
 import sqlite3
 from pathlib import Path
 
+from collector.service import outbox
+
 SCHEMA_VERSION = 1
 
 SCHEMA = """
@@ -122,6 +124,7 @@ def connect(path: str | os.PathLike, *, readonly: bool = False) -> sqlite3.Conne
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
         conn.executescript(SCHEMA)
+        outbox.create_schema(conn)
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
     conn.execute("PRAGMA foreign_keys = ON")
     return conn
