@@ -21,7 +21,8 @@ import click
 from collector.cli.repair_cmds import repair_lines
 from collector.service import outbox
 from collector.service.config import FIELDS, LOG_LEVELS, ServiceConfig, load_config, unknown_env
-from collector.service.registry import check_eui, load_file
+from collector.service.integrity import DatabaseUnusable, open_store
+from collector.service.registry import check_eui, check_token, load_file
 from collector.service.store import Store, op_device, op_device_remove, op_retry_dead
 
 _HELP = {
@@ -116,9 +117,9 @@ def _open_store(config: str | None, db: str | None) -> Store:
         import os
         if not os.path.exists(cfg.db):
             raise click.ClickException(f"database {cfg.db!r} does not exist")
-        return Store(cfg.db)
-    except OSError as e:
-        raise click.ClickException(f"cannot open database {cfg.db!r}: {e}") from None
+        return open_store(cfg.db, check=False)
+    except DatabaseUnusable as e:
+        raise click.ClickException(str(e)) from None
 
 
 def check_db_path(db: str) -> None:
@@ -145,9 +146,9 @@ def _open_rw(config: str | None, db: str | None) -> Store:
     path = _load(config, {"db": db}).db
     check_db_path(path)
     try:
-        return Store(path)
-    except OSError as e:
-        raise click.ClickException(f"cannot open database {path!r}: {e}") from None
+        return open_store(path, check=False)
+    except DatabaseUnusable as e:
+        raise click.ClickException(str(e)) from None
 
 
 @contextlib.contextmanager
@@ -360,6 +361,10 @@ def devices_list(ctx: click.Context, as_json: bool) -> None:
 def devices_add(ctx: click.Context, dev_eui: str, token: str | None, name: str | None) -> None:
     """Register a device (or replace its token)."""
     eui = _dev_eui(dev_eui)
+    try:
+        check_token(token, "--token")
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
     with _store(**ctx.obj, create=True) as store:
         store.write(op_device(eui, token, name, time.time()))
     click.echo(f"device {eui} registered")

@@ -26,6 +26,7 @@ import aiohttp
 
 from collector.service.answers import kept_text, redact
 from collector.service.clock import wait_first
+from collector.service.outbound import RequestError, check_request, check_token
 from collector.service.store import AttemptResult, GroupCommitter, Store, StoreUnavailable, op_attempt
 
 if TYPE_CHECKING:
@@ -349,6 +350,10 @@ class DeliveryAgent:
             tok = data.get("token") if isinstance(data, dict) else None
             if not isinstance(tok, str) or not tok:
                 raise LoginError("login answer carries no token")
+            try:
+                check_token(tok, "the token of the login answer")
+            except RequestError as e:
+                raise LoginError(str(e)) from None
             self._login_token = tok
             log.info("event=login_ok")
             return tok
@@ -361,6 +366,7 @@ class DeliveryAgent:
             "Authorization": f"Token {token}",
             "Idempotency-Key": row["idempotency_key"],
         }
+        check_request(url, headers)  # RequestError: the same every time, the caller dead-letters
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         secrets = self._secrets(token)
@@ -387,7 +393,7 @@ class DeliveryAgent:
     def _retry_after(self, value: str | None, uid: str) -> float | None:
         """The Web App's ``Retry-After``, cut to ``max_retry_after``: a year (or a date
         in 2100) must not stop delivery until a restart."""
-        ra = parse_retry_after(value, self.clock.now())
+        ra = parse_retry_after(value, self.clock.wall())
         if ra is not None and ra > self.cfg.max_retry_after:
             log.warning("event=retry_after_capped uid=%s asked=%r used=%g", uid, (value or "")[:64],
                         self.cfg.max_retry_after)
@@ -397,6 +403,7 @@ class DeliveryAgent:
     async def _attempt(self, row: dict) -> None:
         uid = row["uid"]
         try:
+            unbuildable = None
             async with self._sem:
                 try:
                     token, from_login = await self._token(row["dev_eui"])
@@ -407,9 +414,19 @@ class DeliveryAgent:
                         att = await self._post(row, token)
                 except LoginError as e:
                     att = Attempt(None, str(e))
+                except Exception as e:  # noqa: BLE001 - RequestError, or anything else that stops the request
+                    # being built: the same next time, so trying again would never end
+                    if not isinstance(e, RequestError):
+                        log.exception("event=request_not_built uid=%s", uid)
+                    unbuildable = str(e) or type(e).__name__
+                    att = Attempt(None, f"the request cannot be built: {unbuildable}"[:500])
             now = self.clock.now()
             r = decide(uid, att, row["attempts"], row["created"], now, self.cfg.max_age, self.backoff)
-            if classify(att.status) == "delivered":
+            if unbuildable is not None:
+                r.result, r.next_attempt = "dead", None
+                r.dead_reason = f"the request cannot be built: {unbuildable}"[:500]
+                self.circuit.neutral()
+            elif classify(att.status) == "delivered":
                 self.circuit.success()
             elif classify(att.status) == "retry":
                 self.circuit.failure(now)

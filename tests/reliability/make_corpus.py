@@ -7,7 +7,8 @@ file per category). Run once; the files are checked in and read by
 Each line: ``name``, ``path``, ``headers``, ``body`` (a string; ``{"base64": ...}``
 for raw bytes; ``{"repeat": s, "times": n, "prefix": a, "suffix": b}`` for large
 bodies), ``expect_status`` and ``expect_error_contains`` (a piece of the ``error``
-of a 4xx answer, or of the ``reason`` of a 202 ``ignored``).
+of a 4xx answer, or of the ``reason`` of a 202 ``ignored``; for a case with
+``expect_stored``, the ``status`` of its 202: it must be stored).
 """
 
 from __future__ import annotations
@@ -293,6 +294,29 @@ def content_type() -> list[dict]:
     return out
 
 
+def receive_times() -> list[dict]:
+    """Receive times a network server may send that no document can carry (issue 12,
+    item 2): unset (Go's zero time), before 1970, moved past year 9999 or before year 1
+    by their offset. Each is *accepted and stored* (``expect_stored``) with the
+    collector's own receive time; a date that does not exist is a 400."""
+    out = []
+    times = [("go_zero_time", "0001-01-01T00:00:00Z"), ("before_1970", "1969-07-20T20:17:40Z"),
+             ("offset_past_9999", "9999-12-31T23:30:00-01:00"), ("offset_before_year_1", "0001-01-01T00:30:00+01:00")]
+    n = 0
+    for fmt in FORMATS:
+        keys, _name = FIELDS[fmt]["time"]
+        for label, value in times:
+            n += 1  # a fragment of its own (another msg_id), so none is a duplicate of another
+            frag = wire.fragment(100 + n, wire.encode_record(example_record()), 115)[0]
+            case = item(f"{fmt}/{label}", PATHS[fmt], with_field(fmt, keys, value, frag), 202, "accepted")
+            case["expect_stored"] = True
+            out.append(case)
+        out.append(item(f"{fmt}/year_zero", PATHS[fmt], with_field(fmt, keys, "0000-01-01T00:00:00Z"), 400,
+                        "an RFC 3339 time stamp is required"))
+
+    return out
+
+
 API_TOKEN = "corpus-api-token"
 API_AUTH = {"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"}
 
@@ -302,10 +326,7 @@ def errors_json() -> list[dict]:
     13 and 14). ``method`` is GET/POST/... (POST when absent)."""
     out = []
     for fmt in FORMATS:
-        keys, named = FIELDS[fmt]["time"]
-        for i, v in enumerate(["0001-01-01T00:00:00+01:00", "0001-01-01T00:30:00+00:59",
-                               "9999-12-31T23:59:59-01:00", "9999-12-31T23:00:00-23:59"]):
-            out.append(item(f"{fmt}/time_offset_out_of_range_{i}", PATHS[fmt], with_field(fmt, keys, v), 400, named))
+        # (a time-zone offset moving a time past year 9999 or before year 1: receive_times)
         # bytes that are not UTF-8 in the token header: no token, not a crash
         for i, h in enumerate(["Bearer \xff\xfe", "\xe9t\xe9", f"Bearer {TOKEN}\xff"]):
             out.append(item(f"{fmt}/auth_not_utf8_{i}", PATHS[fmt], good(fmt), 401, "missing or wrong token",
@@ -346,6 +367,7 @@ CATEGORIES = {
     "bad_encoding": bad_encoding, "oversized": oversized, "header_lies": header_lies,
     "wrong_port_and_events": wrong_port_and_events, "auth": auth, "content_type": content_type,
     "errors_json": errors_json,
+    "receive_times": receive_times,
 }
 
 
