@@ -22,6 +22,11 @@ RECEIVE_MIN_MS = 0
 RECEIVE_MAX_MS = 253_402_300_799_999
 
 
+class TimeOutOfRange(ValueError, OverflowError):
+    """A time stamp whose offset moves it before year 1 or past 9999: a ValueError
+    for whoever refuses bad input, an OverflowError for :func:`receive_ms`."""
+
+
 def parse_ms(text: str) -> int:
     """Parse an RFC 3339 time stamp (any number of fraction digits, ``Z`` or an
     offset) into Unix milliseconds, truncating below the millisecond."""
@@ -40,7 +45,7 @@ def parse_ms(text: str) -> int:
         try:
             dt -= sign * timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6]))
         except OverflowError:  # the offset moves it before year 1 or past 9999
-            raise ValueError(f"{text!r} is outside the years 1..9999 in UTC") from None
+            raise TimeOutOfRange(f"{text!r} is outside the years 1..9999 in UTC") from None
     ms = int((dt - _EPOCH) / timedelta(milliseconds=1))
     if frac:
         ms += int((frac + "00")[:3])

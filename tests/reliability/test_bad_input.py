@@ -60,7 +60,8 @@ def test_hostile_request_gets_its_precise_answer_and_stores_nothing(live, case):
         assert d["status"] == case["expect_error_contains"], d
         after = counts(live.db)
         assert after["fragments"] == before["fragments"] + 1, (before, after)
-        got = http("GET", f"{live.url}/api/messages/{d['message']}", None, {"Authorization": f"Bearer {TOKEN}"})
+        got = http("GET", f"{live.url}/api/messages/{d['message']}", None,
+                   {"Authorization": f"Bearer {W.CORPUS_API_TOKEN}"})
         frag = got.json()["fragments"][0]
         assert frag["networkServerTime"] and frag["receivedAt"] >= "1970", frag
         return
