@@ -63,7 +63,7 @@ def o_encode(record: bytes, size: int, parity: int, msg_id: int) -> list[bytes]:
 
 def _dot(row: list[int], chunks: list[bytes], b: int) -> int:
     acc = 0
-    for c, chunk in zip(row, chunks):
+    for c, chunk in zip(row, chunks, strict=True):
         acc ^= o_mul(c, chunk[b])
     return acc
 
@@ -80,7 +80,7 @@ def o_decode(k: int, held: dict[int, bytes]) -> list[bytes]:
         for r in range(k):
             if r != col and rows[r][col]:
                 f = rows[r][col]
-                rows[r] = [x ^ o_mul(f, y) for x, y in zip(rows[r], rows[col])]
+                rows[r] = [x ^ o_mul(f, y) for x, y in zip(rows[r], rows[col], strict=True)]
     return [bytes(r[k:]) for r in rows]
 
 
