@@ -34,7 +34,7 @@ import math
 from dataclasses import dataclass, field
 
 from collector.core import lorawan
-from collector.core.wire2 import Ack, Need, Redundancy
+from collector.core.wire2 import MAX_REDUNDANCY, Ack, Need, Redundancy
 
 Command = Ack | Need | Redundancy
 
@@ -160,19 +160,30 @@ class Seen:
     polls: int = 0
     needs: int = 0
     acked: bool = False
+    #: parity rows the NEEDs for it asked for, in all
+    asked: int = 0
 
     @property
     def held(self) -> int:
         return len(self.indices)
 
+    @property
+    def plausible(self) -> int:
+        """The most fragments a device can have sent: its k data chunks, at most
+        REDUNDANCY's 32 planned parity rows, and the rows NEEDs asked for. A larger
+        ``sent`` or index (a firmware bug, a device that misbehaves) is not counted as
+        radio loss: one such poll would otherwise steer the device to 32 parity rows
+        for hundreds of messages."""
+        return self.k + MAX_REDUNDANCY + self.asked
+
     def to_dict(self) -> dict:
         return {"k": self.k, "indices": sorted(self.indices), "sent": self.sent,
                 "polls": self.polls, "needs": self.needs,
-                "acked": self.acked}
+                "acked": self.acked, "asked": self.asked}
 
     @classmethod
     def from_dict(cls, d: dict) -> Seen:
-        return cls(d["k"], set(d["indices"]), d["sent"], d["polls"], d["needs"], d["acked"])
+        return cls(d["k"], set(d["indices"]), d["sent"], d["polls"], d["needs"], d["acked"], d.get("asked", 0))
 
 
 @dataclass
@@ -235,7 +246,7 @@ class DeviceRepair:
             return
         m.indices.add(index)
         if index >= m.sent:
-            d = index + 1 - m.sent
+            d = min(index + 1, max(m.sent + 1, m.plausible)) - m.sent
             m.sent = index + 1
             self._observe(d, d - 1, policy or DEFAULT_POLICY)
         else:
@@ -252,13 +263,15 @@ class DeviceRepair:
         m.polls += 1
         self._count("polls")
         counted = m.held
-        d_sent = max(0, sent - m.sent)
+        # for the estimates; what NEED may still ask for follows the device's own word
+        believed = min(sent, max(m.sent, m.plausible))
+        d_sent = max(0, believed - m.sent)
         if d_sent:
             # the fragments after the last one that arrived: lost (or late)
-            m.sent = sent
+            m.sent = believed
             self._observe(d_sent, d_sent, policy)
-        if first and m.needs == 0 and sent >= k:
-            self.r_observed = sent - k
+        if first and m.needs == 0 and believed >= k:
+            self.r_observed = believed - k
             self.since_change += 1
         if policy.adaptive:
             self._steer(k, policy)
@@ -276,6 +289,7 @@ class DeviceRepair:
         else:
             cmd = Need(msg_id, need_count(k - held, self.loss(policy), policy.target, remaining))
             m.needs += 1
+            m.asked += cmd.n
             self._count("needs")
         self.due[msg_id] = cmd
         return cmd

@@ -32,8 +32,10 @@ def test_one_poll_with_an_absurd_sent_does_not_wreck_the_devices_redundancy():
     ans = d.poll(10, 6, 250, P, False)
     assert isinstance(ans, wire2.Need) and ans.n >= 2  # the message itself is still repaired
     assert d.loss(P) < 0.5
-    healthy(d, 11, 3)
-    assert d.r_wanted is not None and d.r_wanted <= max(r_before or 0, 4), d.r_wanted
+    healthy(d, 11, 20)
+    # it counts as at most a burst of 32 lost (k + 32 rows is all a device plans),
+    # forgotten like any burst; counted as 244 lost it kept r near 32 here
+    assert d.r_wanted is not None and d.r_wanted <= max(r_before or 0, 6), d.r_wanted
 
 
 def test_a_parity_row_far_beyond_anything_sent_is_not_counted_as_hundreds_lost():
