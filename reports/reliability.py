@@ -89,6 +89,8 @@ def run(form: str) -> dict[str, Any]:
             out[name] = fn(d)
             out[name]["seconds"] = round(time.monotonic() - t0, 1)
     say("security tests and decoder fuzzing ...")
+    say("data-loss cases ...")
+    out["loss_tests"] = pytest_run("tests/reliability/test_loss.py", "tests/reliability/test_clock_and_disk.py")
     out["security_tests"] = pytest_run("tests/reliability/test_security.py")
     out["fuzz_tests"] = pytest_run("tests/fuzz")
     return out
@@ -180,6 +182,10 @@ def markdown(r: dict[str, Any], cmd: str) -> str:
         "|---|---|",
         *[f"| {k} | {', '.join(f'{n}× {s}' for s, n in sorted(v.items()))} |" for k, v in cp["by_category"].items()],
         "",
+        f"Of them, {cp.get('stored_as_expected', 0)} carry a receive time no document can hold (Go's zero "
+        "time, before 1970, an offset past year 9999 or before year 1): each is stored with the collector's own "
+        "receive time and the network server's kept (docs/api.md).",
+        "",
         "Slow clients (a body that never completes, a trickled body, incomplete headers, 50 idle slow "
         "connections beside a normal uplink) are tested on raw sockets in `tests/reliability/test_bad_input.py`.",
         "",
@@ -226,6 +232,18 @@ def markdown(r: dict[str, Any], cmd: str) -> str:
         "The load generator runs on the same two cores as the collector, so the maximum is a floor of what "
         "the collector alone can do; `reports/bench_ingest.py` measures ingest with wrk.",
         "",
+        "## Data loss cases",
+        "",
+        "Each case of hostile testing that lost acknowledged data has a test that failed before its fix "
+        "(`tests/reliability/test_loss.py`, `tests/reliability/test_clock_and_disk.py`): a 503'd uplink sent "
+        "again (`max_pending_writes = 1`, bursts of 32, in one process and with 2 HTTP workers) and one whose "
+        "commit failed on a full database, both followed by a restart; Go's zero receive time; a document "
+        "failing the XSD; a token with CR/LF and a `webapp_url` with credentials; wall-clock steps of +2 h, "
+        "-1 day and +8 days; a corrupt, damaged or read-only database at start; the WAL or the database "
+        "deleted, truncated or replaced under the running service.",
+        "",
+        *([f"- `{' '.join(r['loss_tests']['paths'])}`: {r['loss_tests']['summary']}", ""]
+          if "loss_tests" in r else []),
         "## Security and fuzzing",
         "",
         f"- `{' '.join(r['security_tests']['paths'])}`: {r['security_tests']['summary']} (constant-time token "

@@ -36,7 +36,7 @@ def resolve(arg: str) -> Path:
 
 def _fmt(v) -> str:
     if v is None:
-        return "-"
+        return "n/a"
     if isinstance(v, float):
         if v != v:
             return "nan"
@@ -47,7 +47,8 @@ def _fmt(v) -> str:
 def expectation_table(result) -> str:
     rows = [("expectation", "value", "limit", "result")]
     for e in result.expectations:
-        rows.append((e.name, _fmt(e.value), f"{e.op} {e.limit:g}", "pass" if e.passed else "FAIL"))
+        verdict = "pass" if e.passed else ("FAIL (n/a: nothing to measure)" if e.value is None else "FAIL")
+        rows.append((e.name, _fmt(e.value), f"{e.op} {e.limit:g}", verdict))
     w = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * x for x in w))

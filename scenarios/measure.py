@@ -192,8 +192,10 @@ def is_complete(xml: bytes) -> bool:
     return root.get("complete") == "true"
 
 
-def _ratio(num: int, den: int) -> float:
-    return num / den if den else 1.0
+def _ratio(num: int, den: int) -> float | None:
+    """``num / den``; None ("n/a") when there is nothing to measure: a ratio over no
+    cases is not a success, and an expectation on it must not pass."""
+    return num / den if den else None
 
 
 def measure(expected: list[Expected], obs: Observed) -> tuple[dict[str, float | int | None], dict]:

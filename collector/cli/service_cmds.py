@@ -20,7 +20,8 @@ import click
 from collector.cli.repair_cmds import repair_lines
 from collector.service import outbox
 from collector.service.config import FIELDS, ServiceConfig, load_config
-from collector.service.registry import check_eui, load_file
+from collector.service.integrity import DatabaseUnusable, open_store
+from collector.service.registry import check_eui, check_token, load_file
 from collector.service.store import Store, op_device, op_device_remove, op_retry_dead
 
 _HELP = {
@@ -103,14 +104,17 @@ def _open_store(config: str | None, db: str | None) -> Store:
         import os
         if not os.path.exists(cfg.db):
             raise click.ClickException(f"database {cfg.db!r} does not exist")
-        return Store(cfg.db)
-    except OSError as e:
-        raise click.ClickException(f"cannot open database {cfg.db!r}: {e}") from None
+        return open_store(cfg.db, check=False)
+    except DatabaseUnusable as e:
+        raise click.ClickException(str(e)) from None
 
 
 def _open_rw(config: str | None, db: str | None) -> Store:
     """The store for a command that writes (the database is created if missing)."""
-    return Store(_load(config, {"db": db}).db)
+    try:
+        return open_store(_load(config, {"db": db}).db, check=False)
+    except DatabaseUnusable as e:
+        raise click.ClickException(str(e)) from None
 
 
 @contextlib.contextmanager
@@ -317,6 +321,10 @@ def devices_list(ctx: click.Context, as_json: bool) -> None:
 def devices_add(ctx: click.Context, dev_eui: str, token: str | None, name: str | None) -> None:
     """Register a device (or replace its token)."""
     eui = _dev_eui(dev_eui)
+    try:
+        check_token(token, "--token")
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
     with _store(**ctx.obj, create=True) as store:
         store.write(op_device(eui, token, name, time.time()))
     click.echo(f"device {eui} registered")

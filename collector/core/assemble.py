@@ -26,7 +26,7 @@ from collector.core.wire import (
     decode_partial,
     fragment_count,
 )
-from collector.core.xmldoc import Transport, build_document, idempotency_key
+from collector.core.xmldoc import Transport, build_document, idempotency_key, xsd_validate
 
 
 @dataclass
@@ -175,6 +175,20 @@ def assemble(msg: Message) -> Outcome:
                           out.missing_fragments, out.missing_blocks)
     out.xml = build_document(rec, msg.dev_eui, transport, out.complete)
     return out
+
+
+def reject_invalid(out: Outcome) -> Outcome:
+    """``out``, or - when its document does not validate against the shipped XSD - an
+    incident that says why (the Web App would refuse the document on every attempt,
+    so it is never stored for delivery)."""
+    if out.xml is None:
+        return out
+    errors = xsd_validate(out.xml)
+    if not errors:
+        return out
+    out.xml = None
+    out.idempotency_key = None
+    return _incident(out, "invalid_document", "the document fails the XSD: " + "; ".join(errors[:3]))
 
 
 def _assemble_v2(msg: Message) -> Outcome:

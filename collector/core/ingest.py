@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from collector.core import lorawan
-from collector.core.timefmt import parse_ms
+from collector.core.timefmt import receive_ms
 from collector.core.uplink import Uplink
 
 _HEX16 = re.compile(r"^[0-9A-Fa-f]{16}\Z")
@@ -214,15 +214,16 @@ def _utc_ms(s: str) -> int | None:
     return ms
 
 
-def _time_ms(v: Any, name: str) -> int:
+def _time_ms(v: Any, name: str, now_ms: int | None) -> tuple[int | None, str | None]:
+    """A receive time field: ``(ms, None)``, or ``(now_ms, text)`` when the time is
+    unset or out of range (:func:`~collector.core.timefmt.receive_ms`): the collector's
+    own time, with the network server's text kept."""
     s = _str(v, name)
-    ms = _utc_ms(s)
-    if ms is not None:
-        return ms
     try:
-        return parse_ms(s)
+        ms = receive_ms(s, _utc_ms(s))
     except ValueError:
         raise IngestError(f"field {name} is {s[:60]!r}; an RFC 3339 time stamp is required") from None
+    return (ms, None) if ms is not None else (now_ms, s[:64])
 
 
 def region_for_frequency(freq_hz: int | None) -> str | None:
@@ -304,10 +305,11 @@ def parse_ttn(doc: dict, now_ms: int | None, default_region: str = "EU868") -> U
         idx = _int(src["data_rate_index"], w + key + "data_rate_index", 0, 15)
         data_rate = _dr_from_index(region or default_region, idx, w + key + "data_rate_index")
 
+    ns_time = None
     if "received_at" in up:
-        received_ms = _time_ms(up["received_at"], w + "received_at")
+        received_ms, ns_time = _time_ms(up["received_at"], w + "received_at", now_ms)
     elif "received_at" in doc:
-        received_ms = _time_ms(doc["received_at"], "received_at")
+        received_ms, ns_time = _time_ms(doc["received_at"], "received_at", now_ms)
     else:
         received_ms = now_ms
 
@@ -322,7 +324,7 @@ def parse_ttn(doc: dict, now_ms: int | None, default_region: str = "EU868") -> U
     return Uplink(
         dev_eui=dev_eui, fport=fport, payload=payload, received_ms=received_ms, fcnt=fcnt,
         data_rate=data_rate, region=region, frequency_hz=freq, gateway=gateway, rssi=rssi, snr=snr,
-        source="ttn",
+        source="ttn", ns_time=ns_time,
     )
 
 
@@ -361,14 +363,15 @@ def parse_chirpstack(doc: dict, now_ms: int | None, default_region: str = "EU868
     if data_rate is None and not mod:
         data_rate = _dr_from_index(region or default_region, _int(doc.get("dr", 0), "dr", 0, 15), "dr")
 
+    ns_time = None
     if "time" in doc:
-        received_ms = _time_ms(doc["time"], "time")
+        received_ms, ns_time = _time_ms(doc["time"], "time", now_ms)
     else:
         received_ms = now_ms
         for g in rx:
             t = g.get("nsTime") or g.get("gwTime") if isinstance(g, dict) else None
             if isinstance(t, str):
-                received_ms = _time_ms(t, "rxInfo[].nsTime")
+                received_ms, ns_time = _time_ms(t, "rxInfo[].nsTime", now_ms)
                 break
     g = _best_gateway(rx)
     gateway = rssi = snr = None
@@ -379,7 +382,7 @@ def parse_chirpstack(doc: dict, now_ms: int | None, default_region: str = "EU868
     return Uplink(
         dev_eui=dev_eui, fport=fport, payload=payload, received_ms=received_ms, fcnt=fcnt,
         data_rate=data_rate, region=region, frequency_hz=freq, gateway=gateway, rssi=rssi, snr=snr,
-        source="chirpstack",
+        source="chirpstack", ns_time=ns_time,
     )
 
 
@@ -395,7 +398,8 @@ def parse_generic(doc: dict, now_ms: int | None, default_region: str = "EU868") 
     fport = _int(doc["fPort"], "fPort", 0, 255)
     payload = _b64(doc["payload"], "payload")
     fcnt = _int(doc["fCnt"], "fCnt", 0, U32) if doc.get("fCnt") is not None else None
-    received_ms = _time_ms(doc["receivedAt"], "receivedAt") if doc.get("receivedAt") is not None else now_ms
+    received_ms, ns_time = (_time_ms(doc["receivedAt"], "receivedAt", now_ms) if doc.get("receivedAt") is not None
+                            else (now_ms, None))
     data_rate = None
     if doc.get("dataRate") is not None:
         try:
@@ -417,7 +421,7 @@ def parse_generic(doc: dict, now_ms: int | None, default_region: str = "EU868") 
     return Uplink(
         dev_eui=dev_eui, fport=fport, payload=payload, received_ms=received_ms, fcnt=fcnt,
         data_rate=data_rate, region=region, frequency_hz=freq, gateway=gateway,
-        rssi=_num(doc.get("rssi"), "rssi"), snr=_num(doc.get("snr"), "snr"), source="generic",
+        rssi=_num(doc.get("rssi"), "rssi"), snr=_num(doc.get("snr"), "snr"), source="generic", ns_time=ns_time,
     )
 
 

@@ -361,6 +361,13 @@ class Reassembler:
         # keep the newest, in closing order
         self._recent = OrderedDict(sorted(recent.items(), key=lambda kv: kv[1].closed)[-cap:])
 
+    def reload(self, messages: list[dict], next_seq: int) -> None:
+        """Replace the whole state with ``messages`` (as :meth:`load` takes them): the
+        service's way back to what its store committed after a failed write."""
+        settings = self.settings
+        self.__init__(settings)  # type: ignore[misc] - every field back to empty, whatever fields there are
+        self.load(messages, next_seq)
+
     def _add_open(self, key: tuple[str, int], m: Message) -> None:
         self._open[key] = m
         self._per_device[m.dev_eui] = self._per_device.get(m.dev_eui, 0) + 1

@@ -14,6 +14,12 @@ _RFC3339 = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,12}))?(Z|z|[+-]\d{2}:\d{2})\Z"
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: receive times the collector takes from a network server: from the Unix epoch to the
+#: end of year 9999 (what the document's four-digit years can write). Anything before
+#: is an unset time - Go's zero time ``0001-01-01T00:00:00Z`` is what a Go network
+#: server sends for one.
+RECEIVE_MIN_MS = 0
+RECEIVE_MAX_MS = 253_402_300_799_999
 
 
 def parse_ms(text: str) -> int:
@@ -36,6 +42,24 @@ def parse_ms(text: str) -> int:
     if frac:
         ms += int((frac + "00")[:3])
     return ms
+
+
+def receive_ms(text: str, fast: int | None = None) -> int | None:
+    """A network server's receive time: Unix milliseconds, or None when the time
+    lies outside :data:`RECEIVE_MIN_MS` .. :data:`RECEIVE_MAX_MS` (an unset time,
+    or one an offset moves past year 9999): the collector then uses its own receive
+    time. Raises ValueError for text that is not an RFC 3339 time stamp. ``fast``:
+    the value a caller's own quicker parse already found for ``text``.
+
+    The one place that decides which receive times the collector takes."""
+    if fast is not None:
+        ms = fast
+    else:
+        try:
+            ms = parse_ms(text)
+        except OverflowError:  # an offset moved it past year 1 or 9999
+            return None
+    return ms if RECEIVE_MIN_MS <= ms <= RECEIVE_MAX_MS else None
 
 
 @lru_cache(maxsize=256)

@@ -26,10 +26,15 @@ class Uplink:
     snr: float | None = None
     #: which integration delivered it: "ttn", "chirpstack", "generic"
     source: str = "generic"
+    #: the network server's receive time as it sent it, when the collector could not
+    #: take it (:func:`collector.core.timefmt.receive_ms`) and used its own instead
+    ns_time: str | None = None
 
     def to_dict(self) -> dict:
         d = {f: getattr(self, f) for f in self.__slots__}
         d["payload"] = base64.b64encode(self.payload).decode()
+        if d["ns_time"] is None:
+            del d["ns_time"]  # the usual case: stored rows stay as they were
         return d
 
     @classmethod

@@ -12,7 +12,8 @@ from collector.service.loops import CLOSING
 
 async def clock(request: web.Request) -> web.Response:
     """Virtual time: ``{"now": <unix s>}`` or ``{"advance": <s>}`` moves the manual
-    clock, then runs the closing and delivery due up to then."""
+    clock, ``{"stepWall": <s>}`` steps its wall clock alone; then runs the closing and
+    delivery due up to then."""
     clk = request.app[CLOCK]
     if not isinstance(clk, ManualClock):
         return error(404, "the clock is not manual (start the service with --clock manual)")
@@ -20,17 +21,20 @@ async def clock(request: web.Request) -> web.Response:
         body = await request.json()
     except ValueError:
         return error(400, "malformed JSON")
-    if not isinstance(body, dict) or not (("now" in body) ^ ("advance" in body)):
-        return error(400, 'give {"now": <unix seconds>} or {"advance": <seconds>}')
-    v = body.get("now", body.get("advance"))
+    keys = [k for k in ("now", "advance", "stepWall") if k in body] if isinstance(body, dict) else []
+    if len(keys) != 1:
+        return error(400, 'give {"now": <unix seconds>}, {"advance": <seconds>} or {"stepWall": <seconds>}')
+    v = body[keys[0]]
     if isinstance(v, bool) or not isinstance(v, int | float):
         return error(400, "the time must be a number")
     try:
-        if "now" in body:
+        if keys[0] == "now":
             clk.set(float(v))
-        else:
+        elif keys[0] == "advance":
             clk.advance(float(v))
+        else:  # the wall clock alone steps (either way); deadlines and retries must not notice
+            clk.step_wall(float(v))
     except ValueError as e:
         return error(400, str(e))
     ran = await request.app[CLOSING].tick()
-    return web.json_response({"now": clk.now(), **ran})
+    return web.json_response({"now": clk.now(), "wall": clk.wall(), **ran})

@@ -27,7 +27,7 @@ import sys
 import time
 from typing import BinaryIO
 
-from collector.core.assemble import assemble
+from collector.core.assemble import assemble, reject_invalid
 from collector.core.reassembly import Message
 from collector.service.store import ClosedMessage, closed_message
 
@@ -38,7 +38,7 @@ _LEN = struct.Struct("<Q")
 
 def close_message(m: Message) -> ClosedMessage:
     """Assemble a closed message into what the store records (:func:`~collector.service.store.op_closed`)."""
-    out = assemble(m)
+    out = reject_invalid(assemble(m))
     return closed_message(m.to_dict(), out.to_dict(), out.xml)
 
 

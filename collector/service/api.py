@@ -17,6 +17,7 @@ from aiohttp import web
 from collector.core import ingest
 from collector.service.gate import authorised
 from collector.service.gate import error as answer_error
+from collector.service.integrity import STORE_WATCH
 from collector.service.keys import (
     API_TOKENS,
     CFG,
@@ -77,6 +78,9 @@ async def healthz(request: web.Request) -> web.Response:
     # (the group committer is the service's own: its task is alive while it commits)
     ok = (committer is not None and committer._task is not None and not committer._task.done()
           and not app[STOPPING].is_set())
+    watch = app.get(STORE_WATCH)
+    problem = await asyncio.to_thread(watch.check) if watch is not None else None
+    ok = ok and problem is None
     body = {"status": "ok" if ok else "unavailable", "version": __version__,
             "now": clock.now(), "openMessages": len(app[REASM].open_messages()),
             "writeQueue": committer.depth if committer else None,
@@ -84,6 +88,8 @@ async def healthz(request: web.Request) -> web.Response:
     workers = app.get(WORKERS)
     if workers is not None:
         body["workers"] = {"configured": app[CFG].workers, "running": workers.alive()}
+    if problem is not None:
+        body["problem"] = problem
     return web.json_response(body, status=200 if ok else 503)
 
 

@@ -39,9 +39,11 @@ from collector.service import admin, api
 from collector.service.aggregator import Assembler
 from collector.service.clock import Clock, make_clock
 from collector.service.config import ServiceConfig
+from collector.service.consistency import StateGuard
 from collector.service.delivery import DeliveryAgent
 from collector.service.gate import INTEGRATIONS
 from collector.service.ingest_http import INGEST, Ingest, ingest_handler
+from collector.service.integrity import STORE_WATCH, FileWatch, open_store
 from collector.service.keys import (
     API_TOKENS,
     ASSEMBLER,
@@ -61,7 +63,7 @@ from collector.service.loops import CLOSING, Closing
 from collector.service.metrics import Metrics
 from collector.service.registry import load_file
 from collector.service.repairs import REPAIR, device_handler, repair_ctx
-from collector.service.store import GroupCommitter, Store, op_device
+from collector.service.store import GroupCommitter, op_device
 from collector.service.workers import ChannelServer, PrivateDir, WorkerPool, reserve_port
 
 log = logging.getLogger("collector.service")
@@ -128,7 +130,9 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         if not cfg.allow_anonymous:
             raise RuntimeError("no ingest token configured: set --ingest-token (or allow_anonymous = true)")
         log.warning("event=auth_disabled detail=%r", "no ingest token configured; ingest is open to anyone")
-    store = app[STORE] = await asyncio.to_thread(Store, cfg.db)
+    store = app[STORE] = await asyncio.to_thread(open_store, cfg.db)  # DatabaseUnusable: one line
+    watch = app[STORE_WATCH] = FileWatch(cfg.db)
+    watching = asyncio.get_running_loop().create_task(watch.run(app[STOPPING].is_set), name="store-watch")
     committer = app[COMMITTER] = GroupCommitter(store, cfg.commit_batch, cfg.max_pending_writes,
                                                 on_commit=app[METRICS].committed)
     committer.start()
@@ -139,11 +143,15 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         reasm.load(msgs, next_seq)
         app[_RESTORED_CLOSES] = [Message.from_dict(d) for d in msgs if d.get("pending_close")]
         if cfg.devices_file:
-            devices = load_file(cfg.devices_file)
+            try:
+                devices = load_file(cfg.devices_file)
+            except ValueError as e:  # a token that cannot be sent, a bad DevEUI, ...: one line, no traceback
+                raise RuntimeError(f"devices_file: {e}") from None
             await committer.submit_many([op_device(d.dev_eui, d.token, d.name, now) for d in devices])
             log.info("event=devices_imported file=%r count=%d", cfg.devices_file, len(devices))
         yield
     finally:
+        watching.cancel()
         await _step("store", committer.close)
         store.close()
         log.info("event=stopped")
@@ -190,7 +198,8 @@ async def _closing_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[INGEST] = Ingest(app[CFG], app[CLOCK], app[METRICS], app[REASM], app[COMMITTER], app[CLOSING])
+    app[INGEST] = Ingest(app[CFG], app[CLOCK], app[METRICS], app[REASM], app[COMMITTER], app[CLOSING],
+                         StateGuard(app))
     app[INGEST].repair = app[REPAIR]
     yield
 

@@ -19,6 +19,7 @@ from typing import Any
 from collector.core.reassembly import Settings
 from collector.core.repair import Policy
 from collector.core.wire2 import FPORT_V2
+from collector.service.outbound import header_problem, url_problem
 from collector.tomlconfig import check_keys, read_toml
 from collector.tomlconfig import table as tomltable
 
@@ -145,8 +146,13 @@ class ServiceConfig:
             raise ValueError(f"workers must be 0..64, not {self.workers}")
         if self.delivery_concurrency < 1:
             raise ValueError("delivery_concurrency must be at least 1")
-        if self.webapp_url and not self.webapp_url.startswith(("http://", "https://")):
-            raise ValueError(f"webapp_url {self.webapp_url!r} must start with http:// or https://")
+        if self.webapp_url:
+            problem = (url_problem(self.webapp_url)
+                       or url_problem(self.webapp_url.rstrip("/") + self.upload_path, "webapp_url + upload_path")
+                       or url_problem(self.webapp_url.rstrip("/") + self.login_path, "webapp_url + login_path")
+                       or header_problem(self.webapp_token, "webapp_token"))
+            if problem:
+                raise ValueError(problem)
         for name in ("chirpstack_api_url", "downlink_url"):
             if getattr(self, name) and not getattr(self, name).startswith(("http://", "https://")):
                 raise ValueError(f"{name} {getattr(self, name)!r} must start with http:// or https://")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from collector.service.clock import wait_first
+from collector.service.outbound import RequestError, check_request, check_token
 from collector.service.store import AttemptResult, GroupCommitter, Store, StoreUnavailable, op_attempt
 
 if TYPE_CHECKING:
@@ -307,6 +308,10 @@ class DeliveryAgent:
             tok = data.get("token") if isinstance(data, dict) else None
             if not isinstance(tok, str) or not tok:
                 raise LoginError("login answer carries no token")
+            try:
+                check_token(tok, "the token of the login answer")
+            except RequestError as e:
+                raise LoginError(str(e)) from None
             self._login_token = tok
             log.info("event=login_ok")
             return tok
@@ -319,13 +324,14 @@ class DeliveryAgent:
             "Authorization": f"Token {token}",
             "Idempotency-Key": row["idempotency_key"],
         }
+        check_request(url, headers)  # RequestError: the same every time, the caller dead-letters
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         try:
             async with self._session.post(url, data=row["xml"], headers=headers, allow_redirects=False) as resp:
                 text = (await resp.read())[:RESPONSE_KEEP].decode("utf-8", "replace")
                 return Attempt(resp.status, None, text, parse_retry_after(resp.headers.get("Retry-After"),
-                                                                          self.clock.now()),
+                                                                          self.clock.wall()),
                                loop.time() - t0)
         except TimeoutError:
             return Attempt(None, f"timed out after {self.cfg.request_timeout:g} s", None, None, loop.time() - t0)
@@ -335,6 +341,7 @@ class DeliveryAgent:
     async def _attempt(self, row: dict) -> None:
         uid = row["uid"]
         try:
+            unbuildable = None
             async with self._sem:
                 try:
                     token, from_login = await self._token(row["dev_eui"])
@@ -345,9 +352,19 @@ class DeliveryAgent:
                         att = await self._post(row, token)
                 except LoginError as e:
                     att = Attempt(None, str(e))
+                except Exception as e:  # noqa: BLE001 - RequestError, or anything else that stops the request
+                    # being built: the same next time, so trying again would never end
+                    if not isinstance(e, RequestError):
+                        log.exception("event=request_not_built uid=%s", uid)
+                    unbuildable = str(e) or type(e).__name__
+                    att = Attempt(None, f"the request cannot be built: {unbuildable}"[:500])
             now = self.clock.now()
             r = decide(uid, att, row["attempts"], row["created"], now, self.cfg.max_age, self.backoff)
-            if classify(att.status) == "delivered":
+            if unbuildable is not None:
+                r.result, r.next_attempt = "dead", None
+                r.dead_reason = f"the request cannot be built: {unbuildable}"[:500]
+                self.circuit.neutral()
+            elif classify(att.status) == "delivered":
                 self.circuit.success()
             elif classify(att.status) == "retry":
                 self.circuit.failure(now)

@@ -25,6 +25,7 @@ from collector.core.wire import FragmentError
 from collector.core.wire2 import FPORT_V2
 from collector.service.clock import Clock
 from collector.service.config import ServiceConfig
+from collector.service.consistency import StateGuard
 from collector.service.downlinks import downlink_route
 from collector.service.gate import Answer, IngestGate
 from collector.service.gate import error as answer_error
@@ -64,7 +65,7 @@ class Ingest:
     (:class:`collector.service.gate.IngestStats`)."""
 
     def __init__(self, cfg: ServiceConfig, clock: Clock, metrics: Metrics, reasm: Reassembler,
-                 committer: GroupCommitter, closing: Closing):
+                 committer: GroupCommitter, closing: Closing, guard: StateGuard):
         self.cfg = cfg
         self.clock = clock
         self.metrics = metrics
@@ -72,6 +73,8 @@ class Ingest:
         self.committer = committer
         self.closing = closing
         self.gate = IngestGate(cfg, self)
+        #: the reassembler changes only with what was committed (:mod:`collector.service.consistency`)
+        self.guard = guard
         #: the v2 repair loop (set when the service starts)
         self.repair: RepairHub | None = None
         self._outcome_counters: dict[tuple[str, str], Any] = {}
@@ -121,8 +124,8 @@ class Ingest:
         for before :meth:`settle`. ``route``: the downlink route a v2 uplink's
         request brought (:func:`collector.service.downlinks.route_from_headers`)."""
         now = self.clock.now()
-        if up.received_ms is None:  # the body carried no receive time: the collector's
-            up = dataclasses.replace(up, received_ms=int(now * 1000))
+        if up.received_ms is None:  # the body carried no receive time: the collector's (a time stamp: wall time)
+            up = dataclasses.replace(up, received_ms=int(self.clock.wall() * 1000))
         row = up.to_dict()
         try:
             # serialised before the reassembler sees it: what cannot be stored must
@@ -130,6 +133,10 @@ class Ingest:
             text = uplink_text(row)
         except TypeError as e:
             return self.gate.bad(integration, 400, f"the uplink cannot be stored: {e}")
+        refusal = self.guard.refusal()
+        if refusal is not None:  # before the reassembler sees the uplink: nothing to undo
+            self.uplink(integration, "unavailable")
+            return answer_error(503, f"the store cannot take the uplink now: {refusal}", {"Retry-After": "5"})
         try:
             res = self.reasm.feed(up, now)
         except FragmentError as e:
@@ -162,6 +169,7 @@ class Ingest:
         except StoreUnavailable as e:
             fut = asyncio.get_running_loop().create_future()
             fut.set_exception(e)
+        self.guard.track(fut)
         if repair is not None:
             fut.add_done_callback(repair.committed)
         if closed:

@@ -29,6 +29,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from collector.service.outbound import header_problem
 from collector.tomlconfig import check_keys
 
 _EUI = re.compile(r"^[0-9A-Fa-f]{16}\Z")
@@ -47,6 +48,16 @@ def check_eui(value: str, where: str = "dev_eui") -> str:
     return value.strip().upper()
 
 
+def check_token(value: str | None, where: str = "token") -> str | None:
+    """A device's upload token as given (None stays None); ValueError when it cannot
+    be sent in the upload request's ``Authorization`` header."""
+    if value:
+        problem = header_problem(value, where)
+        if problem:
+            raise ValueError(problem)
+    return value
+
+
 def _device(d: dict, where: str, eui: str | None = None) -> Device:
     if not isinstance(d, dict):
         raise ValueError(f"{where}: expected a table")
@@ -59,7 +70,7 @@ def _device(d: dict, where: str, eui: str | None = None) -> Device:
     for key, v in (("token", tok), ("name", name)):
         if v is not None and not isinstance(v, str):
             raise ValueError(f"{where}: {key} must be a string")
-    return Device(check_eui(raw, f"{where}: dev_eui"), tok or None, name or None)
+    return Device(check_eui(raw, f"{where}: dev_eui"), check_token(tok, f"{where}: token") or None, name or None)
 
 
 def parse_toml(text: str) -> list[Device]:
@@ -87,7 +98,8 @@ def parse_csv(text: str) -> list[Device]:
         eui = row.get("dev_eui") or row.get("devEui")
         if eui is None:
             raise ValueError("the CSV header must name a dev_eui column")
-        out.append(Device(check_eui(eui, f"line {n}: dev_eui"), row.get("token") or None, row.get("name") or None))
+        out.append(Device(check_eui(eui, f"line {n}: dev_eui"), check_token(row.get("token"), f"line {n}: token") or None,
+                          row.get("name") or None))
     return _unique(out)
 
 

@@ -104,7 +104,7 @@ async def read_frame(reader: asyncio.StreamReader) -> Any | None:
 
 def uplink_fields(up: Uplink) -> list:
     return [up.dev_eui, up.fport, base64.b64encode(up.payload).decode(), up.received_ms, up.fcnt, up.data_rate,
-            up.region, up.frequency_hz, up.gateway, up.rssi, up.snr, up.source]
+            up.region, up.frequency_hz, up.gateway, up.rssi, up.snr, up.source, up.ns_time]
 
 
 def uplink_from_fields(f: list) -> Uplink:

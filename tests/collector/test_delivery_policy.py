@@ -62,8 +62,20 @@ def test_decide_schedules_retries_then_dead_letters_at_max_age():
     b = Backoff(10.0, 1000.0, random.Random(3))
     r = decide("u", Attempt(503), attempts_before=0, created=0, now=5, max_age=100, backoff=b)
     assert r.result == "retry" and 5 <= r.next_attempt <= 15
-    r = decide("u", Attempt(None, "refused"), attempts_before=20, created=0, now=95, max_age=100, backoff=b)
-    assert r.result in ("retry", "dead")
+    # near the maximum age: dead exactly when the retry the same draw gives would come after it
+    outcomes = set()
+    for seed in range(40):
+        delay = Backoff(10.0, 10.0, random.Random(seed)).delay(20)
+        r = decide("u", Attempt(None, "refused"), attempts_before=20, created=0, now=95, max_age=100,
+                   backoff=Backoff(10.0, 10.0, random.Random(seed)))
+        expected = "dead" if 95 + delay > 100 else "retry"
+        assert r.result == expected, (seed, delay, r)
+        assert (r.next_attempt is None) == (expected == "dead") and (expected == "retry" or "maximum age" in r.dead_reason)
+        outcomes.add(r.result)
+    assert outcomes == {"retry", "dead"}  # both sides of the limit were drawn
+    r = decide("u", Attempt(None, "refused", retry_after=30), attempts_before=0, created=0, now=95, max_age=100,
+               backoff=b)
+    assert r.result == "dead" and "maximum age" in r.dead_reason  # a Retry-After beyond the limit
     r = decide("u", Attempt(500), attempts_before=3, created=0, now=101, max_age=100, backoff=b)
     assert r.result == "dead" and "maximum age" in r.dead_reason
     r = decide("u", Attempt(403, response='{"error": "forbidden"}'), 0, 0, 1, 100, b)

@@ -20,7 +20,7 @@ def test_a_start_that_fails_half_way_closes_the_store_it_had_opened(tmp_path):
                         clock_start=1_800_000_000.0, devices_file=str(devices))
 
     async def start() -> None:
-        with pytest.raises(ValueError, match="use a .toml or .csv file"):
+        with pytest.raises(RuntimeError, match="devices_file: .*use a .toml or .csv file"):
             await start_service(cfg)
 
     asyncio.run(start())

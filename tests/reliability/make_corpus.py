@@ -7,7 +7,8 @@ file per category). Run once; the files are checked in and read by
 Each line: ``name``, ``path``, ``headers``, ``body`` (a string; ``{"base64": ...}``
 for raw bytes; ``{"repeat": s, "times": n, "prefix": a, "suffix": b}`` for large
 bodies), ``expect_status`` and ``expect_error_contains`` (a piece of the ``error``
-of a 4xx answer, or of the ``reason`` of a 202 ``ignored``).
+of a 4xx answer, or of the ``reason`` of a 202 ``ignored``; for a case with
+``expect_stored``, the ``status`` of its 202: it must be stored).
 """
 
 from __future__ import annotations
@@ -283,10 +284,33 @@ def content_type() -> list[dict]:
     return out
 
 
+def receive_times() -> list[dict]:
+    """Receive times a network server may send that no document can carry (issue 12,
+    item 2): unset (Go's zero time), before 1970, moved past year 9999 or before year 1
+    by their offset. Each is *accepted and stored* (``expect_stored``) with the
+    collector's own receive time; a date that does not exist is a 400."""
+    out = []
+    times = [("go_zero_time", "0001-01-01T00:00:00Z"), ("before_1970", "1969-07-20T20:17:40Z"),
+             ("offset_past_9999", "9999-12-31T23:30:00-01:00"), ("offset_before_year_1", "0001-01-01T00:30:00+01:00")]
+    n = 0
+    for fmt in FORMATS:
+        keys, _name = FIELDS[fmt]["time"]
+        for label, value in times:
+            n += 1  # a fragment of its own (another msg_id), so none is a duplicate of another
+            frag = wire.fragment(100 + n, wire.encode_record(example_record()), 115)[0]
+            case = item(f"{fmt}/{label}", PATHS[fmt], with_field(fmt, keys, value, frag), 202, "accepted")
+            case["expect_stored"] = True
+            out.append(case)
+        out.append(item(f"{fmt}/year_zero", PATHS[fmt], with_field(fmt, keys, "0000-01-01T00:00:00Z"), 400,
+                        "an RFC 3339 time stamp is required"))
+    return out
+
+
 CATEGORIES = {
     "broken_json": broken_json, "wrong_types": wrong_types, "huge_numbers": huge_numbers,
     "bad_encoding": bad_encoding, "oversized": oversized, "header_lies": header_lies,
     "wrong_port_and_events": wrong_port_and_events, "auth": auth, "content_type": content_type,
+    "receive_times": receive_times,
 }
 
 

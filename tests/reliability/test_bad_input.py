@@ -4,7 +4,8 @@ lies relative to an open message.
 
 Every corpus request gets its documented 4xx with a precise reason (or 202
 ``ignored``), never a 5xx; the service stays up; nothing is stored (row counts of
-the database file before and after each request)."""
+the database file before and after each request) - except the cases marked
+``expect_stored`` (receive times the collector replaces by its own), which are."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def test_the_corpus_is_large_and_covers_every_category():
     cats = {d["category"] for d in CORPUS}
     assert len(CORPUS) >= 300
     assert cats >= {"broken_json", "wrong_types", "huge_numbers", "bad_encoding", "oversized", "header_lies",
-                    "wrong_port_and_events", "auth", "content_type"}
+                    "wrong_port_and_events", "auth", "content_type", "receive_times"}
     assert len({(d["category"], d["name"]) for d in CORPUS}) == len(CORPUS)
 
 
@@ -52,6 +53,14 @@ def test_hostile_request_gets_its_precise_answer_and_stores_nothing(live, case):
     assert r.status == case["expect_status"], r
     assert r.headers["Content-Type"].startswith("application/json"), r.headers
     d = r.json()
+    if case.get("expect_stored"):  # taken, with the collector's own receive time (docs/api.md)
+        assert d["status"] == case["expect_error_contains"], d
+        after = counts(live.db)
+        assert after["fragments"] == before["fragments"] + 1, (before, after)
+        got = http("GET", f"{live.url}/api/messages/{d['message']}", None, {"Authorization": f"Bearer {TOKEN}"})
+        frag = got.json()["fragments"][0]
+        assert frag["networkServerTime"] and frag["receivedAt"] >= "1970", frag
+        return
     if r.status == 202:
         assert d["status"] == "ignored", d
         assert case["expect_error_contains"] in d["reason"], d

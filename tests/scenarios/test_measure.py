@@ -151,3 +151,20 @@ def test_percentile():
     assert percentile([3.0], 0.95) == 3.0
     assert percentile([1, 2, 3, 4, 5], 0.5) == 3
     assert percentile([0, 10], 0.95) == pytest.approx(9.5)
+
+
+def test_a_ratio_with_nothing_to_measure_is_na_and_an_expectation_on_it_fails(truth_factory, upload):
+    """No partial document (and no incident due): the ratios over them are n/a, not 1.0,
+    and ``partial_documents_exact == 1.0`` says so instead of passing vacuously."""
+    from scenarios.cli import expectation_table
+    from scenarios.runner import ExpectationResult
+    a = truth_factory(1)
+    ea = a.expected(ALL, 0)
+    v, _ = _run([ea], [upload(ea, ea.last_arrival + 1)])
+    assert v["complete_documents_exact"] == 1.0
+    assert v["partial_documents_exact"] is None and v["incidents_for_lost_required"] is None
+    exp = parse_expectation("partial_documents_exact", "== 1.0")
+    assert not exp.check(v["partial_documents_exact"])
+    table = expectation_table(type("R", (), {"expectations": [
+        ExpectationResult(exp.name, v[exp.name], exp.op, exp.limit, exp.check(v[exp.name]))]})())
+    assert "n/a" in table and "FAIL (n/a: nothing to measure)" in table, table

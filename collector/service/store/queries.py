@@ -270,7 +270,7 @@ def _fragment_view(f: dict) -> dict:
             "receivedAt": format_ms(up["received_ms"]) if up.get("received_ms") is not None else None,
             "fCnt": up.get("fcnt"), "fPort": up.get("fport"), "dataRate": up.get("data_rate"), "gateway": up.get("gateway"),
             "rssi": up.get("rssi"), "snr": up.get("snr"), "source": up.get("source"),
-            "payload": up.get("payload")}
+            "payload": up.get("payload"), "networkServerTime": up.get("ns_time")}
 
 
 def _missing(st: dict) -> list[int]:
