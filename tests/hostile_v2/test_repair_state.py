@@ -73,3 +73,19 @@ def test_the_device_ignores_need_for_evicted_and_redundancy_out_of_range():
         sent.append(p)
         t += 1.0
     assert all(p[1] < p[2] for p in sent[:-1])
+
+
+def test_a_repeated_poll_is_not_a_new_repair_round():
+    """The same poll twice (a network-server retry, or the device polling again because
+    the NEED's downlink was lost) is one repair round, as /api/messages/{id} shows it;
+    a poll after the device sent the rows asked for starts the next one."""
+    d = DeviceRepair("X")
+    for i in range(4):
+        d.fragment(3, i, 6, P)
+    first = d.poll(3, 6, 8, P, False)
+    again = d.poll(3, 6, 8, P, False)
+    assert isinstance(first, wire2.Need) and again == first
+    assert d.messages[3].needs == 1 and d.messages[3].asked == first.n
+    d.fragment(3, 8, 6, P)  # one of the rows asked for arrived
+    d.poll(3, 6, 8 + first.n, P, False)
+    assert d.messages[3].needs == 2
