@@ -162,6 +162,11 @@ class Seen:
     acked: bool = False
     #: parity rows the NEEDs for it asked for, in all
     asked: int = 0
+    #: the ``sent`` of the poll that started the latest repair round and the n asked
+    #: in it: the same poll again (a retry, a repeat while the NEED was lost) is
+    #: that round, not a new one
+    round_sent: int = -1
+    round_n: int = 0
 
     @property
     def held(self) -> int:
@@ -179,11 +184,13 @@ class Seen:
     def to_dict(self) -> dict:
         return {"k": self.k, "indices": sorted(self.indices), "sent": self.sent,
                 "polls": self.polls, "needs": self.needs,
-                "acked": self.acked, "asked": self.asked}
+                "acked": self.acked, "asked": self.asked, "round_sent": self.round_sent,
+                "round_n": self.round_n}
 
     @classmethod
     def from_dict(cls, d: dict) -> Seen:
-        return cls(d["k"], set(d["indices"]), d["sent"], d["polls"], d["needs"], d["acked"], d.get("asked", 0))
+        return cls(d["k"], set(d["indices"]), d["sent"], d["polls"], d["needs"], d["acked"], d.get("asked", 0),
+                   d.get("round_sent", -1), d.get("round_n", 0))
 
 
 @dataclass
@@ -288,8 +295,11 @@ class DeviceRepair:
             self._count("acks")
         else:
             cmd = Need(msg_id, need_count(k - held, self.loss(policy), policy.target, remaining))
-            m.needs += 1
-            m.asked += cmd.n
+            if sent > m.round_sent:  # the device sent more since: a new round
+                m.needs += 1
+                m.round_sent, m.round_n = sent, 0
+            m.asked += max(0, cmd.n - m.round_n)  # a round's rows are topped up to its largest n
+            m.round_n = max(m.round_n, cmd.n)
             self._count("needs")
         self.due[msg_id] = cmd
         return cmd
