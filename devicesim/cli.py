@@ -18,6 +18,7 @@ from collector.core.wire import fragment_lengths
 from collector.service.logs import setup_logging
 from collector.testing.progress import ProgressBar
 from devicesim.config import ConfigError, SimConfig, load_config
+from devicesim.dutycycle import message_duration
 from devicesim.formats import FORMATS
 
 log = logging.getLogger("devicesim")
@@ -36,6 +37,13 @@ def main() -> None:
     setup_logging("INFO")
 
 
+def _int(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{name}: {value!r} is neither a number nor 'adaptive'") from None
+
+
 def _dr_option(value: str | None):
     if value is None:
         return None
@@ -49,7 +57,7 @@ def _dr_option(value: str | None):
 
 @main.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML configuration file.")
-@click.option("--region", help="EU868 or US915.")
+@click.option("--region", help="Region: EU868, US915, AU915, AS923-1..4.")
 @click.option("--devices", type=int, help="Number of devices.")
 @click.option("--hours", type=float, help="Simulated duration in hours.")
 @click.option("--seed", type=int, help="Seed of every random stream.")
@@ -64,9 +72,11 @@ def _dr_option(value: str | None):
 @click.option("--duplicates", type=float, help="Probability an uplink is delivered twice.")
 @click.option("--every", type=float, help="Send a record every N minutes instead of daily.")
 @click.option("--reboots-per-day", type=float, help="Expected random reboots per device per day.")
+@click.option("--wire", type=click.Choice(["v1", "v2"]), help="Wire format of every device (v2: the closed loop).")
+@click.option("--parity", help="v2 parity rows per message (0-32) or 'adaptive'.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run(config_path, region, devices, hours, seed, fmt, out, dr, loss, loss_p, gateways, jitter, duplicates,
-        every, reboots_per_day, quiet) -> None:
+        every, reboots_per_day, wire, parity, quiet) -> None:
     """Run a simulation, print a summary table and optionally write the trace."""
     from devicesim.sim import simulate
     from devicesim.trace import write_trace
@@ -105,6 +115,10 @@ def run(config_path, region, devices, hours, seed, fmt, out, dr, loss, loss_p, g
             cfg.devices.schedule.kind, cfg.devices.schedule.every_min = "every", every
         if reboots_per_day is not None:
             cfg.devices.reboots.per_day = reboots_per_day
+        if wire is not None:
+            cfg.devices.wire, cfg.devices.groups = wire, ()
+        if parity is not None:
+            cfg.devices.parity = parity if parity == "adaptive" else _int(parity, "--parity")
         cfg.validate()
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
@@ -126,7 +140,7 @@ def run(config_path, region, devices, hours, seed, fmt, out, dr, loss, loss_p, g
 
 
 @main.command()
-@click.option("--region", default="EU868", show_default=True, help="EU868 or US915.")
+@click.option("--region", default="EU868", show_default=True, help="Region: EU868, US915, AU915, AS923-1..4.")
 @click.option("--dr", type=int, required=True, help="Data-rate index.")
 @click.option("--bytes", "nbytes", type=int, required=True, help="Record length in bytes.")
 @click.option("--size", type=int, help="Fragment size S (default: the DR's maximum payload N).")
@@ -154,7 +168,9 @@ def airtime(region, dr, nbytes, size) -> None:
         ("time on air, one full fragment", f"{t_full * 1000:.3f} ms"),
         ("time on air, whole message", f"{total:.3f} s"),
         ("duty cycle", f"{dc:.1%}" if dc < 1 else "none"),
-        ("minimum message duration", f"{min_message_duration(rate, count, s, dc):.1f} s"),
+        ("minimum message duration",
+         f"{message_duration([rate.time_on_air(n) for n in lengths], dc):.1f} s (off-time rule alone: "
+         f"{min_message_duration(rate, count, s, dc, last=lengths[-1]):.1f} s)"),
     ]
     if reg.dwell_time_s is not None:
         ok = t_full <= reg.dwell_time_s

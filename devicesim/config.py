@@ -1,5 +1,8 @@
 """Simulation configuration: plain dataclasses, loadable from a TOML document.
 
+(Longer than 400 lines on purpose: the schema, its loader and its checks are one
+contract and read best side by side.)
+
 Every section has working defaults, so ``SimConfig()`` is a runnable 10-device,
 24-hour EU868 simulation. :func:`config_from_dict` accepts the TOML form (see
 docs/simulator.md) and raises :class:`ConfigError` naming the offending key.
@@ -71,6 +74,23 @@ class RebootConfig:
 
 
 @dataclass
+class WireConfig:
+    """How a group of devices sends its records: wire format v1 (FPort 16, uplinks
+    only) or v2 (FPort 17, parity and the repair loop, wire-format-v2.md section 4)."""
+
+    #: devices in the group (groups take the device indices in order)
+    count: int = 0
+    wire: str = "v1"
+    #: v2: parity rows per message, or "adaptive" (start at 2; the collector steers r)
+    parity: int | str = 2
+    #: v2: polls per round, repair rounds per message (the spec's defaults)
+    polls: int = 3
+    rounds: int = 3
+    #: v2: least time between two polls of one message (0: at the next opportunity)
+    poll_interval_s: float = 0.0
+
+
+@dataclass
 class DevicesConfig:
     count: int = 10
     #: devices are placed uniformly in a disc of this radius (m) around the origin
@@ -89,6 +109,28 @@ class DevicesConfig:
     min_gap_s: float = 3.0
     #: override the region's default uplink channels (Hz)
     channels_hz: tuple[int, ...] = ()
+    #: wire format of every device (``wire``, ``parity``, ``polls``, ``rounds``,
+    #: ``poll_interval_s``), unless ``groups`` split the fleet
+    wire: str = "v1"
+    parity: int | str = 2
+    polls: int = 3
+    rounds: int = 3
+    poll_interval_s: float = 0.0
+    #: groups of devices with their own wire settings; their counts add up to ``count``
+    groups: tuple[WireConfig, ...] = ()
+
+    def wire_of(self, index: int) -> WireConfig:
+        """The wire settings of device ``index``."""
+        first = 0
+        for g in self.groups:
+            if index < first + g.count:
+                return g
+            first += g.count
+        return WireConfig(self.count, self.wire, self.parity, self.polls, self.rounds, self.poll_interval_s)
+
+    @property
+    def any_v2(self) -> bool:
+        return any(g.wire == "v2" for g in self.groups) if self.groups else self.wire == "v2"
 
 
 @dataclass
@@ -139,6 +181,30 @@ class Outage:
 
 
 @dataclass
+class DownlinkConfig:
+    """Class A downlinks of the network server and the gateways (closed loop only)."""
+
+    #: RX1 opens this long after an uplink ends (1 s: ChirpStack's default; 5 s: The
+    #: Things Stack's); RX2 one second later
+    rx1_delay_s: float = 1.0
+    rx1_dr_offset: int = 0
+    #: RX2 frequency (Hz) and DR; 0 and -1: the region's default
+    rx2_frequency_hz: int = 0
+    rx2_dr: int = -1
+    #: the server takes a queued downlink for an uplink's windows this long after its
+    #: deduplication window closed (ChirpStack's get_downlink_data_delay, 100 ms); a
+    #: downlink queued later waits for the device's next uplink
+    read_delay_s: float = 0.1
+    #: the application's downlink reaches the server's queue this long after it was sent
+    push_latency_s: float = 0.05
+    gateway_tx_power_dbm: float = 14.0
+    #: gateways obey the sub-band duty cycle for downlinks (EU868: 1 % / 10 % on 869.525 MHz)
+    duty_cycle: bool = True
+    #: a transmitting gateway hears nothing on any channel
+    half_duplex: bool = True
+
+
+@dataclass
 class NetworkConfig:
     enabled: bool = True
     dedup_window_s: float = 0.2
@@ -153,6 +219,7 @@ class NetworkConfig:
     duplicate_p: float = 0.0
     duplicate_delay: Latency = field(default_factory=lambda: Latency(1.0, 20.0))
     application_id: str = "field-loggers"
+    downlinks: DownlinkConfig = field(default_factory=DownlinkConfig)
 
 
 @dataclass
@@ -167,6 +234,8 @@ class SimConfig:
     #: virtual start, Unix seconds
     start: float = DEFAULT_START
     format: str = "generic"
+    #: "auto" (the closed loop when a device group uses v2, else staged), "staged" or "loop"
+    engine: str = "auto"
     devices: DevicesConfig = field(default_factory=DevicesConfig)
     channel: ChannelConfig = field(default_factory=ChannelConfig)
     gateways: GatewaysConfig = field(default_factory=GatewaysConfig)
@@ -214,6 +283,7 @@ _NESTED = {
     (NetworkConfig, "backhaul"): Latency,
     (NetworkConfig, "delivery"): Latency,
     (NetworkConfig, "duplicate_delay"): Latency,
+    (NetworkConfig, "downlinks"): DownlinkConfig,
 }
 
 
@@ -225,6 +295,10 @@ def _convert(cls: type, name: str, value: Any, key: str):
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key}: expected a list of {{gateway, start_s, duration_s}} tables")
         return tuple(_build(Outage, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if cls is DevicesConfig and name == "groups":
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list of {{count, wire, parity, polls, rounds}} tables")
+        return tuple(_build(WireConfig, v, f"{key}[{i}]") for i, v in enumerate(value))
     if cls is GatewaysConfig and name == "positions":
         try:
             return tuple((float(x), float(y)) for x, y in value)
@@ -288,7 +362,8 @@ def _validate(c: SimConfig) -> None:
     p = d.dr
     _need(p.kind in ("fixed", "adr", "mix"), f"devices.dr.kind must be fixed|adr|mix, got {p.kind!r}")
     try:
-        reg.dr(p.dr)
+        if p.kind == "fixed":
+            reg.dr(p.dr)
     except ValueError as e:
         raise ConfigError(f"devices.dr.dr: {e}") from None
     if p.kind == "mix":
@@ -298,6 +373,11 @@ def _validate(c: SimConfig) -> None:
         _need(4 <= d.fragment_size <= 242, "devices.fragment_size must be 4..242")
     _need(d.reboots.per_day >= 0, "devices.reboots.per_day must be >= 0")
     _need(d.min_gap_s >= 0, "devices.min_gap_s must be >= 0")
+    _validate_wire(d)
+    _need(c.engine in ("auto", "staged", "loop"), f"engine must be auto|staged|loop, got {c.engine!r}")
+    _need(c.engine != "staged" or not d.any_v2, "engine = \"staged\" cannot run v2 devices (they need the loop)")
+    _need(s.kind != "poisson" or not (c.engine == "loop" or d.any_v2),
+          "devices.schedule.kind = \"poisson\" (raw frames, no records) runs on the staged engine only")
     ch = c.channel
     _need(ch.model in ("physical", "bernoulli", "gilbert"), f"channel.model must be physical|bernoulli|gilbert, got {ch.model!r}")
     for name in ("p", "p_gb", "p_bg", "loss_good", "loss_bad"):
@@ -315,6 +395,31 @@ def _validate(c: SimConfig) -> None:
         _need(lat.base_s >= 0 and lat.jitter_s >= 0, f"network.{name}: base_s and jitter_s must be >= 0")
         _need(lat.dist in ("exponential", "uniform", "lognormal"),
               f"network.{name}.dist must be exponential|uniform|lognormal, got {lat.dist!r}")
+    dl = n.downlinks
+    _need(dl.rx1_delay_s >= 1.0, "network.downlinks.rx1_delay_s must be >= 1 (LoRaWAN RX1 delays are 1-15 s)")
+    _need(dl.read_delay_s >= 0 and dl.push_latency_s >= 0, "network.downlinks delays must be >= 0")
+    _need(0 <= dl.rx1_dr_offset <= 5, "network.downlinks.rx1_dr_offset must be 0..5")
+    try:
+        if dl.rx2_dr >= 0:
+            reg.downlink_dr(dl.rx2_dr)
+    except ValueError as e:
+        raise ConfigError(f"network.downlinks.rx2_dr: {e}") from None
     for i, o in enumerate(n.outages):
         _need(0 <= o.gateway < g.count, f"network.outages[{i}].gateway {o.gateway} is not a gateway index 0..{g.count - 1}")
         _need(o.duration_s >= 0, f"network.outages[{i}].duration_s must be >= 0")
+
+
+def _validate_wire(d: DevicesConfig) -> None:
+    if d.groups:
+        total = sum(g.count for g in d.groups)
+        _need(total == d.count, f"devices.groups: the group counts add up to {total}, devices.count is {d.count}")
+    items = [(f"devices.groups[{i}]", g) for i, g in enumerate(d.groups)] or [("devices", d.wire_of(0))]
+    for where, g in items:
+        _need(isinstance(g.count, int) and g.count >= 0, f"{where}.count must be an integer >= 0")
+        _need(g.wire in ("v1", "v2"), f"{where}.wire must be v1|v2, got {g.wire!r}")
+        ok = g.parity == "adaptive" or (isinstance(g.parity, int) and not isinstance(g.parity, bool)
+                                        and 0 <= g.parity <= 32)
+        _need(ok, f"{where}.parity must be 0..32 or \"adaptive\", got {g.parity!r}")
+        _need(isinstance(g.polls, int) and g.polls >= 1, f"{where}.polls must be an integer >= 1")
+        _need(isinstance(g.rounds, int) and g.rounds >= 0, f"{where}.rounds must be an integer >= 0")
+        _need(g.poll_interval_s >= 0, f"{where}.poll_interval_s must be >= 0")

@@ -154,9 +154,10 @@ class NetworkServer:
                 return t
         return t_rx
 
-    def submit(self, frame: Frame, receptions: Sequence[Reception] | None = None) -> None:
+    def submit(self, frame: Frame, receptions: Sequence[Reception] | None = None) -> float | None:
         """Hand the network server a frame and the gateways that heard it (default:
-        gateway 0 with a good link). Submit frames in order of their end times."""
+        gateway 0 with a good link). Submit frames in order of their end times.
+        Returns when its deduplication window closes (None: nobody heard it)."""
         cfg = self.config
         rng = self._rng(frame.dev_eui)
         n = max(self.gateways, 1 + max((r.gateway for r in receptions or ()), default=0))
@@ -173,7 +174,7 @@ class NetworkServer:
             receptions = (Reception(0),)
         if not receptions:
             self.stats.unheard += 1
-            return
+            return None
         arrivals = sorted(
             (self._backhaul_exit(r.gateway, frame.end_time) + backhaul[r.gateway], r.gateway, r)
             for r in receptions
@@ -184,6 +185,7 @@ class NetworkServer:
         self.stats.late_copies += len(arrivals) - len(copies)
         self._seq += 1
         heapq.heappush(self._heap, (close, self._seq, frame, copies, draws))
+        return close
 
     def pop_due(self, until: float) -> list[Delivery]:
         """Process every frame whose dedup window closed by ``until``; returns the

@@ -18,6 +18,7 @@ LOSS = 5
 NETWORK = 6
 REBOOT = 7
 DR_MIX = 8
+DOWNLINK = 9
 
 
 def stream(seed: int, component: int, key: int = 0) -> np.random.Generator:

@@ -3,8 +3,9 @@
 Line kinds, in file order: one ``meta`` line (seed, region, format, start, config),
 one ``uplink`` line per application delivery in delivery-time order (``at`` RFC 3339
 virtual delivery time, ``path`` collector endpoint, ``body`` exact request body,
-``devEui``, ``fCnt``, ``duplicate``), one ``record`` line per message with its ground
-truth, and a closing ``summary`` line with the run's statistics. Same seed and
+``devEui``, ``fCnt``, ``duplicate``), one ``downlink`` line per downlink a gateway
+transmitted (closed loop only, in order of decision), one ``record`` line per message
+with its ground truth, and a closing ``summary`` line with the run's statistics. Same seed and
 configuration give a byte-identical file.
 """
 
@@ -59,7 +60,11 @@ def record_line(r: RecordTruth) -> dict:
         "fragmentsDelivered": r.fragments_delivered,
         "deliveredAt": {str(i): [rfc3339(t) for t in ts] for i, ts in sorted(r.delivered_at.items())},
         "complete": r.complete,
-    }
+    } | ({} if r.wire == "v1" else {
+        "wire": r.wire, "uplinks": r.uplinks, "airtimeS": round(r.airtime_s, 6),
+        "downlinks": round(r.downlinks, 6), "downlinkAirtimeS": round(r.downlink_airtime_s, 6),
+        "rebuiltAt": rfc3339(r.rebuilt_at) if r.rebuilt_at is not None else None,
+    })
 
 
 def trace_lines(result: SimResult, fmt: str | None = None) -> Iterator[str]:
@@ -72,6 +77,10 @@ def trace_lines(result: SimResult, fmt: str | None = None) -> Iterator[str]:
         path, body = d.body(f)
         yield _dumps({"kind": "uplink", "at": rfc3339(d.time), "path": path, "body": body,
                       "devEui": d.frame.dev_eui, "fCnt": d.frame.fcnt, "duplicate": d.duplicate})
+    for x in result.downlinks:
+        yield _dumps({"kind": "downlink", "at": rfc3339(x.time), "devEui": x.dev_eui, "gateway": x.gateway,
+                      "window": x.window, "frequency": x.frequency_hz, "dr": x.dr, "airtimeS": round(x.airtime_s, 6),
+                      "payload": x.payload.hex(), "received": x.received, "fCnt": result.frames.fcnt[x.uplink]})
     for r in result.records:
         yield _dumps(record_line(r))
     yield _dumps({"kind": "summary", **result.stats.to_dict()})

@@ -57,6 +57,12 @@ _HELP = {
     "downlink_token": "Bearer token for --downlink-url.",
     "repair_target": "Predicted first-round rebuild the redundancy policy keeps (0.99).",
     "repair_adaptive": "Steer each v2 device's parity with REDUNDANCY.",
+    "mqtt_url": "Take uplinks from this MQTT broker: mqtt://user:password@host:port or mqtts://...",
+    "mqtt_integration": "chirpstack or ttn: whose topics and payloads the broker carries.",
+    "mqtt_topic": "Topic filter (repeatable; default: the network server's uplink topic).",
+    "mqtt_share": "Join this MQTT 5 shared-subscription group (see docs/operations.md, MQTT).",
+    "mqtt_partition": "i/n: take only the devices of partition i of n (several collectors, one broker).",
+    "mqtt_client_id": "Client id of the persistent session (default: from the host name and --db).",
 }
 
 

@@ -33,6 +33,7 @@ from collector.service.keys import (
 )
 from collector.service.loops import CLOSING
 from collector.service.metrics import CONTENT_TYPE_LATEST
+from collector.service.mqtt import MQTT
 from collector.service.repairs import REPAIR, message_view
 from collector.service.store import StoreUnavailable, op_retry_dead
 
@@ -90,6 +91,9 @@ async def healthz(request: web.Request) -> web.Response:
         body["workers"] = {"configured": app[CFG].workers, "running": workers.alive()}
     if problem is not None:
         body["problem"] = problem
+    sub = app.get(MQTT)
+    if sub is not None:
+        body["mqtt"] = sub.health()
     return web.json_response(body, status=200 if ok else 503)
 
 

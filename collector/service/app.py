@@ -61,6 +61,7 @@ from collector.service.keys import (
 from collector.service.logs import KeyValueFormatter, setup_logging  # noqa: F401 (re-exported)
 from collector.service.loops import CLOSING, Closing
 from collector.service.metrics import Metrics
+from collector.service.mqtt import mqtt_ctx
 from collector.service.registry import load_file
 from collector.service.repairs import REPAIR, device_handler, repair_ctx
 from collector.service.store import GroupCommitter, op_device
@@ -90,6 +91,8 @@ def init_app(cfg: ServiceConfig, clock: Clock | None = None, workers: WorkerPool
         app[WORKERS] = workers
     setup_routes(app)
     app.cleanup_ctx.extend([_store_ctx, _delivery_ctx, _assembler_ctx, _closing_ctx, repair_ctx, _ingest_ctx])
+    if cfg.mqtt_url:
+        app.cleanup_ctx.append(mqtt_ctx)
     app.on_shutdown.append(_on_shutdown)
     return app
 
@@ -126,7 +129,9 @@ async def _step(name: str, stop: Callable[[], Awaitable[object]]) -> None:
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CFG]
-    if not cfg.any_ingest_token:
+    if not cfg.any_ingest_token and cfg.mqtt_url and not cfg.allow_anonymous:
+        log.info("event=http_ingest_closed detail=%r", "no ingest token: uplinks come over MQTT only")
+    elif not cfg.any_ingest_token:
         if not cfg.allow_anonymous:
             raise RuntimeError("no ingest token configured: set --ingest-token (or allow_anonymous = true)")
         log.warning("event=auth_disabled detail=%r", "no ingest token configured; ingest is open to anyone")

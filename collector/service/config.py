@@ -3,7 +3,7 @@ variables, then command-line flags (each later source overrides the earlier).
 
 Every field of :class:`ServiceConfig` is a TOML key of the same name (top level, or
 inside the table of its group, :data:`TABLES`: ``[ingest]``, ``[reassembly]``,
-``[delivery]``, ``[operations]``, ``[repair]``), an environment variable ``COLLECTOR_<NAME>``
+``[delivery]``, ``[operations]``, ``[repair]``, ``[mqtt]``), an environment variable ``COLLECTOR_<NAME>``
 (upper case) and a flag ``--<name-with-dashes>``. Lists are comma-separated in the
 environment.
 """
@@ -57,6 +57,28 @@ class ServiceConfig:
     #: HTTP worker processes in front of the process that owns the state (0: one
     #: process does everything); see docs/operations.md, "Workers"
     workers: int = 0
+    # ------------------------------------------------------------------ MQTT ingest (docs/operations.md, "MQTT")
+    #: broker to subscribe to, ``mqtt://user:password@host:port`` or ``mqtts://...`` (empty: none)
+    mqtt_url: str = ""
+    #: ``chirpstack`` or ``ttn``: the topics' and payloads' shape
+    mqtt_integration: str = "chirpstack"
+    #: topic filters (default: the integration's uplink topic)
+    mqtt_topic: list[str] = field(default_factory=list)
+    #: the persistent session's client id (default: derived from the host name and the database path)
+    mqtt_client_id: str = ""
+    #: subscribe as a member of this MQTT 5 shared-subscription group (``$share/<group>/<topic>``)
+    mqtt_share: str = ""
+    #: ``i/n``: take only the devices whose topic hashes to partition i of n
+    mqtt_partition: str = ""
+    #: seconds the broker keeps the session (and queues QoS 1 uplinks) while the collector is away
+    mqtt_session_expiry: int = 7 * 24 * 3600
+    mqtt_keepalive: int = 30
+    #: QoS 1 messages the broker may have in flight to the collector, unacknowledged
+    mqtt_inflight: int = 1000
+    #: CA certificates for mqtts:// (default: the system's)
+    mqtt_ca_file: str = ""
+    #: ``5`` or ``3.1.1`` (The Things Stack's MQTT server speaks 3.1.1)
+    mqtt_protocol: str = "5"
     # ------------------------------------------------------------------ reassembly
     # (defaults and meaning: collector.core.reassembly.Settings, the one place they live)
     message_timeout: float = Settings.message_timeout
@@ -165,6 +187,9 @@ class ServiceConfig:
         for name in ("downlink_timeout", "downlink_backoff_base", "downlink_backoff_cap", "downlink_expiry"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.mqtt_url:
+            from collector.service.mqtt_config import validate_mqtt
+            validate_mqtt(self)
 
     def repair_policy(self) -> Policy:
         """The repair and redundancy policy (:class:`collector.core.repair.Policy`)."""
@@ -186,7 +211,7 @@ class ServiceConfig:
 
 
 SECRETS = ("ingest_token", "ttn_token", "chirpstack_token", "generic_token", "api_token",
-           "webapp_token", "webapp_password", "chirpstack_api_token", "downlink_token")
+           "webapp_token", "webapp_password", "chirpstack_api_token", "downlink_token", "mqtt_url")
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(ServiceConfig)}
 
 
@@ -244,6 +269,8 @@ TABLES: dict[str, tuple[str, ...]] = {
                "downlink_token", "repair_target", "repair_adaptive", "repair_min_parity", "repair_max_parity",
                "repair_ack_on_rebuild", "downlink_timeout", "downlink_backoff_base", "downlink_backoff_cap",
                "downlink_expiry"),
+    "mqtt": ("mqtt_url", "mqtt_integration", "mqtt_topic", "mqtt_client_id", "mqtt_share", "mqtt_partition",
+             "mqtt_session_expiry", "mqtt_keepalive", "mqtt_inflight", "mqtt_ca_file", "mqtt_protocol"),
 }
 _DOC = "see docs/operations.md"
 

@@ -79,6 +79,8 @@ def unavailable(cfg: ServiceConfig, route: dict | None, integration: str | None 
         return "chirpstack_api_url is not set"
     if kind == "generic" and not cfg.downlink_url:
         return "downlink_url is not set"
+    if kind == "mqtt" and not cfg.mqtt_url:
+        return "mqtt_url is not set (the route came over MQTT)"
     return None
 
 
@@ -97,6 +99,9 @@ class NetworkServers:
     def __init__(self, cfg: ServiceConfig):
         self.cfg = cfg
         self._session: aiohttp.ClientSession | None = None
+        #: the MQTT subscriber (:class:`collector.service.mqtt.MqttIngest`) while it runs:
+        #: it publishes the downlinks of routes of kind ``mqtt``
+        self.mqtt: Any = None
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.cfg.downlink_timeout))
@@ -126,6 +131,11 @@ class NetworkServers:
                  {"devEui": dev_eui, "fPort": FPORT_V2, "payload": data, "replace": replace})]
 
     async def send(self, dev_eui: str, route: dict, payload: bytes, replace: bool) -> Outcome:
+        if route.get("kind") == "mqtt":
+            if self.mqtt is None:
+                return Outcome("failed", None, "the MQTT subscriber is not running (mqtt_url)")
+            detail = await self.mqtt.send_downlink(dev_eui, FPORT_V2, payload, replace, route=route)
+            return Outcome("sent" if detail is None else "failed", None, detail)
         assert self._session is not None
         status = None
         try:

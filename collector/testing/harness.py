@@ -116,8 +116,16 @@ class LiveService:
 
     def restart_service(self) -> None:
         """Stop the collector gracefully and start it again on the same database."""
+        self.stop_service()
+        self.start_service()
+
+    def stop_service(self) -> None:
+        """Stop the collector gracefully (the stand-in Web App keeps running)."""
         self.run(self._service_runner.cleanup())
         self.settings["port"] = self.port
+
+    def start_service(self) -> None:
+        """Start the collector again after :meth:`stop_service`, on the same port and database."""
         self.run(self._start())
 
     def stop(self) -> None:

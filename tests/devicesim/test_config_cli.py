@@ -65,7 +65,7 @@ def test_toml_file_loads(tmp_path):
 @pytest.mark.parametrize(
     ("data", "needle"),
     [
-        ({"region": "AS923"}, "region"),
+        ({"region": "CN470"}, "region"),
         ({"devices": {"count": 2, "colour": 1}}, "devices: unknown key(s) colour"),
         ({"channel": {"model": "rayleigh"}}, "channel.model"),
         ({"channel": {"p": 1.5}}, "channel.p"),
@@ -123,6 +123,8 @@ def test_run_flags_and_env(tmp_path):
         (["run", "--region", "XX868", "--quiet"], "unknown region"),
         (["run", "--dr", "fast", "--quiet"], "neither a data-rate index"),
         (["run", "--config", "missing-file.toml"], "cannot read config"),
+        (["run", "--wire", "v2", "--parity", "lots", "--quiet"], "--parity: 'lots' is neither"),
+        (["run", "--wire", "v2", "--parity", "40", "--quiet"], "devices.parity must be 0..32"),
         (["airtime", "--dr", "9", "--bytes", "10"], "no uplink data rate DR9"),
         (["airtime", "--dr", "0", "--bytes", "10", "--size", "60"], "exceeds N=51"),
     ],
@@ -138,9 +140,20 @@ def test_airtime_answers():
     r = CliRunner().invoke(main, ["airtime", "--region", "EU868", "--dr", "0", "--bytes", "658"])
     assert r.exit_code == 0, r.output
     assert "fragments                       14" in r.output
-    assert "2793.472 ms" in r.output and "3634.3 s" in r.output
+    assert "2793.472 ms" in r.output and "3878.8 s (off-time rule alone: 3633.5 s)" in r.output
     r = CliRunner().invoke(main, ["airtime", "--region", "US915", "--dr", "0", "--bytes", "658"])
     assert "74" in r.output and "370.688 ms" in r.output and "ok" in r.output
+
+
+def test_run_v2_from_the_command_line(tmp_path):
+    out = tmp_path / "t.jsonl"
+    r = CliRunner().invoke(main, ["run", "--devices", "3", "--hours", "2", "--every", "30", "--dr", "5",
+                                  "--loss-p", "0.2", "--wire", "v2", "--parity", "adaptive", "--out", str(out),
+                                  "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "downlinks queued / sent / received" in r.output and "v2 NEEDs served" in r.output
+    recs = [json.loads(x) for x in out.read_text().splitlines() if '"kind":"record"' in x]
+    assert recs and all(x["wire"] == "v2" for x in recs)
 
 
 def test_every_command_has_help():
@@ -156,5 +169,5 @@ def test_benchmark_script_smoke(tmp_path):
     assert ns["main"](["--quick", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     kinds = [r["workload"] for r in data["results"]]
-    assert kinds == ["lorasim", "lorasim", "fleet"]
+    assert kinds == ["lorasim", "baseline", "lorasim", "fleet-v1", "fleet-v1-loop", "fleet-v2"]
     assert all(r["uplinks"] > 0 for r in data["results"])

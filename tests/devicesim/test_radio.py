@@ -70,8 +70,8 @@ def test_fourteen_fragment_dr0_message_takes_about_an_hour():
     assert rec.count == 14 and len(rec.record) == 658
     last_toa = EU868.dr(0).time_on_air(len(rec.fragments[-1]))
     duration = rec.sent_at[-1] + last_toa - rec.sent_at[0]
-    assert 3500 < duration < 3800, duration
-    assert duration / 3600 == pytest.approx(1.0, rel=0.05)
+    # 38.3 s of airtime: more than the 36 s an hour allows, so a little over an hour
+    assert 3600 < duration < 4000, duration
 
 
 def _brute_force(start, air, ch, sf, bw, power, capture, capture_db):

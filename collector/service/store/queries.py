@@ -37,9 +37,12 @@ class Store:
         self._wlock = threading.Lock()
 
     def close(self) -> None:
-        for c in (self._w, self._r):
-            with contextlib.suppress(sqlite3.Error):
-                c.close()
+        # after the query or commit a thread may still be running on a connection
+        # (its awaiting task was cancelled): closing under it crashes the interpreter
+        with self._rlock, self._wlock:
+            for c in (self._w, self._r):
+                with contextlib.suppress(sqlite3.Error):
+                    c.close()
 
     # ------------------------------------------------------------------ writes
 
