@@ -42,7 +42,7 @@ def test_kill_9_during_repair_rounds_loses_nothing(tmp_path):
     ns_port, port = free_port(), free_port()
     url, ns = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ns_port}"
     serve = ["serve", "--port", str(port), "--db", str(tmp_path / "c.db"), "--ingest-token", TOKEN,
-             "--message-timeout", "3600", "--deadline-policy", "fixed",
+             "--api-token", TOKEN, "--message-timeout", "3600", "--deadline-policy", "fixed",
              "--downlink-backoff-base", "0.1", "--downlink-backoff-cap", "0.3"]
     prefix = f"{ns}/api/v3/as/applications/loggers/webhooks/collector/devices/{EUI.lower()}/down"
     headers = {"Authorization": f"Bearer {TOKEN}", "X-Downlink-Apikey": KEY, "X-Downlink-Push": prefix + "/push",
