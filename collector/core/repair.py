@@ -34,7 +34,7 @@ import math
 from dataclasses import dataclass, field
 
 from collector.core import lorawan
-from collector.core.wire2 import Ack, Need, Redundancy
+from collector.core.wire2 import MAX_REDUNDANCY, Ack, Need, Redundancy
 
 Command = Ack | Need | Redundancy
 
@@ -160,19 +160,37 @@ class Seen:
     polls: int = 0
     needs: int = 0
     acked: bool = False
+    #: parity rows the NEEDs for it asked for, in all
+    asked: int = 0
+    #: the ``sent`` of the poll that started the latest repair round and the n asked
+    #: in it: the same poll again (a retry, a repeat while the NEED was lost) is
+    #: that round, not a new one
+    round_sent: int = -1
+    round_n: int = 0
 
     @property
     def held(self) -> int:
         return len(self.indices)
 
+    @property
+    def plausible(self) -> int:
+        """The most fragments a device can have sent: its k data chunks, at most
+        REDUNDANCY's 32 planned parity rows, and the rows NEEDs asked for. A larger
+        ``sent`` or index (a firmware bug, a device that misbehaves) is not counted as
+        radio loss: one such poll would otherwise steer the device to 32 parity rows
+        for hundreds of messages."""
+        return self.k + MAX_REDUNDANCY + self.asked
+
     def to_dict(self) -> dict:
         return {"k": self.k, "indices": sorted(self.indices), "sent": self.sent,
                 "polls": self.polls, "needs": self.needs,
-                "acked": self.acked}
+                "acked": self.acked, "asked": self.asked, "round_sent": self.round_sent,
+                "round_n": self.round_n}
 
     @classmethod
     def from_dict(cls, d: dict) -> Seen:
-        return cls(d["k"], set(d["indices"]), d["sent"], d["polls"], d["needs"], d["acked"])
+        return cls(d["k"], set(d["indices"]), d["sent"], d["polls"], d["needs"], d["acked"], d.get("asked", 0),
+                   d.get("round_sent", -1), d.get("round_n", 0))
 
 
 @dataclass
@@ -235,7 +253,7 @@ class DeviceRepair:
             return
         m.indices.add(index)
         if index >= m.sent:
-            d = index + 1 - m.sent
+            d = min(index + 1, max(m.sent + 1, m.plausible)) - m.sent
             m.sent = index + 1
             self._observe(d, d - 1, policy or DEFAULT_POLICY)
         else:
@@ -252,13 +270,15 @@ class DeviceRepair:
         m.polls += 1
         self._count("polls")
         counted = m.held
-        d_sent = max(0, sent - m.sent)
+        # for the estimates; what NEED may still ask for follows the device's own word
+        believed = min(sent, max(m.sent, m.plausible))
+        d_sent = max(0, believed - m.sent)
         if d_sent:
             # the fragments after the last one that arrived: lost (or late)
-            m.sent = sent
+            m.sent = believed
             self._observe(d_sent, d_sent, policy)
-        if first and m.needs == 0 and sent >= k:
-            self.r_observed = sent - k
+        if first and m.needs == 0 and believed >= k:
+            self.r_observed = believed - k
             self.since_change += 1
         if policy.adaptive:
             self._steer(k, policy)
@@ -275,7 +295,11 @@ class DeviceRepair:
             self._count("acks")
         else:
             cmd = Need(msg_id, need_count(k - held, self.loss(policy), policy.target, remaining))
-            m.needs += 1
+            if sent > m.round_sent:  # the device sent more since: a new round
+                m.needs += 1
+                m.round_sent, m.round_n = sent, 0
+            m.asked += max(0, cmd.n - m.round_n)  # a round's rows are topped up to its largest n
+            m.round_n = max(m.round_n, cmd.n)
             self._count("needs")
         self.due[msg_id] = cmd
         return cmd
