@@ -4,7 +4,8 @@ Spec: ``docs/spec/wire-format-v2.md`` sections 3-5; the choices are explained in
 ``docs/repair.md`` ("The collector", "Redundancy policy"). The service and the
 simulator both drive it, so it never reads a clock and does no I/O: its state is
 plain data (:meth:`DeviceRepair.to_dict`) the service commits with each uplink that
-changes it.
+changes it. (Over 400 lines: the per-device state and every decision on it are one
+state machine, persisted as one dict; splitting it would split that state.)
 
 Per device, :class:`DeviceRepair` is fed the v2 uplinks as they are accepted:
 
@@ -22,6 +23,10 @@ Per device, :class:`DeviceRepair` is fed the v2 uplinks as they are accepted:
 - :meth:`~DeviceRepair.handed_over` / :meth:`~DeviceRepair.delivered`: a downlink
   was handed to the network server; the device's next uplink opened the receive
   windows it went out in, so its commands are no longer due.
+
+- :meth:`~DeviceRepair.after_uplink` once per uplink: a NEED the device evidently
+  did not hear, or a message whose polls were all lost, gets a NEED again (bounded;
+  ``docs/repair.md``, "Lost answers").
 
 Every command still due travels in the device's one pending downlink
 (:meth:`~DeviceRepair.commands`), NEEDs first, then ACKs, then REDUNDANCY, within
