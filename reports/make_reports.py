@@ -326,7 +326,14 @@ what the load generator takes and what handing uplinks between processes costs.
 Command: `{data.get('command', 'python reports/bench_ingest.py').strip()}`.
 
 {machine_line(data.get("machine"))}
-"""
+{_ingest_cost()}"""
+
+
+def _ingest_cost() -> str:
+    """The CPU-per-uplink study (``ingest_cost.md``, measured by hand with a profiler),
+    kept at the end of ``ingest.md``."""
+    path = HERE / "ingest_cost.md"
+    return "\n" + path.read_text() if path.exists() else ""
 
 
 # --------------------------------------------------------------------------- simulator

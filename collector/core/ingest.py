@@ -30,9 +30,6 @@ from collector.core.uplink import Uplink
 
 _HEX16 = re.compile(r"^[0-9A-Fa-f]{16}\Z")
 _INT_TEXT = re.compile(r"-?\d{1,20}")
-#: the usual shape of a network server's time stamp: UTC, "Z", fraction optional
-_UTC_STAMP = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,12}))?Z")
-_MONTH_DAYS = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 #: frame counters and frequencies (Hz) are 32-bit unsigned in LoRaWAN and both network servers
 U32 = 2**32 - 1
 
@@ -189,38 +186,13 @@ def _b64(v: Any, name: str) -> bytes:
         raise IngestError(f"field {name} is not valid base64") from None
 
 
-def _utc_ms(s: str) -> int | None:
-    """Unix milliseconds of ``YYYY-MM-DDTHH:MM:SS[.f]Z`` with every field in range,
-    as :func:`~collector.core.timefmt.parse_ms` gives them (without building a datetime);
-    None for anything else (left to ``parse_ms``)."""
-    m = _UTC_STAMP.fullmatch(s)
-    if m is None:
-        return None
-    y, mo, d, h, mi, sec, frac = m.groups()
-    y, mo, d, h, mi, sec = int(y), int(mo), int(d), int(h), int(mi), int(sec)
-    if not (y >= 1 and 1 <= mo <= 12 and d >= 1 and h <= 23 and mi <= 59 and sec <= 59):
-        return None
-    if d > _MONTH_DAYS[mo] and not (mo == 2 and d == 29 and y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)):
-        return None
-    # days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil)
-    yy = y - (mo <= 2)
-    era = yy // 400
-    yoe = yy - era * 400
-    doy = (153 * (mo + (-3 if mo > 2 else 9)) + 2) // 5 + d - 1
-    days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
-    ms = ((days * 24 + h) * 60 + mi) * 60_000 + sec * 1000
-    if frac:
-        ms += int((frac + "00")[:3])
-    return ms
-
-
 def _time_ms(v: Any, name: str, now_ms: int | None) -> tuple[int | None, str | None]:
     """A receive time field: ``(ms, None)``, or ``(now_ms, text)`` when the time is
     unset or out of range (:func:`~collector.core.timefmt.receive_ms`): the collector's
     own time, with the network server's text kept."""
     s = _str(v, name)
     try:
-        ms = receive_ms(s, _utc_ms(s))
+        ms = receive_ms(s)
     except ValueError:
         raise IngestError(f"field {name} is {s[:60]!r}; an RFC 3339 time stamp is required") from None
     return (ms, None) if ms is not None else (now_ms, s[:64])

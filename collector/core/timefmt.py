@@ -14,6 +14,7 @@ _RFC3339 = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,12}))?(Z|z|[+-]\d{2}:\d{2})\Z"
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
 #: receive times the collector takes from a network server: from the Unix epoch to the
 #: end of year 9999 (what the document's four-digit years can write). Anything before
 #: is an unset time - Go's zero time ``0001-01-01T00:00:00Z`` is what a Go network
@@ -24,12 +25,24 @@ RECEIVE_MAX_MS = 253_402_300_799_999
 
 def parse_ms(text: str) -> int:
     """Parse an RFC 3339 time stamp (any number of fraction digits, ``Z`` or an
-    offset) into Unix milliseconds, truncating below the millisecond."""
+    offset) into Unix milliseconds, truncating below the millisecond.
+
+    The pattern decides what is accepted (``datetime.fromisoformat`` also takes ISO 8601
+    shapes RFC 3339 does not: ``20261124T060001Z``, a date alone, no seconds);
+    ``fromisoformat`` computes the value (it reads up to six fraction digits and
+    ignores the rest, which truncation below the millisecond does not need). A
+    leap second (``:60``) or a lower-case ``t``/``z``, which it refuses, is read as
+    the last second of its minute by hand."""
     if not isinstance(text, str):
         raise ValueError(f"time stamp must be a string, got {type(text).__name__}")
-    m = _RFC3339.match(text.strip())
+    text = text.strip()
+    m = _RFC3339.match(text)
     if not m:
         raise ValueError(f"{text!r} is not an RFC 3339 time stamp")
+    try:
+        return (datetime.fromisoformat(text) - _EPOCH) // _MS
+    except ValueError:
+        pass
     y, mo, d, h, mi, s, frac, tz = m.groups()
     try:
         dt = datetime(int(y), int(mo), int(d), int(h), int(mi), min(int(s), 59), tzinfo=UTC)
@@ -38,7 +51,7 @@ def parse_ms(text: str) -> int:
     if tz not in ("Z", "z"):
         sign = 1 if tz[0] == "+" else -1
         dt -= sign * timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6]))
-    ms = int((dt - _EPOCH) / timedelta(milliseconds=1))
+    ms = (dt - _EPOCH) // _MS
     if frac:
         ms += int((frac + "00")[:3])
     return ms

@@ -7,6 +7,10 @@ hand-written :mod:`struct` fast path below, which checks every length before it
 reads and is tested field-for-field against the declaration.
 
 Pure code: no clock, no I/O.
+
+Over 400 lines on purpose: the record's declaration, its fast decoder and the
+fragment rules are the one section of the contract each, kept side by side so the
+declaration and the fast path can be read (and tested) against each other.
 """
 
 from __future__ import annotations

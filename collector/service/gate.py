@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 
-from collector.core import ingest
+from collector.core import ingest, webhook
 from collector.core.uplink import Uplink
 from collector.service.config import ServiceConfig
 
@@ -136,8 +136,7 @@ class IngestGate:
             ans = self.bad(integration, 408, f"the body did not arrive within {cfg.read_timeout:g} s")
             return Answer(ans.status, ans.body, close=True)
         try:
-            doc = ingest.parse_json_body(body)
-            return ingest.PARSERS[integration](doc, None, cfg.default_region)
+            return webhook.parse_body(integration, body, None, cfg.default_region)
         except ingest.Ignored as e:
             return self.ignored(integration, e.reason)
         except ingest.IngestError as e:

@@ -115,7 +115,18 @@ class Ingest:
         entered = self.enter(up, integration, route)
         if isinstance(entered, Answer):
             return entered
-        await asyncio.wait([entered.future])
+        fut = entered.future
+        if not fut.done():
+            # shielded (asyncio.wait costs a task-set and callbacks per request): a
+            # cancelled request must not cancel its commit, which the state guard would
+            # take for a failed one; settle() reads the outcome, so it is not raised here
+            try:
+                await asyncio.shield(fut)
+            except asyncio.CancelledError:
+                if asyncio.current_task().cancelling():  # the request itself was cancelled
+                    raise
+            except Exception:  # noqa: BLE001 - settle() answers it (503)
+                pass
         return self.settle(entered)
 
     def enter(self, up: Uplink, integration: str, route: dict | None = None) -> Answer | Pending:

@@ -29,6 +29,10 @@ them, and then they are duplicates) and exits, so the port is free for the next
 start. On SIGTERM the owner stops the workers first (they stop accepting and finish
 their requests, which the owner still answers), then shuts itself down as usual.
 
+Over 400 lines on purpose: the pool, the channel's framing and the worker's main
+are one protocol between two processes; split, each half would be unreadable
+without the other.
+
 Frames are a 4-byte big-endian length and a JSON array: ``["hello", worker, pid]``,
 ``["up", [[request id, integration, uplink fields], ...]]`` and ``["stats", {...}]``
 from a worker; ``["re", [[request id, status, body, headers], ...]]`` from the owner.

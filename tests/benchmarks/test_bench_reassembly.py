@@ -10,6 +10,8 @@ them and parse with the construct reference declaration, then build the document
 from __future__ import annotations
 
 import random
+import time
+from statistics import median
 
 import pytest
 
@@ -90,3 +92,26 @@ def test_baseline_construct_decode(benchmark, size):
     ups = _workload(size)
     benchmark.extra_info.update(size=size, batch=BATCH, fragments=len(ups))
     assert benchmark.pedantic(run_baseline, (ups,), rounds=ROUNDS, warmup_rounds=1) == BATCH
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_pipeline_to_construct_interleaved(benchmark, size):
+    """The pipeline and the baseline in turn within every round, each timed with the
+    process's CPU time: the ratio ``tox -e bench`` guards (reports/bench_guard.py).
+    Run one after the other (the two tests above), the two see different load on a
+    shared machine and their ratio was seen to move by a factor of five."""
+    ups = _workload(size)
+    times: dict[str, list[float]] = {"pipeline": [], "construct": []}
+
+    def one_round() -> None:
+        for name, run in (("pipeline", run_pipeline), ("construct", run_baseline)):
+            t0 = time.process_time()
+            assert run(ups) == BATCH
+            times[name].append(time.process_time() - t0)
+
+    benchmark.pedantic(one_round, rounds=ROUNDS, warmup_rounds=1)
+    med = {k: median(v[1:] or v) for k, v in times.items()}  # the warm-up round left out
+    benchmark.extra_info.update(size=size, batch=BATCH,
+                                pipeline_messages_per_s=round(BATCH / med["pipeline"]),
+                                construct_messages_per_s=round(BATCH / med["construct"]),
+                                pipeline_to_construct=round(med["construct"] / med["pipeline"], 3))
