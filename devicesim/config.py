@@ -33,7 +33,9 @@ BLOCKS = BLOCK_NAMES
 class ScheduleConfig:
     #: "daily": one record a day at ``hour`` (or a per-device random hour when None)
     #: plus a uniform jitter of +-``jitter_min`` minutes; "every": one record every
-    #: ``every_min`` minutes with a random per-device phase; "poisson": no records, raw
+    #: ``every_min`` minutes with a random per-device phase, each moved by a uniform
+    #: +-``jitter_min`` minutes (at most a quarter of the period; 0: lockstep);
+    #: "poisson": no records, raw
     #: frames of ``payload_bytes`` with exponential gaps of mean ``mean_interval_s``
     #: (the classic LoRaSim workload).
     kind: str = "daily"
@@ -353,6 +355,7 @@ def _validate(c: SimConfig) -> None:
     _need(s.kind in ("daily", "every", "poisson"), f"devices.schedule.kind must be daily|every|poisson, got {s.kind!r}")
     _need(s.hour is None or 0 <= s.hour <= 23, "devices.schedule.hour must be 0..23")
     _need(s.every_min > 0 and s.mean_interval_s > 0, "devices.schedule intervals must be > 0")
+    _need(s.jitter_min >= 0, f"devices.schedule.jitter_min must be >= 0, got {s.jitter_min}")
     _need(1 <= s.payload_bytes <= 242, "devices.schedule.payload_bytes must be 1..242")
     r = d.record
     _need(1 <= r.channels <= 4, f"devices.record.channels must be 1..4, got {r.channels}")

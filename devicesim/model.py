@@ -262,7 +262,16 @@ def record_times(cfg: SimConfig, index: int, horizon: float) -> tuple[list[float
     period = s.every_min * 60
     phase = r.random() * period
     n = int((horizon - phase) // period) + 1
-    return [phase + k * period for k in range(n) if phase + k * period < horizon], int(r.integers(0, 24))
+    hour = int(r.integers(0, 24))
+    times = [phase + k * period for k in range(n)]
+    # firmware dithers a periodic uplink (LoRaMac-node's APP_TX_DUTYCYCLE_RND): each
+    # record moves by up to +-jitter_min minutes, at most a quarter of the period;
+    # jitter_min = 0 is the lockstep of a fixed phase and period
+    spread = min(s.jitter_min * 60, period / 4)
+    if spread > 0:
+        jit = r.uniform(-1.0, 1.0, n) * spread
+        times = sorted(max(0.0, t + j) for t, j in zip(times, jit, strict=True))
+    return [t for t in times if t < horizon], hour
 
 
 def reboot_times(cfg: SimConfig, index: int, horizon: float) -> list[float]:

@@ -13,12 +13,19 @@ Sections, each a Markdown file next to this script with its figures:
   ``results/ingest.json``, and the report says so);
 - ``simulator.md``: simulator speed (``reports/bench_devicesim.py``; ``--quick`` reuses
   ``results/bench_devicesim.json``);
-- ``scenarios.md``: delivery outcome (complete / partial / incident) vs Bernoulli loss
-  for EU868 DR0/DR3/DR5 through the real collector (the scenario runner), the latency
-  distributions of the shipped scenarios and their expectation tables;
-- ``README.md``: the index, with the machine and versions.
+- ``scenarios.md``: delivery outcome (complete / partial / incident) and record yield
+  vs independent and bursty loss for EU868 DR0/DR3/DR5 through the real collector (the
+  scenario runner) beside the theoretical curves of v1 and v2 (``yield_report.py``,
+  ``yield_theory.py``), the latency distributions of the shipped scenarios and their
+  expectation tables;
+- ``README.md``: the index, with the machine and versions, headed by the record-yield
+  headline from the last full scenario run.
 
 Every section names the machine, the versions and the command its numbers came from.
+
+Over 400 lines on purpose: one section per report, each a run, a figure and the
+Markdown around it, so a report's text sits next to the code that measured it; the
+yield curves and their theory live in yield_report.py and yield_theory.py.
 """
 
 from __future__ import annotations
@@ -45,6 +52,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
+if str(HERE) not in sys.path:  # the report's sibling modules (yield_report, yield_theory)
+    sys.path.insert(0, str(HERE))
 
 PACKAGES = ("aiohttp", "lxml", "construct", "simpy", "numpy", "matplotlib", "pytest-benchmark")
 
@@ -433,16 +442,21 @@ Command: `{data.get('command', 'python reports/bench_devicesim.py')}`.
 # --------------------------------------------------------------------------- scenarios
 
 
-def loss_scenario(dr: int, p: float, quick: bool) -> dict:
-    """A small EU868 fleet at one DR with Bernoulli loss ``p`` (TOML form): every device
-    sends one 658-byte record between 30 and 90 minutes into the run, and the run lasts
-    long enough for the slowest (an hour at DR0 under the duty cycle) to be sent whole."""
+def loss_scenario(dr: int, p: float, quick: bool, model: str = "independent") -> dict:
+    """A small EU868 fleet at one DR with loss ``p`` (TOML form), independent (Bernoulli)
+    or ``bursty`` (Gilbert-Elliott of the same mean): every device sends one 658-byte
+    record between 30 and 90 minutes into the run, and the run lasts long enough for the
+    slowest (an hour at DR0 under the duty cycle) to be sent whole."""
+    from yield_report import gilbert_channel
+
+    channel = {"model": "bernoulli", "p": p} if model == "independent" else gilbert_channel(p)
     return {
-        "name": f"loss-dr{dr}-p{int(round(p * 100))}", "seed": 100 + dr, "hours": 3 if dr <= 2 else 2,
+        "name": f"loss-dr{dr}-p{int(round(p * 100))}{'-bursty' if model == 'bursty' else ''}", "seed": 100 + dr,
+        "hours": 3 if dr <= 2 else 2,
         "devicesim": {"region": "EU868", "format": "ttn", "start": "2026-11-23T23:00:00Z",
                       "devices": {"count": 16 if quick else 60, "radius_m": 200, "dr": {"kind": "fixed", "dr": dr},
                                   "schedule": {"kind": "daily", "hour": 0, "jitter_min": 30}},
-                      "channel": {"model": "bernoulli", "p": p}},
+                      "channel": channel},
         "run": {"max_step_s": 120},
         "expect": {"delivered_ratio": ">= 1.0", "complete_documents_exact": "== 1.0",
                    "partial_documents_exact": "== 1.0", "incidents_for_lost_required": "== 1.0"},
@@ -458,7 +472,8 @@ def outcome_fractions(values: dict) -> dict:
             "incident": (n - values["documents"]) / n, "n": n}
 
 
-def run_loss_sweep(drs: list[int], losses: list[float], quick: bool, log: Callable[[str], None]) -> list[dict]:
+def run_loss_sweep(drs: list[int], losses: list[float], quick: bool, log: Callable[[str], None],
+                   models: tuple[str, ...] = ("independent",)) -> list[dict]:
     from collector.core.lorawan import region
     from collector.core.wire import fragment_count
     from scenarios.runner import run_scenario
@@ -467,11 +482,17 @@ def run_loss_sweep(drs: list[int], losses: list[float], quick: bool, log: Callab
     rows = []
     for dr in drs:
         n_frag = fragment_count(658, region("EU868").dr(dr).max_payload)
-        for p in losses:
-            log(f"loss sweep: DR{dr} p={p:.2f}")
-            res = run_scenario(scenario_from_dict(loss_scenario(dr, p, quick)))
-            rows.append({"dr": dr, "loss": p, "fragments": n_frag, "passed": res.passed,
-                         **outcome_fractions(res.values), "wall_s": res.timings["total_s"]})
+        for model in models:
+            for p in losses:
+                log(f"loss sweep: DR{dr} p={p:.2f} {model}")
+                res = run_scenario(scenario_from_dict(loss_scenario(dr, p, quick, model)))
+                v = res.values
+                rows.append({"dr": dr, "loss": p, "model": model, "fragments": n_frag, "passed": res.passed,
+                             **outcome_fractions(v), "records": v["records"], "yield": v["record_yield"],
+                             "frames_per_delivered": v["frames_per_delivered_record"],
+                             "airtime_per_record_s": v["airtime_per_record_s"],
+                             "airtime_per_delivered_record_s": v["airtime_per_delivered_record_s"],
+                             "wall_s": res.timings["total_s"]})
     return rows
 
 
@@ -479,7 +500,8 @@ def plot_loss(rows: list[dict], out: Path) -> str:
     drs = sorted({r["dr"] for r in rows})
     fig, axes = plt.subplots(1, len(drs), figsize=(4.2 * len(drs), 4), sharey=True, squeeze=False)
     for ax, dr in zip(axes[0], drs, strict=True):
-        rs = sorted((r for r in rows if r["dr"] == dr), key=lambda r: r["loss"])
+        rs = sorted((r for r in rows if r["dr"] == dr and r.get("model", "independent") == "independent"),
+                    key=lambda r: r["loss"])
         xs = [100 * r["loss"] for r in rs]
         ax.plot(xs, [r["complete"] for r in rs], "o-", color="#2ca02c", label="complete")
         ax.plot(xs, [r["partial"] for r in rs], "s-", color="#ff7f0e", label="partial")
@@ -493,6 +515,55 @@ def plot_loss(rows: list[dict], out: Path) -> str:
     axes[0][0].set_ylabel("fraction of records reaching the collector")
     axes[0][-1].legend(loc="center left", fontsize=8)
     return _save(fig, "outcome_vs_loss.png", out)
+
+
+def sizes_of(drs: list[int]) -> dict[int, int]:
+    from collector.core.lorawan import region
+
+    return {dr: region("EU868").dr(dr).max_payload for dr in drs}
+
+
+def yield_section(sweep: list[dict], drs: list[int], out: Path) -> str:
+    import yield_report as yr
+
+    sizes = sizes_of(drs)
+    fig1 = yr.plot_yield_vs_loss(sweep, sizes, out, _save)
+    fig2 = yr.plot_yield_vs_airtime(sweep, sizes, 0, out, _save)
+    fig3 = yr.plot_frames_vs_limit(sweep, sizes, 0, out, _save)
+    head, rows = yr.yield_table(sweep, sizes)
+    return f"""## Record yield: v1 against v2
+
+The same sweep, read as what users care about: the **record yield**, records whose
+exact complete document reached the Web App / records the devices generated. The
+loss is independent (Bernoulli) or bursty (Gilbert-Elliott, leaving the bad state
+with probability {yr.P_BG}, so bursts of ~{1 / yr.P_BG:.1f} frames, at the same mean).
+Points are measured through the real collector (wire format v1: a record needs all
+n fragments); dotted lines are v1's theory, (1-p)^n for independent loss and the
+exact Gilbert-Elliott probability for bursts. Dashed lines are v2 without any repair
+round (wire-format-v2.md: k = ceil(658 / (S - 4)) data chunks and r parity rows, any
+k of the k + r frames rebuild the record: the binomial tail P(Bin(k+r, 1-p) >= k),
+and its Gilbert-Elliott counterpart). Bursts hurt v1 less than independent loss of
+the same mean (the losses bunch up in fewer records) and fixed parity more. v2
+fleets through the real collector (repair rounds, adaptive parity) are not in this
+sweep yet: the v2 curves are theory.
+
+![yield vs loss]({fig1})
+
+Yield against the airtime it costs at DR0 (frames per generated record; every DR0
+frame takes about the same airtime): v2 with r = 0..4 parity rows (no repair) and
+v1's measured point.
+
+![yield vs airtime]({fig2})
+
+Airtime per delivered record at DR0 against the physical limit of an erasure
+channel: no scheme delivers k chunks over a channel that loses a share p of frames
+with fewer than k / (1 - p) frames on average. v1 pays n / (1-p)^n; fixed parity
+without repair pays (k + r) / P(at least k of k + r).
+
+![frames vs limit]({fig3})
+
+{md_table(head, rows)}
+"""
 
 
 def plot_latency(results: list[dict], out: Path) -> str:
@@ -561,7 +632,7 @@ def _v(x) -> str:
 def scenarios_section(out: Path, quick: bool, log: Callable[[str], None]) -> str:
     drs = [0, 5] if quick else [0, 3, 5]
     losses = [0.0, 0.2, 0.4] if quick else [0.0, 0.1, 0.2, 0.3, 0.4]
-    sweep = run_loss_sweep(drs, losses, quick, log)
+    sweep = run_loss_sweep(drs, losses, quick, log, ("independent", "bursty"))
     shipped, wall = run_shipped(quick, log)
     data = {"machine": machine(), "quick": quick, "loss_sweep": sweep, "scenarios": shipped,
             "scenarios_wall_s": round(wall, 1)}
@@ -569,13 +640,15 @@ def scenarios_section(out: Path, quick: bool, log: Callable[[str], None]) -> str
         json.dumps(data, indent=1) + "\n", encoding="utf-8")
     loss_png = plot_loss(sweep, out)
     lat_png = plot_latency(shipped, out)
+    yield_md = yield_section(sweep, drs, out)
     sweep_rows = [[f"DR{r['dr']}", r["fragments"], f"{100 * r['loss']:.0f} %", r["n"], f"{r['complete']:.3f}",
                    f"{r['partial']:.3f}", f"{r['incident']:.3f}", "pass" if r["passed"] else "FAIL"]
-                  for r in sweep]
+                  for r in sweep if r.get("model", "independent") == "independent"]
     scen_rows = []
     for s in shipped:
         v = s["values"]
-        scen_rows.append([s["name"], "pass" if s["passed"] else "FAIL", v["records_reached"], v["uplinks"],
+        scen_rows.append([s["name"], "pass" if s["passed"] else "FAIL", v["records"], _v(v.get("record_yield")),
+                          v["records_reached"], v["uplinks"],
                           v["documents_complete"], v["documents_partial"], v["incidents"],
                           _v(v["latency_p50_s"]), _v(v["latency_p95_s"]), _v(v["latency_max_s"]),
                           f"{s['timings']['total_s']:.1f}"])
@@ -608,6 +681,8 @@ surviving fragment arrives (nothing is lost; both incidents keep their fragments
 
 {md_table(["DR", "fragments", "loss", "records", "complete", "partial", "incident", "expectations"], sweep_rows)}
 
+{yield_md}
+
 ## Latency
 
 Per document: the virtual time the Web App stored it minus the virtual time the last
@@ -619,7 +694,8 @@ data rates); an unavailable Web App adds its outage and the retry backoff.
 
 ## The scenarios ({scope})
 
-{md_table(["scenario", "result", "records", "uplinks", "complete", "partial", "incidents", "latency p50 s",
+{md_table(["scenario", "result", "records", "yield", "reached", "uplinks", "complete", "partial", "incidents",
+           "latency p50 s",
            "p95 s", "max s", "wall s"], scen_rows)}
 
 {"All expectations held." if not failed else "Failed expectations:" + chr(10) + chr(10).join("- " + f for f in failed)}
@@ -641,11 +717,33 @@ SECTIONS: dict[str, tuple[str, Callable[[Path, bool, Callable[[str], None]], str
 }
 
 
+def headline_text() -> str:
+    """The record-yield headline from the last saved scenario results ('' when none)."""
+    import yield_report as yr
+
+    path = RESULTS / "scenarios.json"
+    if not path.exists():
+        return ""
+    sweep = json.loads(path.read_text(encoding="utf-8")).get("loss_sweep", [])
+    if not any("yield" in r for r in sweep) or not any(r["dr"] == 0 for r in sweep):
+        return ""
+    return yr.headline(sweep, sizes_of(sorted({r["dr"] for r in sweep}))) + "\n"
+
+
 def index(done: dict[str, float], quick: bool) -> str:
     m = machine()
-    rows = [[f"[{title}]({name}.md)", f"{done[name]:.0f} s"] for name, (title, _) in SECTIONS.items() if name in done]
+    times_path = RESULTS / "report_times.json"
+    saved = json.loads(times_path.read_text(encoding="utf-8")) if times_path.exists() else {}
+    saved.update({k: round(v, 1) for k, v in done.items()})
+    times_path.write_text(json.dumps(saved, indent=1) + "\n", encoding="utf-8")
+    rows = [[f"[{title}]({name}.md)", f"{saved[name]:.0f} s"] for name, (title, _) in SECTIONS.items()
+            if name in saved]
+    if (HERE / "repair_policy.md").exists():  # made by its own script, listed here too
+        rows.append(["[The repair loop and the redundancy policy, closed loop](repair_policy.md) "
+                     "(`python reports/repair_policy.py`, not part of `make_reports.py`)", "15 s"])
     return f"""# Reports
 
+{headline_text()}
 Regenerated by `python reports/make_reports.py{' --quick' if quick else ''}` (each report says where its numbers
 come from; `--quick` reuses the saved ingest and simulator numbers and runs smaller sweeps).
 
@@ -678,8 +776,7 @@ def main(quick: bool, only: tuple[str, ...], out: Path) -> None:
         (out / f"{name}.md").write_text(text, encoding="utf-8")
         done[name] = time.monotonic() - t0
         log(f"wrote {name}.md ({done[name]:.0f} s)")
-    if not only:
-        (out / "README.md").write_text(index(done, quick), encoding="utf-8")
+    (out / "README.md").write_text(index(done, quick), encoding="utf-8")
     log("done")
 
 

@@ -55,6 +55,22 @@ def expectation_table(result) -> str:
     return "\n".join(lines)
 
 
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f} %"
+
+
+def yield_line(v: dict) -> str:
+    """The headline: how many of the records the devices made arrived, and what the rest were lost to."""
+    n = v.get("records", 0)
+    lost = [(c, v.get(f"lost_{c}", 0)) for c in ("radio", "network_server", "collector_down", "gave_up", "other")]
+    why = ", ".join(f"{k} {c.replace('_', ' ')}" for c, k in lost if k) or "none"
+    air = v.get("airtime_per_delivered_record_s")
+    return (f"yield {_pct(v.get('record_yield'))}: {v.get('records_yielded', 0)} of {n} records reached the Web App "
+            f"complete and exact ({_pct(v.get('record_delivered'))} with a document); lost to: {why}; "
+            f"airtime {_fmt(v.get('airtime_per_record_s'))} s per record, "
+            f"{_fmt(air)} s per delivered record")
+
+
 def summary(result) -> str:
     v = result.values
     lat = (f"virtual time from a record's creation to the Web App: p50 {_fmt(v.get('end_to_end_p50_s'))} s, "
@@ -62,6 +78,7 @@ def summary(result) -> str:
            f"p50 {_fmt(v.get('latency_p50_s'))} s, p95 {_fmt(v.get('latency_p95_s'))} s, "
            f"max {_fmt(v.get('latency_max_s'))} s")
     return "\n".join([
+        yield_line(v),
         f"records {v['records']} ({v['records_reached']} reached the collector), uplinks {v['uplinks']} "
         f"({v['uplinks_acked']} acknowledged, {v['uplinks_refused']} refused while down, "
         f"{v['ingest_errors']} errors)",

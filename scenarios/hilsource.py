@@ -70,8 +70,10 @@ def hil_plan(sc: Scenario) -> Plan:
             t = max(t, created)
             rid = len(records)
             payloads = [f.payload for f in frames]
+            everything = frozenset(range(len(payloads)))  # the ideal network hears and delivers every frame
             records.append(TruthRecord(rid, frames[0].dev_eui.upper(), msg_id, data, payloads, len(payloads[0]),
-                                       created))
+                                       created, sent=everything, heard=everything, delivered=everything,
+                                       airtime_s=sum(f.airtime_s for f in frames)))
             for k, f in enumerate(frames):
                 t += f.airtime_s
                 timed.append((t, Frame(f.dev_eui.upper(), f.fcnt, f.payload, t, f.dr, f.region, f.frequency_hz,

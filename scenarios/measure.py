@@ -20,6 +20,7 @@ from lxml import etree
 
 from collector.core.wire import BLOCK_NAMES, BLOCK_SIZES, chunk_offset, decode_record, required_length
 from collector.core.xmldoc import Transport, build_document, idempotency_key
+from scenarios.yields import YIELD_MEASUREMENTS, Fate, yield_values
 
 #: name -> one-line definition (docs/scenarios.md has the full ones)
 MEASUREMENTS: dict[str, str] = {
@@ -55,6 +56,8 @@ MEASUREMENTS: dict[str, str] = {
     "latency_max_s": "maximum of the same",
     "end_to_end_p50_s": "median of (Web App store time - record creation at the device), virtual s",
     "end_to_end_p95_s": "95th percentile of the same",
+    "end_to_end_max_s": "maximum of the same",
+    **YIELD_MEASUREMENTS,
 }
 
 
@@ -198,8 +201,11 @@ def _ratio(num: int, den: int) -> float | None:
     return num / den if den else None
 
 
-def measure(expected: list[Expected], obs: Observed) -> tuple[dict[str, float | int | None], dict]:
-    """The measurements of docs/scenarios.md, and details (latencies, mismatches)."""
+def measure(expected: list[Expected], obs: Observed,
+            fates: list[Fate] | None = None) -> tuple[dict[str, float | int | None], dict]:
+    """The measurements of docs/scenarios.md, and details (latencies, mismatches).
+    ``fates`` (one per record of ``expected``, same order) adds the yield measurements;
+    without them every record is taken as sent, heard and delivered."""
     by_key: dict[str, Expected] = {}
     for e in expected:
         by_key.setdefault(e.key, e)
@@ -278,7 +284,13 @@ def measure(expected: list[Expected], obs: Observed) -> tuple[dict[str, float | 
         "latency_max_s": max(latencies) if latencies else None,
         "end_to_end_p50_s": percentile(ages, 0.5),
         "end_to_end_p95_s": percentile(ages, 0.95),
+        "end_to_end_max_s": max(ages) if ages else None,
     }
+    if fates is None:
+        fates = [Fate(1, None, None, None, frozenset()) for _ in expected]
+    yielded = [e.kind == "complete" and e.key in stored and stored[e.key].xml == e.xml for e in expected]
+    got = [e.kind in ("complete", "partial") and e.key in stored for e in expected]
+    values.update(yield_values(fates, yielded, got))
     missing = [k for k in due if k not in stored][:20]
     details = {"latencies_s": latencies, "end_to_end_s": ages, "mismatches": mismatches,
                "missing_documents": [{"key": k, "kind": due[k].kind, "devEui": due[k].dev_eui,

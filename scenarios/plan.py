@@ -32,6 +32,23 @@ class TruthRecord:
     fragments: list[bytes]
     size: int
     created_at: float
+    #: fragment indices the device transmitted, heard by at least one gateway, and
+    #: delivered by the network server to the application (None: the source does not
+    #: know, e.g. the radio rig's ideal network)
+    sent: frozenset[int] | None = None
+    heard: frozenset[int] | None = None
+    delivered: frozenset[int] | None = None
+    #: uplink airtime of every frame sent for this record (s): fragments, parity, polls
+    airtime_s: float = 0.0
+    #: wire format v2 bookkeeping (zero for v1): parity rows and polls sent, downlinks
+    #: received, repair rounds served, and whether the device gave up after its rounds
+    parity_sent: int = 0
+    polls_sent: int = 0
+    downlinks: int = 0
+    repair_rounds: int = 0
+    gave_up: bool = False
+    #: distinct frames that rebuild it (v2: k of data and parity); None: all fragments
+    need: int | None = None
 
 
 @dataclass
@@ -55,6 +72,16 @@ def devicesim_plan(sc: Scenario, progress: Callable[[float], None] | None = None
         i = d.frame.tag
         path, body = d.body(fmt)
         posts.append(Post(d.time, path, body, d.frame.dev_eui, ft.record[i], ft.frag[i], d.uplink.received_ms))
-    records = [TruthRecord(r.record_id, r.dev_eui, r.msg_id, r.record, r.fragments, r.size, r.created_at)
+    airtime = [0.0] * len(res.records)
+    heard: list[set[int]] = [set() for _ in res.records]
+    heard_any = res.heard.any(axis=0).tolist() if len(ft) else []
+    for i, (r, k) in enumerate(zip(ft.record, ft.frag, strict=True)):
+        if r >= 0:
+            airtime[r] += ft.airtime[i]
+            if heard_any[i]:
+                heard[r].add(k)
+    records = [TruthRecord(r.record_id, r.dev_eui, r.msg_id, r.record, r.fragments, r.size, r.created_at,
+                           sent=frozenset(r.fragments_sent), heard=frozenset(heard[r.record_id]),
+                           delivered=frozenset(r.delivered_at), airtime_s=airtime[r.record_id])
                for r in res.records]
     return Plan(sc.sim.start, posts, records, {"simulator": res.stats.to_dict()})

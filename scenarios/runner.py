@@ -11,6 +11,10 @@ clock is set to an uplink's delivery time before it is posted (uplinks less than
 device), and moves at most ``max_step_s`` at a time so deadlines and retries happen
 when they are due. After the last uplink the runner keeps advancing until no
 message is open and no document is pending (or ``drain_hours`` pass).
+
+Over 400 lines on purpose: the collector process, the virtual-time driver (clock,
+uplinks, faults, drain, collection) and the result are one run's life cycle, read
+top to bottom; what is measured lives in measure.py and yields.py.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from collector.testing.webapp_stub import StubConfig, WebAppStub
 from scenarios.measure import Acked, Expected, Observed, Upload, expected_outcome, measure
 from scenarios.plan import Plan, Post, devicesim_plan
 from scenarios.spec import Scenario
+from scenarios.yields import fates_from
 
 INGEST_TOKEN = "scenario-ingest"
 WEBAPP_TOKEN = "scenario-webapp"
@@ -188,6 +193,8 @@ class Driver:
         self.workdir = workdir
         self.progress = progress
         self.acked: dict[int, dict[int, Acked]] = {}
+        #: fragments delivered while the collector was down, by record
+        self.refused: dict[int, set[int]] = {}
         self.obs = Observed(records=len(plan.records), uplinks=len(plan.posts))
         self.vnow = plan.start
         self.down = False
@@ -227,6 +234,8 @@ class Driver:
         self.devices.add(p.dev_eui)
         if self.down:
             self.obs.uplinks_refused += 1
+            if p.record >= 0:
+                self.refused.setdefault(p.record, set()).add(p.frag)
             return False
         try:
             async with self.session.post(self.collector.url + p.path, data=json.dumps(p.body),
@@ -451,7 +460,7 @@ def run_scenario(sc: Scenario, *, workdir: str | Path | None = None,
         driver = Driver(sc, plan, wd, tick)
         obs, acked, info = asyncio.run(driver.run())
     expected = expected_outcomes(plan, acked)
-    values, details = measure(expected, obs)
+    values, details = measure(expected, obs, fates_from(plan.records, driver.refused, acked))
     tick(1.0, "done")
     checks = []
     for e in sc.expect:

@@ -21,7 +21,7 @@ seed = 3
 hours = 1
 [devicesim]
 region = "EU868"
-devices = { count = 3, radius_m = 100, dr = { kind = "fixed", dr = 5 }, schedule = { kind = "every", every_min = 60 } }
+devices = { count = 3, radius_m = 100, dr = { kind = "fixed", dr = 5 }, schedule = { kind = "every", every_min = 60, jitter_min = 0 } }
 channel = { model = "bernoulli", p = 0.0 }
 [expect]
 delivered_ratio = ">= 1.0"

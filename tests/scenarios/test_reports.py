@@ -76,3 +76,34 @@ def test_loss_scenarios_are_valid(rep):
     for dr in (0, 3, 5):
         sc = scenario_from_dict(rep.loss_scenario(dr, 0.2, quick=True))
         assert sc.sim.channel.p == 0.2 and sc.sim.devices.dr.dr == dr
+
+
+def test_yield_section_figures_table_and_headline(rep, tmp_path):
+    """The yield section from a tiny sweep: three PNGs, a row per sweep point beside its
+    theory, and a headline naming v1's measured yield at 10 % and 20 % loss."""
+    rows = [{"dr": dr, "loss": p, "model": m, "fragments": n, "yield": (1 - p) ** n, "records": 60,
+             "frames_per_delivered": n / (1 - p) ** n, "passed": True}
+            for dr, n in ((0, 14), (5, 3)) for p in (0.0, 0.1, 0.2) for m in ("independent", "bursty")]
+    md = rep.yield_section(rows, [0, 5], tmp_path)
+    for name in ("yield_vs_loss.png", "yield_vs_airtime.png", "frames_vs_limit.png"):
+        assert _png(tmp_path / name), name
+    assert md.count("| DR0 | independent |") == 3 and md.count("| DR5 | bursty |") == 3
+    assert "| DR0 | independent | 10 % | 60 | 0.229 | 0.229 |" in md
+    import yield_report
+
+    head = yield_report.headline(rows, rep.sizes_of([0, 5]))
+    assert "v1 delivers 22.9% measured" in head and "v1 delivers 4.4% measured" in head
+    assert "v2 with r = 7 parity rows and no repair round delivers 99.94%" in head
+
+
+def test_headline_reads_the_closed_loop_rows(rep, tmp_path):
+    import yield_report
+
+    md = tmp_path / "repair_policy.md"
+    md.write_text("| loss | setting | records whole | first round | uplinks/record | airtime × v1 |\n"
+                  "|---|---|---|---|---|---|\n| 10% | v2 r=2 + repair | 99.0% | 80% | 17.0 | 1.21 |\n"
+                  "| 10% | v2 adaptive + repair | 100.0% | 99.5% | 17.4 | 1.26 |\n"
+                  "| 20% | v2 adaptive + repair | 99.9% | 98.8% | 19.9 | 1.43 |\n", encoding="utf-8")
+    assert yield_report.closed_loop_rows(md) == {"10%": {"whole": "100.0%", "airtime": "1.26"},
+                                                 "20%": {"whole": "99.9%", "airtime": "1.43"}}
+    assert yield_report.closed_loop_rows(tmp_path / "absent.md") == {}

@@ -1,0 +1,183 @@
+"""The record-yield part of reports/scenarios.md and the headline of reports/README.md:
+measured v1 points from the loss sweep beside the theoretical curves of
+:mod:`yield_theory` for v1 and for v2 without repair (wire-format-v2.md: chunks of
+S - 4 bytes, so k = ceil(658 / (S - 4)); any k of k + r frames rebuild the record).
+
+The sweep rows are made by make_reports.run_loss_sweep; this module only plots and
+writes (it runs nothing).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import yield_theory as th  # noqa: E402
+
+RECORD_BYTES = 658
+#: the Gilbert-Elliott chains of the bursty sweep leave the bad state with this
+#: probability (mean burst ~3.3 frames) and enter it so that the mean loss is p
+P_BG = 0.3
+PARITY = (0, 1, 2, 3, 4)
+
+
+def gilbert_channel(p: float) -> dict:
+    """A Gilbert-Elliott channel table (simulator form) of mean loss ``p``."""
+    p_gb = p * P_BG / (1 - p) if p < 1 else 1.0
+    return {"model": "gilbert", "p_gb": min(1.0, p_gb), "p_bg": P_BG, "loss_good": 0.0, "loss_bad": 1.0}
+
+
+def v2_k(size: int) -> int:
+    return math.ceil(RECORD_BYTES / (size - 4))
+
+
+def _theory_v1(n: int, p: float, model: str) -> float:
+    if model == "bursty":
+        ch = gilbert_channel(p)
+        return th.gilbert_at_least(n, n, ch["p_gb"], ch["p_bg"]) if p else 1.0
+    return th.v1_yield(n, p)
+
+
+def _theory_v2(k: int, r: int, p: float, model: str) -> float:
+    if model == "bursty":
+        ch = gilbert_channel(p)
+        return th.gilbert_at_least(k, k + r, ch["p_gb"], ch["p_bg"]) if p else 1.0
+    return th.v2_yield(k, r, p)
+
+
+def plot_yield_vs_loss(rows: list[dict], sizes: dict[int, int], out: Path, save) -> str:
+    drs = sorted({r["dr"] for r in rows})
+    fig, axes = plt.subplots(2, len(drs), figsize=(4.2 * len(drs), 7.5), sharey=True, squeeze=False)
+    ps = [i / 100 for i in range(0, 41, 2)]
+    for col, dr in enumerate(drs):
+        n, k = rows_n(rows, dr), v2_k(sizes[dr])
+        for row, model in enumerate(("independent", "bursty")):
+            ax = axes[row][col]
+            rs = sorted((r for r in rows if r["dr"] == dr and r.get("model", "independent") == model),
+                        key=lambda r: r["loss"])
+            ax.plot([100 * p for p in ps], [_theory_v1(n, p, model) for p in ps], ":", color="#d62728",
+                    label=f"v1 theory (all {n} of {n})")
+            ax.plot([100 * r["loss"] for r in rs], [r["yield"] for r in rs], "o", color="#d62728",
+                    label="v1 measured (real collector)")
+            for rr, style in ((2, "--"), (4, "-.")):
+                ax.plot([100 * p for p in ps], [_theory_v2(k, rr, p, model) for p in ps], style, color="#1f77b4",
+                        label=f"v2 theory, r={rr}, no repair ({k} of {k + rr})")
+            ax.set_title(f"EU868 DR{dr}, {model} loss")
+            ax.set_xlabel("uplink loss (%)")
+            ax.grid(True, alpha=0.3)
+            ax.set_ylim(-0.02, 1.02)
+        axes[0][col].legend(loc="lower left", fontsize=7)
+    for row in (0, 1):
+        axes[row][0].set_ylabel("record yield")
+    return save(fig, "yield_vs_loss.png", out)
+
+
+def rows_n(rows: list[dict], dr: int) -> int:
+    return next(r["fragments"] for r in rows if r["dr"] == dr)
+
+
+def plot_yield_vs_airtime(rows: list[dict], sizes: dict[int, int], dr: int, out: Path, save) -> str:
+    """At ``dr``: yield against uplink frames per generated record, v1 measured and v2
+    with fixed parity 0..4 (theory), at 10 % and 20 % independent loss."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    n, k = rows_n(rows, dr), v2_k(sizes[dr])
+    for p, color in ((0.1, "#1f77b4"), (0.2, "#ff7f0e")):
+        ys = [th.v2_yield(k, r, p) for r in PARITY]
+        ax.plot([k + r for r in PARITY], ys, "o-", color=color, label=f"v2 r=0..4, no repair, {p:.0%} loss")
+        for r, y in zip(PARITY, ys, strict=True):
+            ax.annotate(f"r={r}", (k + r, y), textcoords="offset points", xytext=(3, -10), fontsize=7)
+        m = [x for x in rows if x["dr"] == dr and x.get("model", "independent") == "independent"
+             and abs(x["loss"] - p) < 1e-9]
+        if m:
+            ax.plot([n], [m[0]["yield"]], "s", color=color, markersize=8, label=f"v1 measured, {p:.0%} loss")
+    ax.set_xlabel("uplink frames per generated record")
+    ax.set_ylabel("record yield")
+    ax.set_title(f"Yield against airtime, EU868 DR{dr} ({k} data chunks)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    return save(fig, "yield_vs_airtime.png", out)
+
+
+def plot_frames_vs_limit(rows: list[dict], sizes: dict[int, int], dr: int, out: Path, save) -> str:
+    """Frames per delivered record against the erasure channel's limit k / (1 - p)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    n, k = rows_n(rows, dr), v2_k(sizes[dr])
+    ps = [i / 100 for i in range(0, 41, 2)]
+    ax.plot([100 * p for p in ps], [th.erasure_limit_frames(k, p) for p in ps], "k-", lw=2,
+            label=f"limit k/(1-p), k={k}")
+    ax.plot([100 * p for p in ps], [th.v1_frames_per_delivered(n, p) for p in ps], ":", color="#d62728",
+            label="v1 theory n/(1-p)^n")
+    m = sorted((x for x in rows if x["dr"] == dr and x.get("model", "independent") == "independent"
+                and x.get("frames_per_delivered")), key=lambda x: x["loss"])
+    ax.plot([100 * x["loss"] for x in m], [x["frames_per_delivered"] for x in m], "o", color="#d62728",
+            label="v1 measured")
+    for r, style in ((2, "--"), (4, "-.")):
+        ax.plot([100 * p for p in ps], [th.v2_frames_per_delivered(k, r, p) for p in ps], style, color="#1f77b4",
+                label=f"v2 r={r}, no repair (theory)")
+    ax.set_yscale("log")
+    ax.set_xlabel("independent uplink loss (%)")
+    ax.set_ylabel("uplink frames per delivered record")
+    ax.set_title(f"Airtime per delivered record, EU868 DR{dr}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    return save(fig, "frames_vs_limit.png", out)
+
+
+def yield_table(rows: list[dict], sizes: dict[int, int]) -> tuple[list[str], list[list]]:
+    head = ["DR", "loss model", "loss", "records", "v1 yield", "v1 theory", "v2 r=2 theory", "v2 r=4 theory",
+            "v1 frames / delivered", "limit k/(1-p)"]
+    out = []
+    for r in sorted(rows, key=lambda r: (r["dr"], r.get("model", "independent"), r["loss"])):
+        model = r.get("model", "independent")
+        n, k, p = r["fragments"], v2_k(sizes[r["dr"]]), r["loss"]
+        fpd = r.get("frames_per_delivered")
+        out.append([f"DR{r['dr']}", model, f"{100 * p:.0f} %", r.get("records", "-"), f"{r['yield']:.3f}",
+                    f"{_theory_v1(n, p, model):.3f}", f"{_theory_v2(k, 2, p, model):.3f}",
+                    f"{_theory_v2(k, 4, p, model):.3f}", f"{fpd:.1f}" if fpd else "n/a",
+                    f"{th.erasure_limit_frames(k, p):.1f}"])
+    return head, out
+
+
+def headline(rows: list[dict], sizes: dict[int, int], dr: int = 0) -> str:
+    """The top of reports/README.md: yield at 10 % and 20 % loss, v1 against v2, and the airtime."""
+    parts = []
+    n, k = rows_n(rows, dr), v2_k(sizes[dr])
+    for p in (0.1, 0.2):
+        m = [x for x in rows if x["dr"] == dr and x.get("model", "independent") == "independent"
+             and abs(x["loss"] - p) < 1e-9]
+        v1 = f"{m[0]['yield']:.1%} measured" if m else f"{th.v1_yield(n, p):.1%} in theory"
+        fpd = m[0].get("frames_per_delivered") if m else None
+        frames = f"{fpd:.0f} frames per delivered record measured" if fpd else \
+            f"{th.v1_frames_per_delivered(n, p):.0f} frames per delivered record in theory"
+        r = next((r for r in range(0, 33) if th.v2_yield(k, r, p) >= 0.999), 32)
+        parts.append(f"{'At' if not parts else 'at'} {p:.0%} independent loss v1 delivers {v1} of the records "
+                     f"({frames}); v2 with r = {r} "
+                     f"parity rows and no repair round delivers {th.v2_yield(k, r, p):.2%} for {(k + r) / n:.2f} x "
+                     f"v1's airtime per generated record ({th.v2_frames_per_delivered(k, r, p):.1f} frames per "
+                     f"delivered record; the erasure limit is {th.erasure_limit_frames(k, p):.1f})")
+    loop = closed_loop_rows(Path(__file__).with_name("repair_policy.md"))
+    with_repair = [f"{r['whole']} at {p} loss for {r['airtime']} x v1's airtime" for p, r in loop.items()]
+    repair = (" With repair rounds and adaptive parity (the reference device and the collector's core in one "
+              f"closed loop, [repair_policy.md](repair_policy.md)) v2 delivers {'; '.join(with_repair)}."
+              if with_repair else "")
+    return (f"**Headline: record yield, EU868 DR{dr}, {n}-fragment records.** " + "; ".join(parts)
+            + "." + repair + " v1 points are measured through the real collector; the v2 figures without repair "
+            "are theory ([scenarios.md](scenarios.md#record-yield-v1-against-v2)); v2 fleets through the real "
+            "collector are not measured yet.")
+
+
+def closed_loop_rows(path: Path) -> dict[str, dict[str, str]]:
+    """The 10 % and 20 % 'v2 adaptive + repair' rows of repair_policy.md's table
+    (loss -> whole, airtime x v1); empty when the file or the rows are missing."""
+    out: dict[str, dict[str, str]] = {}
+    if not path.exists():
+        return out
+    for line in path.read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 6 and cells[0] in ("10%", "20%") and cells[1] == "v2 adaptive + repair":
+            out[cells[0]] = {"whole": cells[2], "airtime": cells[5]}
+    return out
