@@ -57,6 +57,7 @@ class CoreCollector:
             if before < k <= dev.messages[msg_id].held:
                 rebuilt = True
                 dev.rebuilt(msg_id, policy)
+        dev.after_uplink(policy)  # a NEED evidently lost on the air is due again
         downlink = None
         if dev.has_due:
             cmds = dev.commands(downlink_limit(region, data_rate), policy.keep)

@@ -311,11 +311,32 @@ def _convert(cls: type, name: str, value: Any, key: str):
             return parse_ms(value) / 1000.0
         except ValueError as e:
             raise ConfigError(f"{key}: {e}") from None
-    if isinstance(value, list):
-        return tuple(value)
     if hasattr(value, "timestamp"):  # TOML datetime
         return float(value.timestamp())
+    _check_scalar(str(next(f.type for f in dataclasses.fields(cls) if f.name == name)), value, key)
+    if isinstance(value, list):
+        return tuple(value)
     return value
+
+
+def _check_scalar(typ: str, value: Any, key: str) -> None:
+    """A TOML value of the wrong kind for a field (``hours = "abc"``) is a ConfigError
+    naming the key, not a TypeError later in validation or the simulation."""
+    if isinstance(value, bool):
+        ok = "bool" in typ
+    elif isinstance(value, int):
+        ok = "int" in typ or "float" in typ
+    elif isinstance(value, float):
+        ok = "float" in typ
+    elif isinstance(value, str):
+        ok = typ == "str" or typ.startswith("str ")
+    elif isinstance(value, list):
+        ok = typ.startswith("tuple")
+    else:
+        ok = False
+    if not ok:
+        want = typ.split(" |")[0].replace("tuple[", "a list of ").rstrip(", .]")
+        raise ConfigError(f"{key}: expected {want}, got {value!r}")
 
 
 def config_from_dict(data: dict) -> SimConfig:

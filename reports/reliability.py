@@ -188,6 +188,11 @@ def markdown(r: dict[str, Any], cmd: str) -> str:
         "",
         "Slow clients (a body that never completes, a trickled body, incomplete headers, 50 idle slow "
         "connections beside a normal uplink) are tested on raw sockets in `tests/reliability/test_bad_input.py`.",
+        "Malformed requests, unknown Expect, a 4 GiB body after its 401/413 (not read: under 64 MiB reach the "
+        "service) in `test_http_errors.py`; 250 half-sent requests under a 200-descriptor limit beside a real "
+        "uplink (answered) in `test_connections.py`; a Retry-After of a year, an endless error page, an error "
+        "page echoing the token, a disk that refuses the outcome of a delivered upload in "
+        "`test_delivery_bounds.py`; incident pruning and restoring in batches in `test_store_bounds.py`.",
         "",
         "## Bounds",
         "",

@@ -108,6 +108,12 @@ def run(files: tuple[str, ...], json_out: str | None, quiet: bool, keep: str | N
     """
     from scenarios.runner import RunError, run_scenario
 
+    if json_out:  # refused now, not after the whole run
+        try:
+            with open(json_out, "a", encoding="utf-8"):
+                pass
+        except OSError as e:
+            raise click.UsageError(f"cannot write --json {json_out!r}: {e.strerror or e}") from None
     scenarios: list[Scenario] = []
     for f in files:
         try:
@@ -120,7 +126,7 @@ def run(files: tuple[str, ...], json_out: str | None, quiet: bool, keep: str | N
     for sc in scenarios:
         bar = ProgressBar(sc.name, not quiet)
         try:
-            res = run_scenario(sc, workdir=Path(keep) / sc.name if keep else None, progress=bar)
+            res = run_scenario(sc, workdir=Path(keep).resolve() / sc.name if keep else None, progress=bar)
         except RunError as e:
             bar.done()
             click.echo(f"\n== {sc.name}: ERROR\n{e}")

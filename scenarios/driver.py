@@ -28,6 +28,7 @@ from scenarios.plan import Plan, Post
 from scenarios.spec import Scenario
 
 INGEST_TOKEN = "scenario-ingest"
+API_TOKEN = "scenario-api"
 WEBAPP_TOKEN = "scenario-webapp"
 
 #: progress(fraction 0..1, short status text)
@@ -75,7 +76,8 @@ class CollectorProcess:
     """``collector serve --clock manual`` as a child process."""
 
     def __init__(self, workdir: Path, settings: dict[str, Any]):
-        self.workdir = workdir
+        # absolute: the collector runs with the work directory as its current one
+        self.workdir = workdir = workdir.resolve()
         self.port = free_port()
         self.config = workdir / "collector.toml"
         self.log = workdir / "collector.log"
@@ -261,13 +263,13 @@ class Driver:
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         stub_port = runner.addresses[0][1]
         settings = {
-            "db": str(self.workdir / "collector.db"), "ingest_token": [INGEST_TOKEN],
+            "db": str(self.workdir / "collector.db"), "ingest_token": [INGEST_TOKEN], "api_token": [API_TOKEN],
             "webapp_url": f"http://127.0.0.1:{stub_port}", "webapp_token": WEBAPP_TOKEN,
             "seed": sc.seed, "log_level": "WARNING", **await self.services(), **sc.collector,
         }
         self.collector = CollectorProcess(self.workdir, settings)
-        self.auth = {"Authorization": f"Bearer {INGEST_TOKEN}"}
-        self.post_headers = {**self.auth, "Content-Type": "application/json"}
+        self.auth = {"Authorization": f"Bearer {API_TOKEN}"}  # /api and /admin
+        self.post_headers = {"Authorization": f"Bearer {INGEST_TOKEN}", "Content-Type": "application/json"}
         self.errors: list[dict] = []
         conn = aiohttp.TCPConnector(limit=max(4, sc.concurrency + 4))
         timeout = aiohttp.ClientTimeout(total=120)

@@ -103,7 +103,7 @@ def run_scenario(sc: Scenario, *, workdir: str | Path | None = None,
     plan = None if closed else make_plan(sc, lambda f: tick(0.1 * f, "simulating"))
     t_plan = time.monotonic() - t0
     with tempfile.TemporaryDirectory(prefix="scenario-", dir=scratch_dir()) as tmp:
-        wd = Path(workdir) if workdir else Path(tmp)
+        wd = Path(workdir).resolve() if workdir else Path(tmp)
         wd.mkdir(parents=True, exist_ok=True)
         if plan is None:  # v2 devices answer the collector's downlinks: the closed loop
             from scenarios.closedloop import LoopDriver

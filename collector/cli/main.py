@@ -92,7 +92,8 @@ def wire_of(lines: list[tuple[int, bytes]]) -> int:
 @click.option("--dev-eui", default=EXAMPLE_DEV_EUI, show_default=True, help="DevEUI the fragments came from.")
 @click.option("--wire", "wire_name", type=click.Choice(["auto", "v1", "v2"]), default="auto", show_default=True,
               help="Wire format of the input; auto decides per msg_id.")
-@click.option("--fport", type=int, help="v1 only: the FPort the v1 fragments came on (default 16).")
+@click.option("--fport", type=click.IntRange(1, 223),
+              help="v1 only: the FPort the v1 fragments came on (default 16; an application port, 1..223).")
 @click.option("--json", "as_json", is_flag=True, help="Print each outcome as JSON instead of the XML document.")
 def decode(source, dev_eui: str, wire_name: str, fport: int | None, as_json: bool) -> None:
     """Reassemble fragments and print the XML document, or the incident.

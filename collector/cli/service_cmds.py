@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ import click
 
 from collector.cli.repair_cmds import repair_lines
 from collector.service import outbox
-from collector.service.config import FIELDS, ServiceConfig, load_config
+from collector.service.config import FIELDS, LOG_LEVELS, ServiceConfig, load_config, unknown_env
 from collector.service.integrity import DatabaseUnusable, open_store
 from collector.service.registry import check_eui, check_token, load_file
 from collector.service.store import Store, op_device, op_device_remove, op_retry_dead
@@ -53,6 +54,10 @@ _HELP = {
     "clock_start": "Start of the manual clock, Unix seconds.",
     "retention": "Seconds after which delivered documents and fragments are pruned.",
     "seed": "Seed of the delivery jitter stream.",
+    "max_retry_after": "Longest wait a Retry-After from the Web App can impose, seconds.",
+    "fport": "FPort of the fragments (an application port, 1..223).",
+    "simulated_uplinks": "The Things Stack uplinks marked simulated: ignore (202, not stored), reject (400), accept.",
+    "log_level": "DEBUG, INFO, WARNING, ERROR or CRITICAL.",
     "chirpstack_api_url": "ChirpStack v4 REST API base URL, for downlinks to v2 devices heard through ChirpStack.",
     "chirpstack_api_token": "ChirpStack API key for the device queue.",
     "chirpstack_auth_header": "Authorization, or Grpc-Metadata-Authorization (ChirpStack's REST proxy).",
@@ -85,6 +90,14 @@ def _config_options(func):
             opt = click.option(flag, name, type=click.Choice(["fixed", "adaptive"]), default=None, help=help_)
         elif name == "clock":
             opt = click.option(flag, name, type=click.Choice(["system", "manual"]), default=None, help=help_)
+        elif name == "simulated_uplinks":
+            opt = click.option(flag, name, type=click.Choice(["ignore", "reject", "accept"]), default=None,
+                               help=help_)
+        elif name == "fport":
+            opt = click.option(flag, name, type=click.IntRange(1, 223), default=None, help=help_)
+        elif name == "log_level":
+            opt = click.option(flag, name, type=click.Choice(LOG_LEVELS, case_sensitive=False), default=None,
+                               help=help_)
         elif typ.startswith("int"):
             opt = click.option(flag, name, type=int, default=None, help=help_, hidden=hidden)
         elif typ.startswith("float"):
@@ -118,10 +131,31 @@ def _open_store(config: str | None, db: str | None) -> Store:
         raise click.ClickException(str(e)) from None
 
 
+def check_db_path(db: str) -> None:
+    """Refuse, in one line, a database the service could not create or write: its
+    directory must exist already (a mistyped path must not silently become a new,
+    empty database in a new directory) and be writable."""
+    import os
+    if db == ":memory:":
+        return
+    parent = os.path.dirname(os.path.abspath(db))
+    if not os.path.isdir(parent):
+        raise click.ClickException(f"the directory of database {db!r} does not exist ({parent}); create it first")
+    if os.path.isdir(db):
+        raise click.ClickException(f"database {db!r} is a directory")
+    if os.path.exists(db):
+        if not os.access(db, os.R_OK | os.W_OK):
+            raise click.ClickException(f"database {db!r} is not readable and writable by this user")
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        raise click.ClickException(f"cannot create database {db!r}: directory {parent} is not writable")
+
+
 def _open_rw(config: str | None, db: str | None) -> Store:
     """The store for a command that writes (the database is created if missing)."""
+    path = _load(config, {"db": db}).db
+    check_db_path(path)
     try:
-        return open_store(_load(config, {"db": db}).db, check=False)
+        return open_store(path, check=False)
     except DatabaseUnusable as e:
         raise click.ClickException(str(e)) from None
 
@@ -175,11 +209,17 @@ def serve(config: str | None, **overrides: Any) -> None:
     from collector.service.logs import setup_logging
 
     cfg = _load(config, overrides)
+    check_db_path(cfg.db)
     setup_logging(cfg.log_level)
+    for name in unknown_env():
+        logging.getLogger("collector.config").warning("event=unknown_setting variable=%s detail=%r", name,
+                                                      "no such setting; ignored")
     try:
         asyncio.run(run_service(cfg))
     except RuntimeError as e:
         raise click.ClickException(str(e)) from None
+    except OSError as e:  # e.g. the database cannot be created where --db points
+        raise click.ClickException(f"cannot start: {e}") from None
     except KeyboardInterrupt:
         pass
 

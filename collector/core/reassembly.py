@@ -43,6 +43,14 @@ from collector.core.wire import (
 
 CloseReason = Literal["complete", "deadline", "conflict", "evicted"]
 
+#: v2 messages are keyed apart from v1 ones: the FPort says which wire format a
+#: fragment is, so a v2 message never contradicts a v1 message with the same msg_id
+V2_KEYS = 256
+
+
+def _key(dev_eui: str, msg_id: int, wire: int) -> tuple[str, int]:
+    return (dev_eui, msg_id + V2_KEYS if wire == 2 else msg_id)
+
 __all__ = ["FeedResult", "Held", "Message", "PollEvent", "Reassembler", "Recent", "Settings"]
 
 
@@ -204,11 +212,13 @@ class Recent:
     #: v2 only: the rebuilt message (header fragment and data chunks), computed the
     #: first time a fragment arrives after the rebuild; False: cannot be rebuilt
     rebuilt: tuple | bool | None = None
+    #: the message's wire format (v1 and v2 messages are keyed apart)
+    wire: int = 1
 
     @classmethod
     def of(cls, m: Message) -> Recent:
         return cls(m.uid, m.dev_eui, m.msg_id, m.closed or 0.0, m.close_reason,
-                   {i: h.payload for i, h in m.fragments.items()})
+                   {i: h.payload for i, h in m.fragments.items()}, wire=m.wire)
 
     def v2_expected(self, frag: wire2.V2Fragment) -> bytes | None:
         """v2: the payload the device sends for ``frag.index`` of this (rebuilt)
@@ -224,7 +234,7 @@ class Recent:
 
     def to_dict(self) -> dict:
         return {"uid": self.uid, "dev_eui": self.dev_eui, "msg_id": self.msg_id, "closed": self.closed,
-                "close_reason": self.close_reason, "recent": True,
+                "close_reason": self.close_reason, "recent": True, "wire": self.wire,
                 "payloads": {str(i): p.hex() for i, p in self.payloads.items()}}
 
     @classmethod
@@ -232,7 +242,7 @@ class Recent:
         if not d.get("recent"):
             return cls.of(Message.from_dict(d))
         return cls(d["uid"], d["dev_eui"], d["msg_id"], d["closed"], d["close_reason"],
-                   {int(i): bytes.fromhex(p) for i, p in d["payloads"].items()})
+                   {int(i): bytes.fromhex(p) for i, p in d["payloads"].items()}, wire=d.get("wire", 1))
 
 
 @dataclass
@@ -339,11 +349,11 @@ class Reassembler:
         recent: dict[tuple[str, int], Recent] = dict(self._recent)
         for d in sorted((d for d in messages if d.get("closed") is None), key=lambda d: d["opened"]):
             m = Message.from_dict(d)  # open ones in opening order
-            self._add_open((m.dev_eui, m.msg_id), m)
+            self._add_open(_key(m.dev_eui, m.msg_id, m.wire), m)
         for d in messages:
             if d.get("closed") is not None:
                 r = Recent.from_dict(d)
-                key = (r.dev_eui, r.msg_id)
+                key = _key(r.dev_eui, r.msg_id, r.wire)
                 old = recent.get(key)
                 if old is None or old.closed <= r.closed:
                     recent[key] = r
@@ -490,12 +500,12 @@ class Reassembler:
         s = self.settings
         if self._per_device.get(dev_eui, 0) >= s.max_open_per_device:
             # msg_id is one byte: look at the device's at most 256 keys, not at every open message
-            mine = (m for i in range(256) if (m := self._open.get((dev_eui, i))) is not None)
+            mine = (m for i in range(2 * V2_KEYS) if (m := self._open.get((dev_eui, i))) is not None)
             oldest = min(mine, key=lambda m: m.opened)
-            out.append(self._close((oldest.dev_eui, oldest.msg_id), now, "evicted"))
+            out.append(self._close(_key(oldest.dev_eui, oldest.msg_id, oldest.wire), now, "evicted"))
         if len(self._open) >= s.max_open_total:
             oldest = next(iter(self._open.values()))  # the first opened
-            out.append(self._close((oldest.dev_eui, oldest.msg_id), now, "evicted"))
+            out.append(self._close(_key(oldest.dev_eui, oldest.msg_id, oldest.wire), now, "evicted"))
         return out
 
     def _add(self, key, m: Message, frag: Fragment, up: Uplink, now: float, closed: list[Message],
@@ -527,7 +537,7 @@ class Reassembler:
         frag = wire2.parse_v2(up.payload)
         if isinstance(frag, wire2.V2Poll):
             return self._poll(up, frag, now)
-        key = (up.dev_eui, frag.msg_id)
+        key = (up.dev_eui, frag.msg_id + V2_KEYS)
         closed: list[Message] = []
         m = self._open.get(key)
         held = m.fragments.get(frag.index) if m is not None else None
@@ -566,7 +576,7 @@ class Reassembler:
     def _poll(self, up: Uplink, p: wire2.V2Poll, now: float) -> FeedResult:
         """A poll: say what is held; an open message that needs a repair round gets
         the time for it (the first poll, and each poll after the device sent more)."""
-        key = (up.dev_eui, p.msg_id)
+        key = (up.dev_eui, p.msg_id + V2_KEYS)
         m = self._open.get(key)
         if m is not None and m.wire == 2 and m.count == p.k:
             extended = False

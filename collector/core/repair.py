@@ -4,7 +4,8 @@ Spec: ``docs/spec/wire-format-v2.md`` sections 3-5; the choices are explained in
 ``docs/repair.md`` ("The collector", "Redundancy policy"). The service and the
 simulator both drive it, so it never reads a clock and does no I/O: its state is
 plain data (:meth:`DeviceRepair.to_dict`) the service commits with each uplink that
-changes it.
+changes it. (Over 400 lines: the per-device state and every decision on it are one
+state machine, persisted as one dict; splitting it would split that state.)
 
 Per device, :class:`DeviceRepair` is fed the v2 uplinks as they are accepted:
 
@@ -23,6 +24,10 @@ Per device, :class:`DeviceRepair` is fed the v2 uplinks as they are accepted:
   was handed to the network server; the device's next uplink opened the receive
   windows it went out in, so its commands are no longer due.
 
+- :meth:`~DeviceRepair.after_uplink` once per uplink: a NEED the device evidently
+  did not hear, or a message whose polls were all lost, gets a NEED again (bounded;
+  ``docs/repair.md``, "Lost answers").
+
 Every command still due travels in the device's one pending downlink
 (:meth:`~DeviceRepair.commands`), NEEDs first, then ACKs, then REDUNDANCY, within
 the downlink size of the device's data rate; what does not fit stays due.
@@ -34,7 +39,7 @@ import math
 from dataclasses import dataclass, field
 
 from collector.core import lorawan
-from collector.core.wire2 import Ack, Need, Redundancy
+from collector.core.wire2 import MAX_REDUNDANCY, Ack, Need, Redundancy
 
 Command = Ack | Need | Redundancy
 
@@ -74,6 +79,10 @@ class Policy:
     cooldown: int = 3
     #: messages a device keeps for repair (spec section 4): older commands are dropped
     keep: int = 4
+    #: a NEED the device evidently did not hear (its later uplinks show no repair rows
+    #: for the message) is sent again at most this many times per message (the
+    #: device's ``rounds``); 0: never (``docs/repair.md``, "Lost answers")
+    repeats: int = 3
 
     def __post_init__(self) -> None:
         if not 0.0 < self.target < 1.0 or not self.target <= self.lower_target < 1.0:
@@ -82,6 +91,8 @@ class Policy:
             raise ValueError("need 0 <= min_r <= max_r <= 32")
         if not 0.0 < self.decay <= 1.0:
             raise ValueError("decay must be in (0, 1]")
+        if self.repeats < 0:
+            raise ValueError("repeats must be at least 0")
 
 
 DEFAULT_POLICY = Policy()
@@ -160,19 +171,42 @@ class Seen:
     polls: int = 0
     needs: int = 0
     acked: bool = False
+    #: parity rows the NEEDs for it asked for, in all
+    asked: int = 0
+    #: the ``sent`` of the poll that started the latest repair round and the n asked
+    #: in it: the same poll again (a retry, a repeat while the NEED was lost) is
+    #: that round, not a new one
+    round_sent: int = -1
+    round_n: int = 0
+    #: uplinks of the device since a NEED for this message went out in a downlink
+    #: and nothing of the repair it asked for arrived (-1: no NEED awaiting rows)
+    quiet: int = -1
+    #: NEEDs sent again because the device evidently had not heard the last one
+    repeated: int = 0
 
     @property
     def held(self) -> int:
         return len(self.indices)
 
+    @property
+    def plausible(self) -> int:
+        """The most fragments a device can have sent: its k data chunks, at most
+        REDUNDANCY's 32 planned parity rows, and the rows NEEDs asked for. A larger
+        ``sent`` or index (a firmware bug, a device that misbehaves) is not counted as
+        radio loss: one such poll would otherwise steer the device to 32 parity rows
+        for hundreds of messages."""
+        return self.k + MAX_REDUNDANCY + self.asked
+
     def to_dict(self) -> dict:
         return {"k": self.k, "indices": sorted(self.indices), "sent": self.sent,
                 "polls": self.polls, "needs": self.needs,
-                "acked": self.acked}
+                "acked": self.acked, "asked": self.asked, "round_sent": self.round_sent,
+                "round_n": self.round_n, "quiet": self.quiet, "repeated": self.repeated}
 
     @classmethod
     def from_dict(cls, d: dict) -> Seen:
-        return cls(d["k"], set(d["indices"]), d["sent"], d["polls"], d["needs"], d["acked"])
+        return cls(d["k"], set(d["indices"]), d["sent"], d["polls"], d["needs"], d["acked"], d.get("asked", 0),
+                   d.get("round_sent", -1), d.get("round_n", 0), d.get("quiet", -1), d.get("repeated", 0))
 
 
 @dataclass
@@ -231,11 +265,13 @@ class DeviceRepair:
         message's indices in order, so the indices below it that have not arrived
         were lost (for now: one that arrives late is given back)."""
         m = self._see(msg_id, k)
+        if m.quiet >= 0 and index >= m.round_sent:
+            m.quiet = -1  # a row of the repair asked for: the device heard the NEED
         if index in m.indices:
             return
         m.indices.add(index)
         if index >= m.sent:
-            d = index + 1 - m.sent
+            d = min(index + 1, max(m.sent + 1, m.plausible)) - m.sent
             m.sent = index + 1
             self._observe(d, d - 1, policy or DEFAULT_POLICY)
         else:
@@ -248,17 +284,20 @@ class DeviceRepair:
         fragments the reassembler holds (None: those counted here), for NEED's n.
         Returns the answer, now due."""
         m = self._see(msg_id, k)
+        m.quiet = -1  # the answer to this poll is decided anew
         first = m.polls == 0
         m.polls += 1
         self._count("polls")
         counted = m.held
-        d_sent = max(0, sent - m.sent)
+        # for the estimates; what NEED may still ask for follows the device's own word
+        believed = min(sent, max(m.sent, m.plausible))
+        d_sent = max(0, believed - m.sent)
         if d_sent:
             # the fragments after the last one that arrived: lost (or late)
-            m.sent = sent
+            m.sent = believed
             self._observe(d_sent, d_sent, policy)
-        if first and m.needs == 0 and sent >= k:
-            self.r_observed = sent - k
+        if first and m.needs == 0 and believed >= k:
+            self.r_observed = believed - k
             self.since_change += 1
         if policy.adaptive:
             self._steer(k, policy)
@@ -275,7 +314,11 @@ class DeviceRepair:
             self._count("acks")
         else:
             cmd = Need(msg_id, need_count(k - held, self.loss(policy), policy.target, remaining))
-            m.needs += 1
+            if sent > m.round_sent:  # the device sent more since: a new round
+                m.needs += 1
+                m.round_sent, m.round_n = sent, 0
+            m.asked += max(0, cmd.n - m.round_n)  # a round's rows are topped up to its largest n
+            m.round_n = max(m.round_n, cmd.n)
             self._count("needs")
         self.due[msg_id] = cmd
         return cmd
@@ -346,10 +389,55 @@ class DeviceRepair:
             if isinstance(c, Redundancy):
                 if c.r == self.r_wanted:
                     self.redundancy_due = False
-            elif self.due.get(c.msg_id) == c:
-                del self.due[c.msg_id]
+            else:
+                if self.due.get(c.msg_id) == c:
+                    del self.due[c.msg_id]
+                m = self.messages.get(c.msg_id)
+                if isinstance(c, Need) and m is not None and not m.acked:
+                    m.quiet = 0  # from now on its rows should come
         self.in_flight = None
         return self.has_due
+
+    def after_uplink(self, policy: Policy) -> list[Need]:
+        """Call once per uplink of the device, after :meth:`delivered` and the uplink's
+        own :meth:`fragment` or :meth:`poll`. A NEED that went out in a downlink whose
+        receive windows have passed, followed by another uplink without a row of the
+        repair it asked for (nor a poll of that message), was evidently lost on the
+        air: while the device can still hold the message (within its last ``keep``)
+        and the message is not rebuilt, the NEED is due again, at most
+        ``policy.repeats`` times per message. Returns the NEEDs made due again.
+
+        Without this a device whose polls of a round were all used up waits for an
+        answer nothing asks for again (``docs/repair.md``, "Lost answers")."""
+        out: list[Need] = []
+        for msg_id, m in self.messages.items():
+            if m.quiet >= 0:
+                m.quiet += 1
+                if m.quiet < 2:  # this uplink's windows carried the NEED: rows come after it
+                    continue
+                m.quiet = -1
+                unpolled = False
+            elif m.polls == 0 and m.needs == 0 and self.newest is not None and _newer(self.newest, msg_id):
+                # never polled, yet the device has moved on to a newer message: every
+                # poll of its round was lost on the way in
+                unpolled = True
+            else:
+                continue
+            remaining = 255 - max(m.sent, m.held)
+            if (m.acked or m.held >= m.k or msg_id in self.due or m.repeated >= policy.repeats
+                    or remaining <= 0 or self.newest is None or (self.newest - msg_id) % 256 >= policy.keep):
+                continue
+            m.repeated += 1
+            cmd = Need(msg_id, need_count(m.k - m.held, self.loss(policy), policy.target, remaining))
+            if unpolled:  # the device has polled since its last round: this NEED starts one
+                m.needs += 1
+                m.round_sent, m.round_n = m.sent, 0
+            m.asked += max(0, cmd.n - m.round_n)  # a repeat tops the same round up to n
+            m.round_n = max(m.round_n, cmd.n)
+            self.due[msg_id] = cmd
+            self._count("needs_repeated")
+            out.append(cmd)
+        return out
 
     # ------------------------------------------------------------------ persistence
 

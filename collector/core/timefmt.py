@@ -23,6 +23,11 @@ RECEIVE_MIN_MS = 0
 RECEIVE_MAX_MS = 253_402_300_799_999
 
 
+class TimeOutOfRange(ValueError, OverflowError):
+    """A time stamp whose offset moves it before year 1 or past 9999: a ValueError
+    for whoever refuses bad input, an OverflowError for :func:`receive_ms`."""
+
+
 def parse_ms(text: str) -> int:
     """Parse an RFC 3339 time stamp (any number of fraction digits, ``Z`` or an
     offset) into Unix milliseconds, truncating below the millisecond.
@@ -50,7 +55,10 @@ def parse_ms(text: str) -> int:
         raise ValueError(f"{text!r} is not a valid date/time: {e}") from None
     if tz not in ("Z", "z"):
         sign = 1 if tz[0] == "+" else -1
-        dt -= sign * timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6]))
+        try:
+            dt -= sign * timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6]))
+        except OverflowError:  # the offset moves it before year 1 or past 9999
+            raise TimeOutOfRange(f"{text!r} is outside the years 1..9999 in UTC") from None
     ms = (dt - _EPOCH) // _MS
     if frac:
         ms += int((frac + "00")[:3])

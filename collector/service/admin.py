@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from aiohttp import web
 
 from collector.service.api import error
@@ -9,6 +11,9 @@ from collector.service.clock import ManualClock
 from collector.service.keys import CLOCK
 from collector.service.loops import CLOSING
 from collector.service.repairs import REPAIR
+
+#: the largest clock value or step taken (year 9999 in Unix seconds: times past it cannot be written)
+MAX_SECONDS = 253_402_300_799.0
 
 
 async def clock(request: web.Request) -> web.Response:
@@ -29,6 +34,8 @@ async def clock(request: web.Request) -> web.Response:
     v = body[keys[0]]
     if isinstance(v, bool) or not isinstance(v, int | float):
         return error(400, "the time must be a number")
+    if not math.isfinite(v) or abs(v) > MAX_SECONDS:
+        return error(400, f"the time must be a finite number of seconds (|t| <= {MAX_SECONDS:g}), not {v!r}")
     try:
         if keys[0] == "now":
             clk.set(float(v))

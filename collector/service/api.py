@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from collector.core import ingest
-from collector.service.gate import authorised
+from collector.service.gate import api_authorised
 from collector.service.gate import error as answer_error
 from collector.service.integrity import STORE_WATCH
 from collector.service.keys import (
@@ -50,8 +50,10 @@ def guarded(handler: Handler) -> Handler:
     """``handler`` behind the API token, after the pending closes are recorded."""
     async def wrapped(request: web.Request) -> web.StreamResponse:
         app = request.app
-        if not authorised(app[CFG], request, app[API_TOKENS]):
-            return error(401, "missing or wrong token (Authorization: Bearer <token>)")
+        if not app[API_TOKENS]:
+            return error(401, "the API is closed: no api_token is configured (ingest tokens do not open it)")
+        if not api_authorised(app[CFG], request, app[API_TOKENS]):
+            return error(401, "missing or wrong token (the API token: Authorization: Bearer <api token>)")
         closing = app[CLOSING]
         if closing.busy:
             await closing.flush_closes()  # what was acknowledged is what the API shows

@@ -38,9 +38,10 @@ from collector.core.reassembly import Message, Reassembler
 from collector.service import admin, api
 from collector.service.aggregator import Assembler
 from collector.service.clock import Clock, make_clock
-from collector.service.config import ServiceConfig
+from collector.service.config import ServiceConfig, redact_url
 from collector.service.consistency import StateGuard
 from collector.service.delivery import DeliveryAgent
+from collector.service.errors import JsonRunner, connection_bound, expect_json, json_errors
 from collector.service.gate import INTEGRATIONS
 from collector.service.ingest_http import INGEST, Ingest, ingest_handler
 from collector.service.integrity import STORE_WATCH, FileWatch, open_store
@@ -64,7 +65,7 @@ from collector.service.metrics import Metrics
 from collector.service.mqtt import mqtt_ctx
 from collector.service.registry import load_file
 from collector.service.repairs import REPAIR, device_handler, repair_ctx
-from collector.service.store import GroupCommitter, op_device
+from collector.service.store import GroupCommitter, Store, op_device
 from collector.service.workers import ChannelServer, PrivateDir, WorkerPool, reserve_port
 
 log = logging.getLogger("collector.service")
@@ -79,14 +80,15 @@ def init_app(cfg: ServiceConfig, clock: Clock | None = None, workers: WorkerPool
     """The service as an application; its parts start with it (``runner.setup()``)
     and stop with it (``runner.cleanup()``)."""
     cfg.validate()
-    app = web.Application(client_max_size=cfg.body_limit)
+    app = web.Application(client_max_size=cfg.body_limit, middlewares=[json_errors])
     app[CFG] = cfg
     app[CLOCK] = clock or make_clock(cfg.clock, cfg.clock_start)
     app[METRICS] = Metrics()
     app[REASM] = Reassembler(cfg.reassembly_settings())
     app[STOPPING] = asyncio.Event()
-    app[API_TOKENS] = [t.encode() for t in (cfg.api_token or [*cfg.ingest_token, *cfg.ttn_token,
-                                                               *cfg.chirpstack_token, *cfg.generic_token])]
+    # only the API's own tokens: whoever holds an ingest token (every network server)
+    # must not read the data or retry dead letters (docs/operations.md, Security)
+    app[API_TOKENS] = [t.encode() for t in cfg.api_token]
     if workers is not None:
         app[WORKERS] = workers
     setup_routes(app)
@@ -100,20 +102,22 @@ def init_app(cfg: ServiceConfig, clock: Clock | None = None, workers: WorkerPool
 def setup_routes(app: web.Application) -> None:
     r = app.router
     for integration, path in INTEGRATIONS.items():
-        r.add_post(path, ingest_handler(integration))
-    r.add_get("/healthz", api.healthz)
-    r.add_get("/metrics", api.metrics)
-    r.add_get("/api/messages", api.guarded(api.messages))
-    r.add_get("/api/messages/{id}", api.guarded(api.message))
-    r.add_get("/api/incidents", api.guarded(api.incidents))
-    r.add_get("/api/incidents/{id}", api.guarded(api.incident))
-    r.add_get("/api/deadletters", api.guarded(api.deadletters))
-    r.add_get("/api/deadletters/{id}", api.guarded(api.deadletter))
-    r.add_post("/api/deadletters/retry", api.guarded(api.retry_all))
-    r.add_post("/api/deadletters/{id}/retry", api.guarded(api.retry))
-    r.add_get("/api/status", api.guarded(api.status))
-    r.add_get("/api/devices/{eui}/repair", api.guarded(device_handler))
-    r.add_post("/admin/clock", api.guarded(admin.clock))
+        r.add_post(path, ingest_handler(integration), expect_handler=expect_json)
+    for method, path, handler in (
+            ("GET", "/healthz", api.healthz),
+            ("GET", "/metrics", api.metrics),
+            ("GET", "/api/messages", api.guarded(api.messages)),
+            ("GET", "/api/messages/{id}", api.guarded(api.message)),
+            ("GET", "/api/incidents", api.guarded(api.incidents)),
+            ("GET", "/api/incidents/{id}", api.guarded(api.incident)),
+            ("GET", "/api/deadletters", api.guarded(api.deadletters)),
+            ("GET", "/api/deadletters/{id}", api.guarded(api.deadletter)),
+            ("POST", "/api/deadletters/retry", api.guarded(api.retry_all)),
+            ("POST", "/api/deadletters/{id}/retry", api.guarded(api.retry)),
+            ("GET", "/api/status", api.guarded(api.status)),
+            ("GET", "/api/devices/{eui}/repair", api.guarded(device_handler)),
+            ("POST", "/admin/clock", api.guarded(admin.clock))):
+        (r.add_get if method == "GET" else r.add_post)(path, handler, expect_handler=expect_json)
 
 
 # --------------------------------------------------------------------------- parts, in start order
@@ -144,9 +148,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         now = app[CLOCK].now()
         reasm = app[REASM]
-        msgs, next_seq = await asyncio.to_thread(store.restore_state, now, cfg.duplicate_window)
-        reasm.load(msgs, next_seq)
-        app[_RESTORED_CLOSES] = [Message.from_dict(d) for d in msgs if d.get("pending_close")]
+        app[_RESTORED_CLOSES] = await asyncio.to_thread(_restore, store, reasm, now, cfg.duplicate_window)
         if cfg.devices_file:
             try:
                 devices = load_file(cfg.devices_file)
@@ -160,6 +162,17 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         await _step("store", committer.close)
         store.close()
         log.info("event=stopped")
+
+
+def _restore(store: Store, reasm: Reassembler, now: float, duplicate_window: float) -> list[Message]:
+    """Load the reassembler's state batch by batch (bounded memory while restoring);
+    the messages closed by an acknowledged uplink but not yet assembled."""
+    reasm.load([], store.next_seq())
+    pending: list[Message] = []
+    for batch in store.restore_batches(now, duplicate_window):
+        reasm.load(batch, 0)
+        pending.extend(Message.from_dict(d) for d in batch if d.get("pending_close"))
+    return pending
 
 
 async def _delivery_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -188,7 +201,12 @@ async def _closing_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         log.info("event=started version=%s db=%r open_messages=%d next_seq=%d clock=%s webapp=%r policy=%s "
                  "timeout=%g", __version__, cfg.db, len(reasm.open_messages()), reasm.next_seq, cfg.clock,
-                 cfg.webapp_url or None, cfg.deadline_policy, cfg.message_timeout)
+                 redact_url(cfg.webapp_url) or None, cfg.deadline_policy, cfg.message_timeout)
+        if not cfg.api_token:
+            log.info("event=api_closed detail=%r", "no api_token configured: /api and /admin answer 401")
+        elif cfg.shared_api_tokens:
+            log.warning("event=api_token_shared detail=%r", "an API token is also an ingest token: "
+                        "whoever sends uplinks can read the data and retry dead letters")
         if closing.pending:
             log.info("event=assembling_closed count=%d", len(closing.pending))
         await closing.flush_closes()
@@ -218,8 +236,8 @@ async def _on_shutdown(app: web.Application) -> None:
 
 def _runner(app: web.Application) -> web.AppRunner:
     cfg = app[CFG]
-    return web.AppRunner(app, access_log=None, shutdown_timeout=cfg.shutdown_timeout,
-                         keepalive_timeout=cfg.read_timeout)
+    return JsonRunner(app, connection_bound(cfg.max_connections), access_log=None,
+                      shutdown_timeout=cfg.shutdown_timeout, keepalive_timeout=cfg.read_timeout)
 
 
 async def run_service(cfg: ServiceConfig, clock: Clock | None = None,

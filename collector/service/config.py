@@ -50,6 +50,13 @@ class ServiceConfig:
     #: seconds a client gets to send a request body (408 and the connection closed after);
     #: also how long a connection may sit without a complete request (then it is closed)
     read_timeout: float = 60.0
+    #: The Things Stack uplinks marked ``"simulated": true`` (sent from its console):
+    #: ``ignore`` (202 ``ignored``, counted, not stored), ``reject`` (400) or ``accept``
+    #: (stored as real data)
+    simulated_uplinks: str = "ignore"
+    #: connections held at most (0: what the file descriptor limit allows, less 128);
+    #: over it the oldest connection not in a request is closed
+    max_connections: int = 0
     #: writes waiting for the store above which ingest is answered 503
     max_pending_writes: int = 20_000
     #: most requests committed in one transaction
@@ -101,6 +108,9 @@ class ServiceConfig:
     backoff_base: float = 2.0
     backoff_cap: float = 3600.0
     request_timeout: float = 30.0
+    #: longest wait a ``Retry-After`` (429, 503) can impose, seconds; a longer one is
+    #: cut to this (a year, or a date in 2100, would otherwise stop delivery)
+    max_retry_after: float = 3600.0
     #: consecutive retryable failures that open the circuit
     circuit_threshold: int = 5
     #: seconds the circuit stays open before one probe request
@@ -175,6 +185,23 @@ class ServiceConfig:
                        or header_problem(self.webapp_token, "webapp_token"))
             if problem:
                 raise ValueError(problem)
+        if self.simulated_uplinks not in ("ignore", "reject", "accept"):
+            raise ValueError(f"simulated_uplinks must be 'ignore', 'reject' or 'accept', not {self.simulated_uplinks!r}")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}")
+        if not 1 <= self.fport <= 223:
+            raise ValueError(f"fport must be an application port 1..223, not {self.fport}")
+        for name in TOKEN_LISTS:
+            if any(not t.strip() for t in getattr(self, name)):
+                raise ValueError(f"{name}: an empty token is not allowed (it would match nothing, or anything)")
+        if self.max_connections < 0:
+            raise ValueError("max_connections must be 0 (from the file descriptor limit) or positive")
+        if self.max_retry_after <= 0:
+            raise ValueError("max_retry_after must be positive")
+        try:
+            self.reassembly_settings()
+        except ValueError as e:  # default_region and the other reassembly settings
+            raise ValueError(str(e)) from None
         for name in ("chirpstack_api_url", "downlink_url"):
             if getattr(self, name) and not getattr(self, name).startswith(("http://", "https://")):
                 raise ValueError(f"{name} {getattr(self, name)!r} must start with http:// or https://")
@@ -207,9 +234,32 @@ class ServiceConfig:
         for k in SECRETS:
             if d.get(k):
                 d[k] = "***" if isinstance(d[k], str) else ["***"] * len(d[k])
+        d["webapp_url"] = redact_url(self.webapp_url)
         return d
 
+    @property
+    def shared_api_tokens(self) -> bool:
+        """Whether an API token is also accepted on an ingest route."""
+        ingest = {*self.ingest_token, *self.ttn_token, *self.chirpstack_token, *self.generic_token}
+        return bool(ingest.intersection(self.api_token))
 
+
+def redact_url(url: str) -> str:
+    """``url`` with the user information (``user:password@``) replaced by ``***@``."""
+    from urllib.parse import urlsplit, urlunsplit
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***"
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+TOKEN_LISTS = ("ingest_token", "ttn_token", "chirpstack_token", "generic_token", "api_token")
+#: ``COLLECTOR_*`` variables read elsewhere (not settings of the service)
+OTHER_ENV = frozenset({"COLLECTOR_CONFIG", "COLLECTOR_DEVICE_TOKEN"})
 SECRETS = ("ingest_token", "ttn_token", "chirpstack_token", "generic_token", "api_token",
            "webapp_token", "webapp_password", "chirpstack_api_token", "downlink_token", "mqtt_url")
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(ServiceConfig)}
@@ -222,7 +272,9 @@ def _convert(name: str, value: Any) -> Any:
     try:
         if typ.startswith("list"):
             if isinstance(value, str):
-                return [v.strip() for v in value.split(",") if v.strip()]
+                items = [v.strip() for v in value.split(",")]
+                # an empty token is refused by validate(), however it was given
+                return items if name in TOKEN_LISTS else [v for v in items if v]
             if isinstance(value, list | tuple):
                 return [str(v) for v in value]
             raise TypeError
@@ -319,3 +371,11 @@ def load_config(
     cfg = ServiceConfig(**values)
     cfg.validate()
     return cfg
+
+
+def unknown_env(env: Mapping[str, str] | None = None) -> list[str]:
+    """``COLLECTOR_*`` variables that name no setting (a typo would otherwise be
+    ignored silently); ``collector serve`` warns about each."""
+    env = os.environ if env is None else env
+    known = {ENV_PREFIX + name.upper() for name in FIELDS} | OTHER_ENV
+    return sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known)

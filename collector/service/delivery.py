@@ -7,6 +7,9 @@ while the Web App is failing, and :func:`decide` turns one attempt into the next
 state of the document. :class:`DeliveryAgent` is the thin aiohttp shell around it:
 it reads due documents from the store, posts them with a concurrency limit, and
 commits each attempt.
+
+(Above 400 lines: the policy and the shell that applies it are read together; what
+is kept of an answer lives in :mod:`collector.service.answers`.)
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
+from collector.service.answers import kept_text, redact
 from collector.service.clock import wait_first
 from collector.service.outbound import RequestError, check_request, check_token
 from collector.service.store import AttemptResult, GroupCommitter, Store, StoreUnavailable, op_attempt
@@ -33,8 +37,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("collector.delivery")
 
 RETRYABLE_STATUS = frozenset({408, 425, 429})
-#: kept of a response body, for the dead-letter record
-RESPONSE_KEEP = 2000
+#: first wait, and the longest, before an attempt whose outcome the store could not
+#: record is written again (seconds, doubling in between)
+RECORD_RETRY_FIRST = 1.0
+RECORD_RETRY_MAX = 60.0
 
 
 # --------------------------------------------------------------------------- policy (sans-IO)
@@ -190,6 +196,11 @@ class DeliveryAgent:
         self._start_lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
         self._stopping = False
+        #: attempts made whose outcome the store could not record yet (e.g. the disk is
+        #: full): their documents are not sent again while the write is retried
+        self._unrecorded: dict[str, AttemptResult] = {}
+        self._record_failures = 0
+        self._record_retry_at = 0.0
 
     @property
     def enabled(self) -> bool:
@@ -198,6 +209,30 @@ class DeliveryAgent:
     @property
     def in_flight(self) -> int:
         return len(self._in_flight)
+
+    def _busy(self) -> list[str]:
+        """Documents not to start now: in flight, or attempted with the outcome not yet recorded."""
+        return [*self._in_flight, *self._unrecorded]
+
+    async def record_pending(self) -> None:
+        """Write the outcomes the store could not take before, once their back-off
+        (1, 2, 4 ... 60 s on the event loop's monotonic clock) has passed."""
+        loop = asyncio.get_running_loop()
+        if not self._unrecorded or loop.time() < self._record_retry_at:
+            return
+        results = list(self._unrecorded.values())
+        try:
+            await self.committer.submit_many([op_attempt(r) for r in results])
+        except StoreUnavailable as e:
+            self._record_failures += 1
+            wait = min(RECORD_RETRY_MAX, RECORD_RETRY_FIRST * 2 ** min(self._record_failures - 1, 10))
+            self._record_retry_at = loop.time() + wait
+            log.error("event=attempt_not_recorded count=%d error=%r retry_in=%g", len(results), str(e), wait)
+            return
+        for r in results:
+            self._unrecorded.pop(r.uid, None)
+        self._record_failures = 0
+        log.info("event=attempts_recorded count=%d", len(results))
 
     def wake(self) -> None:
         """New work (a document queued, a dead letter retried)."""
@@ -219,6 +254,9 @@ class DeliveryAgent:
                 await self._task
         if self._in_flight:
             await asyncio.wait(list(self._in_flight.values()), timeout=self.cfg.request_timeout)
+        if self._unrecorded:  # one last try: otherwise they are sent again after the restart
+            self._record_retry_at = 0.0
+            await self.record_pending()
         if self._session is not None:
             await self._session.close()
 
@@ -228,11 +266,12 @@ class DeliveryAgent:
         while not self._stopping:
             self._wake.clear()
             try:
+                await self.record_pending()
                 await self.start_due()
             except Exception:  # noqa: BLE001 - keep delivering whatever went wrong once
                 log.exception("event=delivery_loop_error")
             now = self.clock.now()
-            wake_at = await asyncio.to_thread(self.store.next_due, list(self._in_flight))
+            wake_at = await asyncio.to_thread(self.store.next_due, self._busy())
             if wake_at is not None and self.circuit.open_until is not None:
                 wake_at = max(wake_at, self.circuit.open_until)
             waiters = [self._wake.wait()]
@@ -240,7 +279,10 @@ class DeliveryAgent:
                     and not self.circuit.probing):
                 waiters.append(self.clock.sleep_until(max(wake_at, now)))
             # a dead letter retried by command from another process is seen within 5 s
-            await wait_first(waiters, timeout=5.0)
+            timeout = 5.0
+            if self._unrecorded:
+                timeout = min(timeout, max(0.0, self._record_retry_at - asyncio.get_running_loop().time()))
+            await wait_first(waiters, timeout=timeout)
 
     async def start_due(self) -> list[asyncio.Task]:
         """Start attempts for every due document the concurrency limit and the
@@ -252,13 +294,13 @@ class DeliveryAgent:
             free = self.cfg.delivery_concurrency - len(self._in_flight)
             if free <= 0:
                 return []
-            rows = await asyncio.to_thread(self.store.due_documents, now, free, list(self._in_flight))
+            rows = await asyncio.to_thread(self.store.due_documents, now, free, self._busy())
             return self._launch(rows)
 
     def _launch(self, rows: list) -> list[asyncio.Task]:
         started = []
         for row in rows:
-            if row["uid"] in self._in_flight:
+            if row["uid"] in self._in_flight or row["uid"] in self._unrecorded:
                 continue
             if not self.circuit.allow(self.clock.now()):
                 break
@@ -327,16 +369,36 @@ class DeliveryAgent:
         check_request(url, headers)  # RequestError: the same every time, the caller dead-letters
         loop = asyncio.get_running_loop()
         t0 = loop.time()
+        secrets = self._secrets(token)
         try:
             async with self._session.post(url, data=row["xml"], headers=headers, allow_redirects=False) as resp:
-                text = (await resp.read())[:RESPONSE_KEEP].decode("utf-8", "replace")
-                return Attempt(resp.status, None, text, parse_retry_after(resp.headers.get("Retry-After"),
-                                                                          self.clock.wall()),
-                               loop.time() - t0)
+                text = await kept_text(resp, secrets)
+                retry_after = self._retry_after(resp.headers.get("Retry-After"), row["uid"])
+                return Attempt(resp.status, None, text, retry_after, loop.time() - t0)
         except TimeoutError:
             return Attempt(None, f"timed out after {self.cfg.request_timeout:g} s", None, None, loop.time() - t0)
         except aiohttp.ClientError as e:
-            return Attempt(None, f"{type(e).__name__}: {e}"[:500], None, None, loop.time() - t0)
+            return Attempt(None, redact(f"{type(e).__name__}: {e}", secrets)[:500], None, None, loop.time() - t0)
+
+    def _secrets(self, token: str | None) -> list[str]:
+        """What must never be stored from an answer or an error."""
+        from urllib.parse import urlsplit
+        try:
+            url_password = urlsplit(self.cfg.webapp_url).password
+        except ValueError:
+            url_password = None
+        return [s for s in (token, self.cfg.webapp_token, self.cfg.webapp_password, self._login_token, url_password)
+                if s]
+
+    def _retry_after(self, value: str | None, uid: str) -> float | None:
+        """The Web App's ``Retry-After``, cut to ``max_retry_after``: a year (or a date
+        in 2100) must not stop delivery until a restart."""
+        ra = parse_retry_after(value, self.clock.wall())
+        if ra is not None and ra > self.cfg.max_retry_after:
+            log.warning("event=retry_after_capped uid=%s asked=%r used=%g", uid, (value or "")[:64],
+                        self.cfg.max_retry_after)
+            ra = self.cfg.max_retry_after
+        return ra
 
     async def _attempt(self, row: dict) -> None:
         uid = row["uid"]
@@ -375,13 +437,25 @@ class DeliveryAgent:
             try:
                 await self.committer.submit(op_attempt(r))
             except StoreUnavailable as e:
-                log.error("event=attempt_not_recorded uid=%s error=%r", uid, str(e))
+                # not sent again until the outcome is written (record_pending backs off)
+                self._unrecorded[uid] = r
+                self._record_retry_at = max(self._record_retry_at,
+                                            asyncio.get_running_loop().time() + RECORD_RETRY_FIRST)
+                log.error("event=attempt_not_recorded uid=%s result=%s error=%r", uid, r.result, str(e))
             if self.metrics:
                 self.metrics.delivery_attempt(r.result, att.status, att.duration)
-            log.log(logging.INFO if r.result != "retry" else logging.WARNING,
-                    "event=delivery uid=%s key=%s result=%s status=%s error=%r attempt=%d next=%s",
-                    uid, row["idempotency_key"], r.result, att.status, att.error, row["attempts"] + 1,
-                    f"{r.next_attempt:.3f}" if r.next_attempt else "-")
+            # a dead letter is data the Web App does not get: an error, and counted by
+            # cause (what alerts fire on); a retry is routine
+            cause = None
+            if r.result == "dead":
+                cause = "rejected" if classify(att.status) == "dead" else "max_age"
+                if self.metrics:
+                    self.metrics.data_loss.labels("dead_letter", cause).inc()
+            log.log(logging.ERROR if cause else logging.INFO,
+                    "event=%s uid=%s key=%s result=%s status=%s error=%r attempt=%d next=%s%s",
+                    "dead_letter" if cause else "delivery", uid, row["idempotency_key"], r.result, att.status,
+                    att.error, row["attempts"] + 1, f"{r.next_attempt:.3f}" if r.next_attempt else "-",
+                    f" cause={cause} reason={r.dead_reason!r}" if cause else "")
         finally:
             self._in_flight.pop(uid, None)
             self._wake.set()

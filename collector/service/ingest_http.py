@@ -231,6 +231,7 @@ class Ingest:
                     f"message {m.uid} was closed early")
             ops.append(op_incident(None, m.dev_eui, m.msg_id, now, code, detail, {"messageId": m.uid}))
             self.metrics.incidents.labels(code).inc()
+            self.metrics.data_loss.labels("incident", code).inc()
             log.warning("event=open_cap dev=%s message=%s code=%s", m.dev_eui, m.uid, code)
         return ops
 

@@ -94,9 +94,14 @@ class Closing:
             self.metrics.messages.labels(cm.state, cm.close_reason or "unknown").inc()
             if cm.state == "incident":
                 self.metrics.incidents.labels(cm.code or "unknown").inc()
-            log.info("event=message_closed message=%s dev=%s msg_id=%d reason=%s outcome=%s fragments=%d/%s%s",
-                     cm.uid, cm.dev_eui, cm.msg_id, cm.close_reason, cm.state, cm.fragments_received,
-                     cm.fragments_expected, f" code={cm.code}" if cm.code else "")
+                self.metrics.data_loss.labels("incident", cm.code or "unknown").inc()
+            elif cm.state == "partial":
+                self.metrics.data_loss.labels("partial", cm.close_reason or "unknown").inc()
+            # a record that will not reach the Web App whole is what alerts fire on
+            log.log(logging.INFO if cm.state == "complete" else logging.WARNING,
+                    "event=message_closed message=%s dev=%s msg_id=%d reason=%s outcome=%s fragments=%d/%s%s",
+                    cm.uid, cm.dev_eui, cm.msg_id, cm.close_reason, cm.state, cm.fragments_received,
+                    cm.fragments_expected, f" code={cm.code}" if cm.code else "")
         return ops
 
     def _after_close(self, closed: list[Message]) -> None:

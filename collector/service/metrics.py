@@ -23,6 +23,10 @@ class Metrics:
         self.messages = Counter("collector_messages_closed", "Messages closed, by outcome (complete, partial, "
                                 "incident) and close reason", ["state", "reason"], registry=r)
         self.incidents = Counter("collector_incidents", "Incidents recorded, by code", ["code"], registry=r)
+        #: what alerts fire on: dead letters by cause (rejected, max_age), incidents by code
+        self.data_loss = Counter("collector_data_loss", "Records the Web App does not get in full: dead "
+                                 "letters by cause, incidents by code, partial documents",
+                                 ["kind", "cause"], registry=r)
         self.open_messages = Gauge("collector_open_messages", "Messages waiting for fragments", registry=r)
         self.queue_depth = Gauge("collector_delivery_queue_depth", "Documents waiting for delivery", registry=r)
         self.dead_letters = Gauge("collector_dead_letters", "Documents dead-lettered", registry=r)

@@ -175,6 +175,9 @@ class RepairHub:
                     self.metrics.commands.labels("ack").inc()
         if index == POLL:
             self._gauge(dev_eui, dev)
+        for cmd in dev.after_uplink(self.policy):  # a NEED evidently lost on the air
+            self.metrics.commands.labels("need").inc()
+            log.info("event=need_repeated dev=%s msg_id=%d n=%d", dev_eui, cmd.msg_id, cmd.n)
         downlink = None
         if dev.has_due:
             reason = unavailable(self.cfg, self.routes.get(dev_eui), up.source)

@@ -67,6 +67,7 @@ from aiohttp import web
 from collector.core.uplink import Uplink
 from collector.service.config import ServiceConfig
 from collector.service.downlinks import downlink_route
+from collector.service.errors import JsonRunner, connection_bound, expect_json, json_errors
 from collector.service.gate import INTEGRATIONS, Answer, IngestGate, error
 
 log = logging.getLogger("collector.workers")
@@ -85,6 +86,8 @@ RESTART_RESET = 60.0
 #: headers that belong to one hop of HTTP, not passed through
 _HOP = frozenset(h.lower() for h in ("Connection", "Keep-Alive", "Transfer-Encoding", "Content-Length", "Upgrade",
                                      "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer", "Host"))
+#: and for a body passed on decoded (aiohttp decodes gzip and deflate on both sides)
+_HOP_DECODED = _HOP | {"content-encoding"}
 
 
 # --------------------------------------------------------------------------- the channel
@@ -409,10 +412,10 @@ class Worker:
     # ------------------------------------------------------------------ HTTP
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.cfg.body_limit)
+        app = web.Application(client_max_size=self.cfg.body_limit, middlewares=[json_errors])
         for integration, path in INTEGRATIONS.items():
-            app.router.add_post(path, self._ingest_handler(integration))
-        app.router.add_route("*", "/{tail:.*}", self._pass_through)
+            app.router.add_post(path, self._ingest_handler(integration), expect_handler=expect_json)
+        app.router.add_route("*", "/{tail:.*}", self._pass_through, expect_handler=expect_json)
         return app
 
     def _ingest_handler(self, integration: str):
@@ -456,13 +459,14 @@ class Worker:
 
     async def _pass_through(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+        # the body is passed on decoded: its Content-Encoding no longer applies
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_DECODED}
         try:
             async with self._session.request(request.method, "http://collector" + request.path_qs, headers=headers,
                                              data=await request.read() if request.body_exists else None,
                                              allow_redirects=False) as resp:
                 body = await resp.read()
-                out = {k: v for k, v in resp.headers.items() if k.lower() not in _HOP}
+                out = {k: v for k, v in resp.headers.items() if k.lower() not in _HOP_DECODED}
                 return web.Response(body=body, status=resp.status, headers=out)
         except aiohttp.ClientError as e:
             return error(503, f"the collector is restarting ({e.__class__.__name__})",
@@ -477,8 +481,8 @@ async def serve_worker(cfg: ServiceConfig, worker: int, port: int, channel_path:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     w = Worker(cfg, worker, channel_path, api_path)
-    runner = web.AppRunner(w.app(), access_log=None, shutdown_timeout=cfg.shutdown_timeout,
-                           keepalive_timeout=cfg.read_timeout)
+    runner = JsonRunner(w.app(), connection_bound(cfg.max_connections), access_log=None,
+                        shutdown_timeout=cfg.shutdown_timeout, keepalive_timeout=cfg.read_timeout)
     await runner.setup()
     # each worker its own listening socket on the port (SO_REUSEPORT): the kernel
     # spreads the connections over them

@@ -28,6 +28,8 @@ from collector.testing.http import HTTPResult, http  # noqa: F401 (re-exported)
 from collector.testing.webapp_stub import Faults, StubConfig, WebAppStub, start_stub
 
 INGEST_TOKEN = "ingest-secret"
+#: the read API's and /admin's token (ingest tokens do not open them)
+API_TOKEN = "api-secret"
 WEBAPP_TOKEN = "webapp-secret"
 
 
@@ -83,7 +85,8 @@ class LiveService:
         self.with_stub = stub
         self.stub_cfg = StubConfig(port=0, tokens=[WEBAPP_TOKEN], users=stub_users or {},
                                    faults=stub_faults or Faults())
-        self.settings = {"port": 0, "db": str(db), "ingest_token": [INGEST_TOKEN], "webapp_token": WEBAPP_TOKEN,
+        self.settings = {"port": 0, "db": str(db), "ingest_token": [INGEST_TOKEN], "api_token": [API_TOKEN],
+                         "webapp_token": WEBAPP_TOKEN,
                          "clock": "manual" if clock_start is not None else "system", **settings}
         self.webapp_url = webapp_url
         #: the collector's application (its parts under the keys of :mod:`collector.service.keys`)
@@ -159,11 +162,15 @@ class LiveService:
     def auth(self, token: str = INGEST_TOKEN) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"}
 
+    def _auth_for(self, path: str) -> dict[str, str]:
+        """The ingest token for the ingest routes, the API token for /api and /admin."""
+        return self.auth(API_TOKEN if path.startswith(("/api", "/admin")) else INGEST_TOKEN)
+
     def post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> HTTPResult:
-        return http("POST", self.url + path, body, {**self.auth(), **(headers or {})})
+        return http("POST", self.url + path, body, {**self._auth_for(path), **(headers or {})})
 
     def get(self, path: str) -> HTTPResult:
-        return http("GET", self.url + path, None, self.auth())
+        return http("GET", self.url + path, None, self._auth_for(path))
 
     def post_uplinks(self, items: Iterable[tuple[str, dict]]) -> list[HTTPResult]:
         """POST ``(path, body)`` pairs as :func:`devicesim.formats.uplink_body` makes them."""

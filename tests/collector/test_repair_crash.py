@@ -34,7 +34,7 @@ def test_kill_9_between_a_poll_and_its_downlink_loses_nothing(tmp_path):
     url = f"http://127.0.0.1:{port}"
     ns = f"http://127.0.0.1:{ns_port}"
     serve = ["serve", "--port", str(port), "--db", str(tmp_path / "c.db"), "--ingest-token", TOKEN,
-             "--message-timeout", "3600", "--deadline-policy", "fixed",
+             "--api-token", TOKEN, "--message-timeout", "3600", "--deadline-policy", "fixed",
              "--downlink-backoff-base", "0.2", "--downlink-backoff-cap", "0.5"]
     prefix = f"{ns}/api/v3/as/applications/loggers/webhooks/collector/devices/{EUI.lower()}/down"
     headers = {"Authorization": f"Bearer {TOKEN}", "X-Downlink-Apikey": KEY, "X-Downlink-Push": prefix + "/push",
@@ -117,7 +117,7 @@ def test_the_webhooks_route_crosses_the_http_workers_channel(tmp_path):
                    ns + "/stub/queue")]
     try:
         procs.append(start(["serve", "--port", str(port), "--db", str(tmp_path / "c.db"), "--ingest-token", TOKEN,
-                            "--workers", "2"], tmp_path / "collector.log", url + "/healthz"))
+                            "--api-token", TOKEN, "--workers", "2"], tmp_path / "collector.log", url + "/healthz"))
         frags = wire2.encode_message(wire.encode_record(example_record()), 3, 115, 2)  # k = 6
         for i, p in enumerate([*frags[:4], frags[7], wire2.poll(3, 6, 8)]):
             path, body = uplink_body("ttn", AppUplink(EUI, 17, i, p, (1_800_000_000 + i) * 10**9, dr=3, sf=9))

@@ -174,3 +174,29 @@ def test_heavy_loss_steers_the_devices_parity_up(live, ns):
     assert view["parityWanted"] == dev.parity
     metric = f'collector_device_redundancy{{dev_eui="{eui}"}} {float(dev.parity)}'
     assert metric in live.get("/metrics").body.decode()
+
+
+def test_a_need_lost_on_the_air_is_sent_again_on_a_later_uplink(live, ns):
+    """Every answer to message 0's three polls is lost on the air (the network server
+    took them; the device never heard them): the device moves on to message 1, and the
+    collector, seeing no repair rows, sends the NEED again in message 1's downlink, so
+    message 0 is rebuilt instead of waiting on the device until it is evicted."""
+    eui = "00000000000008E1"
+    dev = Device(parity=0)
+    dev.submit(DATA, SIZE, 0.0)
+    dev.submit(DATA, SIZE, 0.0)
+    n, t = 0, 0.0
+    while (p := dev.next_uplink(t)) is not None and n < 100:
+        n += 1
+        if n != 2:  # data fragment 1 of message 0 is lost
+            path, body = uplink_body("generic", AppUplink(eui, 17, n, p, T0_NS + n * 10**9, dr=3, sf=9, uid=n))
+            assert live.post(path, body).status == 202
+            settle(live, eui)
+        d = http("GET", f"{ns.url}/devices/{eui}/next")
+        if d.status == 200 and n > 9:  # uplinks 7-9 are message 0's polls: their answers are lost
+            dev.downlink(bytes.fromhex(d.json()["hex"]), t)
+        t += 60.0
+    assert dev.stats.needs_served == 1 and dev.stats.evicted == 0
+    rows = live.get(f"/api/messages?device={eui}").json()["messages"]
+    assert sorted(m["state"] for m in rows) == ["complete", "complete"]
+    assert live.get(f"/api/devices/{eui}/repair").json()["needs_repeated"] == 1

@@ -55,7 +55,7 @@ def test_kill_9_mid_stream_loses_nothing_acknowledged_and_duplicates_nothing(tmp
     stub = start(collector_cmd("webapp-stub", "--port", str(stub_port), "--db", str(tmp_path / "stub.db"),
                                "--token", "wt"), tmp_path / "stub.log", f"http://127.0.0.1:{stub_port}/stub/stats")
     serve = collector_cmd("serve", "--port", str(port), "--db", str(tmp_path / "c.db"), "--ingest-token", TOKEN,
-                          "--webapp-url", f"http://127.0.0.1:{stub_port}", "--webapp-token", "wt",
+                          "--api-token", TOKEN, "--webapp-url", f"http://127.0.0.1:{stub_port}", "--webapp-token", "wt",
                           "--message-timeout", "3600", "--deadline-policy", "fixed", "--workers", str(workers))
     url = f"http://127.0.0.1:{port}"
     health = url + "/healthz"

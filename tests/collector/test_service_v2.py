@@ -93,7 +93,7 @@ def test_the_v1_port_cannot_be_the_v2_port():
 def test_kill_9_keeps_an_open_v2_message_and_its_poll_moved_deadline(tmp_path):
     port = free_port()
     serve = [sys.executable, "-m", "collector", "serve", "--port", str(port), "--db", str(tmp_path / "c.db"),
-             "--ingest-token", "k9", "--deadline-policy", "fixed", "--message-timeout", "3600",
+             "--ingest-token", "k9", "--api-token", "k9", "--deadline-policy", "fixed", "--message-timeout", "3600",
              "--clock", "manual", "--clock-start", "1800000000"]
     url, auth = f"http://127.0.0.1:{port}", {"Authorization": "Bearer k9"}
     dev, frags = "00000000000002D1", v2(8, parity=2)

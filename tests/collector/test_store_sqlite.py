@@ -137,13 +137,13 @@ def test_restore_state_and_prune(tmp_path):
 
     # a pending document is never pruned; a delivered one is, after the retention period
     assert store.get_document(done_uid)["state"] == "pending"
-    assert store.write(op_prune(T0 + 10_000)) == {"fragments": 6, "documents": 0, "messages": 0}
+    assert store.write(op_prune(T0 + 10_000)) == {"fragments": 6, "documents": 0, "messages": 0, "incidents": 0}
     # the delivery agent's record of a retry, then of the upload that was accepted
     store.write(op_attempt(AttemptResult(done_uid, T0 + 120, "retry", status=503, next_attempt=T0 + 140)))
     assert store.write(op_prune(T0 + 10_000))["documents"] == 0
     store.write(op_attempt(AttemptResult(done_uid, T0 + 150, "delivered", status=201)))
     assert store.get_message(done_uid)["delivery"] == "delivered"
-    assert store.write(op_prune(T0 + 10_000)) == {"fragments": 0, "documents": 1, "messages": 1}
+    assert store.write(op_prune(T0 + 10_000)) == {"fragments": 0, "documents": 1, "messages": 1, "incidents": 0}
     assert store.counts()["fragments"] == 2  # the open message keeps its fragments
     assert store.device_token("70b3d57ed005a1b2") == "t"
     store.close()

@@ -113,7 +113,7 @@ class Running:
 
     def serve_cmd(self, *extra: str) -> list[str]:
         cmd = collector_cmd("serve", "--port", str(self.port), "--db", str(self.db), "--ingest-token", TOKEN,
-                            "--workers", "2", *extra)
+                            "--api-token", TOKEN, "--workers", "2", *extra)
         if self.stub_port:
             cmd += ["--webapp-url", self.stub_url, "--webapp-token", WEBAPP_TOKEN]
         return cmd
@@ -338,6 +338,24 @@ def test_pass_through_routes_and_merged_metrics(live):
                               code="401", integration="ttn") == 4, timeout=10, step=0.2, what="a fourth 401")
     final = http("GET", live.url + "/metrics").body.decode()
     assert metric(final, "collector_uplinks_total", integration="ttn", outcome="unauthorised") == 4
+
+
+def test_a_gzip_body_passed_through_to_the_owner_and_errors_in_json(live):
+    """Issue 12, items 13 and 14: the worker passes a decoded body on without its
+    Content-Encoding (the owner answered 500 trying to decode it again), a body that
+    is not what its Content-Encoding says is a 400, and the workers' own error pages
+    (404, 405) are JSON."""
+    import gzip
+
+    body = gzip.compress(b'{"advance": 0}')
+    r = http("POST", live.url + "/admin/clock", body, {**AUTH, **JSON, "Content-Encoding": "gzip"})
+    assert r.status == 200 and r.json()["now"] >= CLOCK_START, r
+    r = http("POST", live.url + "/admin/clock", b'{"advance": 0}', {**AUTH, **JSON, "Content-Encoding": "gzip"})
+    assert r.status == 400 and "cannot be read" in r.json()["error"], r
+    for method, path, status in (("GET", "/no/such/route", 404), ("GET", "/uplink", 405)):
+        r = http(method, live.url + path, None, AUTH)
+        assert r.status == status and r.headers["Content-Type"].startswith("application/json"), r
+        assert r.json()["error"], r
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pytest
 from click.testing import CliRunner
 
-from collector.testing.harness import INGEST_TOKEN, LiveService
+from collector.testing.harness import API_TOKEN, INGEST_TOKEN, LiveService
 from hil.bridge import Forwarder
 from hil.cli import main
 from hil.emulator import EmulatorConfig, start_emulator
@@ -42,7 +42,7 @@ def target(bench, tmp_path):
         fwd = Forwarder(service.url, "generic", token=INGEST_TOKEN)
         emu = start_emulator("rn2483", EmulatorConfig(region="US915", speed=0, dev_eui=EUI), on_tx=fwd.submit)
         try:
-            yield Target(emu.path, "rn2483", "US915", service.url, INGEST_TOKEN,
+            yield Target(emu.path, "rn2483", "US915", service.url, API_TOKEN,
                          ("--verify-timeout", "20", "--command-timeout", "1.5", "--join-timeout", "2",
                           "--tx-timeout", "1"))
         finally:

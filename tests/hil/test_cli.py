@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from collector.core import wire
-from collector.testing.harness import INGEST_TOKEN
+from collector.testing.harness import API_TOKEN, INGEST_TOKEN
 from hil import bench, p2p
 from hil.cli import main
 from hil.drivers.rn2483 import RN2483
@@ -76,7 +76,7 @@ def test_send_records_through_the_emulator_to_the_collector(emulate_proc, collec
                                "--format", "ttn" if module == "rn2483" else "chirpstack", "--token", INGEST_TOKEN)
     r = CliRunner().invoke(main, [
         "send-records", "--port", path, "--module", module, "--count", "2", "--dr", str(dr),
-        "--first-msg-id", "254", "--seed", "1", "--collector", collector.url, "--token", INGEST_TOKEN,
+        "--first-msg-id", "254", "--seed", "1", "--collector", collector.url, "--token", API_TOKEN,
         "--verify-timeout", "20", *FAST,
     ])
     assert r.exit_code == 0, r.output
@@ -153,7 +153,7 @@ def test_send_records_says_what_the_collector_lacks(emulate_proc, collector):
     _proc, path = emulate_proc("rn2483", "--region", "US915", "--speed", "0")
     r = CliRunner().invoke(main, [
         "send-records", "--port", path, "--module", "rn2483", "--count", "1", "--dr", "3",
-        "--first-msg-id", "5", "--collector", collector.url, "--token", INGEST_TOKEN, "--verify-timeout", "0.5",
+        "--first-msg-id", "5", "--collector", collector.url, "--token", API_TOKEN, "--verify-timeout", "0.5",
         *FAST,
     ])
     assert r.exit_code == 1

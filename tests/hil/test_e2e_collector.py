@@ -15,7 +15,7 @@ from lxml import etree
 
 from collector.core import wire, xmldoc
 from collector.core.timefmt import parse_ms
-from collector.testing.harness import INGEST_TOKEN, LiveService
+from collector.testing.harness import API_TOKEN, INGEST_TOKEN, LiveService
 from devicesim.config import Latency, NetworkConfig
 from devicesim.network import NetworkServer
 from hil import bench
@@ -184,7 +184,7 @@ def test_send_records_verifies_against_the_collector(emulate_proc, service, modu
                         "--format", fmt, "--token", INGEST_TOKEN, "--ns-latency", "0.01", "--ns-jitter", "0.01")
     r = CliRunner().invoke(main, [
         "send-records", "--port", path, "--module", module, "--count", "2", "--dr", str(dr), "--first-msg-id", "200",
-        "--seed", "4", "--collector", service.url, "--token", INGEST_TOKEN, "--verify-timeout", "20", *FAST_CLI,
+        "--seed", "4", "--collector", service.url, "--token", API_TOKEN, "--verify-timeout", "20", *FAST_CLI,
     ])
     assert r.exit_code == 0, r.output
     rows = [line.split() for line in r.stdout.splitlines()]
@@ -219,7 +219,7 @@ def test_send_records_after_a_dr_drop_never_reuses_a_msg_id(emulate_proc, servic
                         "--token", INGEST_TOKEN, "--fault", "lower_dr")
     r = CliRunner().invoke(main, [
         "send-records", "--port", path, "--module", "rn2483", "--count", "2", "--dr", "3", "--first-msg-id", "10",
-        "--seed", "7", "--collector", service.url, "--token", INGEST_TOKEN, "--verify-timeout", "20", *FAST_CLI,
+        "--seed", "7", "--collector", service.url, "--token", API_TOKEN, "--verify-timeout", "20", *FAST_CLI,
     ])
     assert r.exit_code == 0, r.output
     rows = [line.split() for line in r.stdout.splitlines()[1:]]
@@ -249,7 +249,7 @@ def test_verification_catches_a_document_built_from_another_records_fragments(ri
         assert fwd.drain(10)
     finally:
         fwd.close()
-    (checked,) = bench.verify(service.url, eui, [second], token=INGEST_TOKEN, deadline_s=0.5, poll_s=0.1)
+    (checked,) = bench.verify(service.url, eui, [second], token=API_TOKEN, deadline_s=0.5, poll_s=0.1)
     assert checked.collector["state"] == "complete" and checked.collector["fragmentsReceived"] == 14
     assert not bench.verified(checked)
     assert checked.check == "13 fragment(s) that were not sent in this message (msg_id reused?)"

@@ -11,7 +11,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from collector.testing.harness import INGEST_TOKEN, LiveService
+from collector.testing.harness import API_TOKEN, INGEST_TOKEN, LiveService
 from hil.cli import main
 
 pytestmark = pytest.mark.timeout(60)
@@ -39,7 +39,7 @@ def test_two_emulator_processes_carry_p2p_frames_to_the_collector(tmp_path):
             assert "listening on" in gw.stderr.readline()
             r = CliRunner().invoke(main, [
                 "send-records", "--port", tx_path, "--module", "rn2483", "--p2p", "--sf", "7", "--count", "1",
-                "--first-msg-id", "3", "--seed", "1", "--collector", service.url, "--token", INGEST_TOKEN,
+                "--first-msg-id", "3", "--seed", "1", "--collector", service.url, "--token", API_TOKEN,
                 "--verify-timeout", "20",
             ])
             assert r.exit_code == 0, r.output

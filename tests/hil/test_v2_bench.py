@@ -13,7 +13,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from collector.testing.harness import INGEST_TOKEN, LiveService
+from collector.testing.harness import API_TOKEN, INGEST_TOKEN, LiveService
 
 netserver_stub = pytest.importorskip("collector.testing.netserver_stub")
 
@@ -61,7 +61,7 @@ def test_send_records_v2_completes_records_through_a_lossy_uplink(emulator, live
     r = CliRunner().invoke(main, [
         "send-records", "--port", path, "--module", "rn2483", "--count", "3", "--dr", "5", "--wire", "v2",
         "--parity", "1", "--polls", "4", "--poll-interval", "0.5", "--first-msg-id", "40", "--seed", "3",
-        "--collector", live.url, "--token", INGEST_TOKEN, "--verify-timeout", "20", *FAST,
+        "--collector", live.url, "--token", API_TOKEN, "--verify-timeout", "20", *FAST,
     ])
     assert r.exit_code == 0, r.output
     rows = [line.split() for line in r.stdout.splitlines()[1:]]

@@ -245,10 +245,16 @@ def wrong_port_and_events() -> list[dict]:
     for fmt in FORMATS:
         for p in (0, 1, 2, 15, 18, 224, 255):  # 16 is v1, 17 wire format v2
             out.append(item(f"{fmt}/fport_{p}", PATHS[fmt], good(fmt, fport=p), 202, f"fPort {p} is not"))
-    for ev in ("join", "status", "ack", "txack", "log", "location", "integration", ""):
-        out.append(item(f"chirpstack/event_{ev or 'empty'}", f"/uplink/chirpstack?event={ev}", good("chirpstack"), 202,
-                        "ChirpStack event" if ev else "no ChirpStack event"))
-    out.append(item("chirpstack/no_event", "/uplink/chirpstack", good("chirpstack"), 202, "no ChirpStack event"))
+    for ev in ("join", "status", "ack", "txack", "log", "location", "integration"):
+        out.append(item(f"chirpstack/event_{ev}", f"/uplink/chirpstack?event={ev}", good("chirpstack"), 202,
+                        "ChirpStack event"))
+    # without the event the query string was lost: the body may be an uplink, so it is
+    # refused rather than acknowledged and dropped (issue 12, item 17)
+    out.append(item("chirpstack/event_empty", "/uplink/chirpstack?event=", good("chirpstack"), 400,
+                    "no ChirpStack event given"))
+    out.append(item("chirpstack/no_event", "/uplink/chirpstack", good("chirpstack"), 400, "no ChirpStack event given"))
+    # uplinks simulated from The Things Stack console are not measurement data (simulated_uplinks = ignore)
+    out.append(item("ttn/simulated", PATHS["ttn"], {**good("ttn"), "simulated": True}, 202, "simulated uplink"))
     for kind in ("join_accept", "downlink_ack", "downlink_nack", "downlink_sent", "downlink_failed",
                  "downlink_queued", "location_solved", "service_data"):
         out.append(item(f"ttn/{kind}", PATHS["ttn"], {"end_device_ids": {"dev_eui": DEV}, kind: {}}, 202,
@@ -271,6 +277,10 @@ def auth() -> list[dict]:
                             {**h, "Content-Type": "application/json"}))
     for name, h in (("api_none", {}), ("api_wrong", {"Authorization": "Bearer nope"})):
         out.append(item(f"admin/{name}", "/admin/clock", {"advance": 1}, 401, "missing or wrong token", h))
+    # the ingest token (what every network server holds) does not open the API (issue 12, item 18)
+    out.append(item("admin/ingest_token", "/admin/clock", {"advance": 1}, 401, "missing or wrong token"))
+    out.append(item("api/ingest_token_retry_all", "/api/deadletters/retry", "", 401, "missing or wrong token"))
+    out.append({**item("api/ingest_token_status", "/api/status", "", 401, "missing or wrong token"), "method": "GET"})
     return out
 
 
@@ -303,6 +313,52 @@ def receive_times() -> list[dict]:
             out.append(case)
         out.append(item(f"{fmt}/year_zero", PATHS[fmt], with_field(fmt, keys, "0000-01-01T00:00:00Z"), 400,
                         "an RFC 3339 time stamp is required"))
+
+    return out
+
+
+API_TOKEN = "corpus-api-token"
+API_AUTH = {"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"}
+
+
+def errors_json() -> list[dict]:
+    """Inputs that were answered 500, or with a non-JSON error page (issue 12, items
+    13 and 14). ``method`` is GET/POST/... (POST when absent)."""
+    out = []
+    for fmt in FORMATS:
+        # (a time-zone offset moving a time past year 9999 or before year 1: receive_times)
+        # bytes that are not UTF-8 in the token header: no token, not a crash
+        for i, h in enumerate(["Bearer \xff\xfe", "\xe9t\xe9", f"Bearer {TOKEN}\xff"]):
+            out.append(item(f"{fmt}/auth_not_utf8_{i}", PATHS[fmt], good(fmt), 401, "missing or wrong token",
+                            {"Authorization": h, "Content-Type": "application/json"}))
+        # (br: without the Brotli package aiohttp refuses it while parsing the request)
+        for enc, says in (("gzip", "Content-Encoding"), ("deflate", "Content-Encoding"), ("br", "br")):
+            out.append(item(f"{fmt}/content_encoding_{enc}_not_encoded", PATHS[fmt], good(fmt), 400,
+                            says, {**AUTH, "Content-Encoding": enc}))
+        out.append(item(f"{fmt}/content_encoding_unknown", PATHS[fmt], good(fmt), 415, "Content-Encoding",
+                        {**AUTH, "Content-Encoding": "zstd-nonsense"}))
+    for path in ("/api/status", "/admin/clock", "/api/messages"):
+        out.append({**item(f"api/auth_not_utf8{path.replace('/', '_')}", path, "", 401, "missing or wrong token",
+                           {"Authorization": "Bearer \xff"}), "method": "GET" if path != "/admin/clock" else "POST"})
+    for what, ident in (("superscript", "%C2%B2"), ("digits_19", "9" * 19), ("digits_40", "1" * 40),
+                        ("negative_19", "-" + "9" * 19), ("arabic_digits", "%D9%A1%D9%A2")):
+        for route, noun in (("incidents", "incident"), ("messages", "message"), ("deadletters", "dead letter")):
+            out.append({**item(f"api/{route}_{what}", f"/api/{route}/{ident}", "", 404, f"no {noun}", API_AUTH),
+                        "method": "GET"})
+    out.append({**item("api/retry_digits_40", "/api/deadletters/" + "1" * 40 + "/retry", "", 404, "no dead letter",
+                       API_AUTH)})
+    for name, body in (("advance_nan", '{"advance": NaN}'), ("now_nan", '{"now": NaN}'),
+                       ("advance_infinity", '{"advance": Infinity}'), ("now_minus_infinity", '{"now": -Infinity}'),
+                       ("advance_1e400", '{"advance": 1e400}'), ("now_1e300", '{"now": 1e300}')):
+        out.append(item(f"admin/clock_{name}", "/admin/clock", body, 400, "finite", API_AUTH))
+    # aiohttp's own error pages are JSON too
+    out += [
+        {**item("http/no_such_route", "/no/such/route", "", 404, "no route", API_AUTH), "method": "GET"},
+        {**item("http/get_on_ingest", PATHS["generic"], "", 405, "method GET", API_AUTH), "method": "GET"},
+        {**item("http/delete_api", "/api/status", "", 405, "method DELETE", API_AUTH), "method": "DELETE"},
+        item("http/post_healthz", "/healthz", "{}", 405, "method POST", API_AUTH),
+        item("http/expect_unknown", PATHS["generic"], good("generic"), 417, "Expect", {**AUTH, "Expect": "fly"}),
+    ]
     return out
 
 
@@ -310,6 +366,7 @@ CATEGORIES = {
     "broken_json": broken_json, "wrong_types": wrong_types, "huge_numbers": huge_numbers,
     "bad_encoding": bad_encoding, "oversized": oversized, "header_lies": header_lies,
     "wrong_port_and_events": wrong_port_and_events, "auth": auth, "content_type": content_type,
+    "errors_json": errors_json,
     "receive_times": receive_times,
 }
 

@@ -32,7 +32,8 @@ counts = W.ingest_counts
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     db = tmp_path_factory.mktemp("bad-input") / "c.db"
-    with LiveService(db, stub=False, ingest_token=[TOKEN], read_timeout=READ_TIMEOUT) as s:
+    with LiveService(db, stub=False, ingest_token=[TOKEN], api_token=[W.CORPUS_API_TOKEN],
+                     read_timeout=READ_TIMEOUT) as s:
         s.db = db
         yield s
 
@@ -41,14 +42,16 @@ def test_the_corpus_is_large_and_covers_every_category():
     cats = {d["category"] for d in CORPUS}
     assert len(CORPUS) >= 300
     assert cats >= {"broken_json", "wrong_types", "huge_numbers", "bad_encoding", "oversized", "header_lies",
-                    "wrong_port_and_events", "auth", "content_type", "receive_times"}
+                    "wrong_port_and_events", "auth", "content_type", "errors_json",
+                    "receive_times"}
     assert len({(d["category"], d["name"]) for d in CORPUS}) == len(CORPUS)
 
 
 @pytest.mark.parametrize("case", CORPUS, ids=[f"{d['category']}:{d['name']}" for d in CORPUS])
 def test_hostile_request_gets_its_precise_answer_and_stores_nothing(live, case):
     before = counts(live.db)
-    r = http("POST", live.url + case["path"], body_bytes(case["body"]), case["headers"], timeout=30)
+    r = http(case.get("method", "POST"), live.url + case["path"], body_bytes(case["body"]), case["headers"],
+             timeout=30)
     assert r.status < 500, r
     assert r.status == case["expect_status"], r
     assert r.headers["Content-Type"].startswith("application/json"), r.headers
@@ -57,7 +60,8 @@ def test_hostile_request_gets_its_precise_answer_and_stores_nothing(live, case):
         assert d["status"] == case["expect_error_contains"], d
         after = counts(live.db)
         assert after["fragments"] == before["fragments"] + 1, (before, after)
-        got = http("GET", f"{live.url}/api/messages/{d['message']}", None, {"Authorization": f"Bearer {TOKEN}"})
+        got = http("GET", f"{live.url}/api/messages/{d['message']}", None,
+                   {"Authorization": f"Bearer {W.CORPUS_API_TOKEN}"})
         frag = got.json()["fragments"][0]
         assert frag["networkServerTime"] and frag["receivedAt"] >= "1970", frag
         return
@@ -207,7 +211,7 @@ def test_header_lies_against_an_open_message_close_it_as_a_conflict_and_are_reco
     after = counts(live.db)
     assert after["fragments"] == before["fragments"] + 1
     old = http("GET", f"{live.url}/api/messages/{first['message']}", None,
-               {"Authorization": f"Bearer {TOKEN}"}).json()
+               {"Authorization": f"Bearer {W.CORPUS_API_TOKEN}"}).json()
     assert old["closeReason"] == "conflict" and old["state"] in ("partial", "incident")
     assert {f["index"] for f in old["fragments"]} >= {0, 1}
 

@@ -114,7 +114,9 @@ def stub_proc(workdir: Path, *extra: str) -> Proc:
 def collector_proc(workdir: Path, stub_url: str | None, *extra: str, port: int | None = None,
                    env: dict[str, str] | None = None) -> Proc:
     port = port or free_port()
-    args = ["serve", "--port", str(port), "--db", str(workdir / "collector.db"), "--ingest-token", TOKEN]
+    # (one token for ingest and the API, on purpose: the workloads use one header for both)
+    args = ["serve", "--port", str(port), "--db", str(workdir / "collector.db"), "--ingest-token", TOKEN,
+            "--api-token", TOKEN]
     if stub_url:
         args += ["--webapp-url", stub_url, "--webapp-token", WEBAPP_TOKEN]
     return Proc(collector_cmd(*args, *extra), workdir / "collector.log", f"http://127.0.0.1:{port}/healthz",
@@ -624,6 +626,7 @@ def _db_bytes(db: Path) -> int:
 
 CORPUS_DIR = Path(__file__).resolve().parent / "corpus"
 CORPUS_TOKEN = "corpus-token"
+CORPUS_API_TOKEN = "corpus-api-token"
 INGEST_TABLES = ("fragments", "open_messages", "messages", "documents", "incidents")
 
 
@@ -665,10 +668,11 @@ def corpus_run(workdir: Path) -> dict[str, Any]:
     wrong: list[str] = []
     stored: list[str] = []
     stored_ok = 0
-    with LiveService(db, stub=False, ingest_token=[CORPUS_TOKEN]) as s:
+    with LiveService(db, stub=False, ingest_token=[CORPUS_TOKEN], api_token=[CORPUS_API_TOKEN]) as s:
         for case in load_corpus():
             before = ingest_counts(db)
-            r = http("POST", s.url + case["path"], body_bytes(case["body"]), case["headers"], timeout=30)
+            r = http(case.get("method", "POST"), s.url + case["path"], body_bytes(case["body"]), case["headers"],
+                     timeout=30)
             c = by_cat.setdefault(case["category"], {})
             c[str(r.status)] = c.get(str(r.status), 0) + 1
             if r.status != case["expect_status"]:

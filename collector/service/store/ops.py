@@ -257,9 +257,13 @@ def op_device_remove(dev_eui: str) -> Op:
 
 def op_prune(before: float) -> Op:
     """Delete delivered documents (and their attempts), closed messages whose
-    document was delivered or that made none, and fragments, all older than
-    ``before``. Open messages, incidents and dead letters are kept."""
+    document was delivered or that made none, incidents (with the copy of the
+    fragments they keep), and fragments, all older than ``before``. Open messages
+    and dead letters are kept."""
     def run(c: sqlite3.Connection) -> dict:
+        # incidents too: one device's flood of broken messages must not grow the
+        # database past the retention budget (they were never pruned)
+        n_inc = c.execute("DELETE FROM incidents WHERE created < ?", (before,)).rowcount
         n_frag = c.execute("DELETE FROM fragments WHERE arrived < ? AND (message_uid IS NULL OR message_uid NOT IN "
                            "(SELECT uid FROM open_messages))", (before,)).rowcount
         old = [r[0] for r in c.execute("SELECT uid FROM documents WHERE state='delivered' AND delivered_at < ?",
@@ -267,9 +271,9 @@ def op_prune(before: float) -> Op:
         for u in old:
             c.execute("DELETE FROM attempts WHERE uid=?", (u,))
             c.execute("DELETE FROM documents WHERE uid=?", (u,))
-        n_msg = c.execute("DELETE FROM messages WHERE closed < ? AND (delivery='delivered' OR "
-                          "(delivery IS NULL AND state != 'incident'))", (before,)).rowcount
-        return {"fragments": n_frag, "documents": len(old), "messages": n_msg}
+        n_msg = c.execute("DELETE FROM messages WHERE closed < ? AND (delivery='delivered' OR delivery IS NULL)",
+                          (before,)).rowcount
+        return {"fragments": n_frag, "documents": len(old), "messages": n_msg, "incidents": n_inc}
     return run
 
 

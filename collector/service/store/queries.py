@@ -12,12 +12,15 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from collector.core.timefmt import format_ms
 from collector.service.store.ops import Op, run_ops
 from collector.service.store.schema import connect
+
+#: messages restored per batch at start (:meth:`Store.restore_batches`)
+RESTORE_BATCH = 2000
 
 
 def iso(t: float | None) -> str | None:
@@ -88,22 +91,54 @@ class Store:
     def restore_state(self, now: float, duplicate_window: float) -> tuple[list[dict], int]:
         """Open messages and those closed within ``duplicate_window`` (as
         :meth:`Message.to_dict` gives them, for the reassembler's ``load``), and the
-        next message sequence number."""
-        frags = self.open_fragments()
-        msgs = []
-        for r in self.query("SELECT state FROM open_messages"):
-            h = json.loads(r["state"])
-            h.pop("received", None)
-            if h.get("closed") is not None:
-                h["pending_close"] = True  # closed by the ingest path, not assembled yet
-            h["fragments"] = sorted(frags.get(h["uid"], []), key=lambda f: f["index"])
-            msgs.append(h)
-        for r in self.query("SELECT message, outcome FROM messages WHERE closed >= ? AND message IS NOT NULL",
-                            (now - duplicate_window,)):
-            m = json.loads(r["message"])
-            m["fragments"] = json.loads(r["outcome"]).get("fragments", [])
-            msgs.append(m)
-        return msgs, int(self.meta("next_seq", "1") or 1)
+        next message sequence number. All at once: the service restores in batches
+        (:meth:`restore_batches`)."""
+        return [m for b in self.restore_batches(now, duplicate_window) for m in b], self.next_seq()
+
+    def next_seq(self) -> int:
+        return int(self.meta("next_seq", "1") or 1)
+
+    def restore_batches(self, now: float, duplicate_window: float, size: int | None = None) -> Iterator[list[dict]]:
+        """What :meth:`restore_state` returns, ``size`` messages at a time: the open
+        messages in opening order, then the recently closed ones. Only one batch of
+        rows and decoded JSON exists at a time (all at once, a restart at the
+        50,000-message cap took 516 MB against 214 MB while running)."""
+        size = size or RESTORE_BATCH
+        after: tuple = (float("-inf"), "")
+        while True:
+            rows = self.query("SELECT uid, opened, state FROM open_messages WHERE opened > ? OR (opened = ? AND uid > ?) "
+                              "ORDER BY opened, uid LIMIT ?", (after[0], after[0], after[1], size))
+            if not rows:
+                break
+            after = (rows[-1]["opened"], rows[-1]["uid"])
+            frags: dict[str, list[dict]] = {}
+            marks = ",".join("?" * len(rows))
+            for r in self.query("SELECT message_uid, idx, arrived, uplink FROM fragments WHERE status='accepted' "
+                                f"AND message_uid IN ({marks}) ORDER BY id", [r["uid"] for r in rows]):  # noqa: S608
+                frags.setdefault(r["message_uid"], []).append(
+                    {"index": r["idx"], "arrived": r["arrived"], "uplink": json.loads(r["uplink"])})
+            batch = []
+            for r in rows:
+                h = json.loads(r["state"])
+                h.pop("received", None)
+                if h.get("closed") is not None:
+                    h["pending_close"] = True  # closed by the ingest path, not assembled yet
+                h["fragments"] = sorted(frags.get(h["uid"], []), key=lambda f: f["index"])
+                batch.append(h)
+            yield batch
+        last = 0
+        while True:
+            rows = self.query("SELECT rowid, message, outcome FROM messages WHERE closed >= ? AND message IS NOT NULL "
+                              "AND rowid > ? ORDER BY rowid LIMIT ?", (now - duplicate_window, last, size))
+            if not rows:
+                break
+            last = rows[-1]["rowid"]
+            batch = []
+            for r in rows:
+                m = json.loads(r["message"])
+                m["fragments"] = json.loads(r["outcome"]).get("fragments", [])
+                batch.append(m)
+            yield batch
 
     # messages ----------------------------------------------------------
 
@@ -229,7 +264,8 @@ class Store:
                 for r in self.query(sql, [*args, limit])]
 
     def get_incident(self, ident: str) -> dict | None:
-        if ident.isdigit():
+        # ASCII digits that fit SQLite's integer ("²" is a digit to str.isdigit, int() refuses it)
+        if ident.isascii() and ident.isdigit() and len(ident) <= 18:
             rows = self.query("SELECT * FROM incidents WHERE id=?", (int(ident),))
         else:
             rows = self.query("SELECT * FROM incidents WHERE uid=?", (ident,))
