@@ -629,7 +629,9 @@ def run_shipped(quick: bool, log: Callable[[str], None]) -> tuple[list[dict], fl
     t0 = time.monotonic()
     for p in files:
         log(f"scenario: {p.stem}")
-        out.append(run_scenario(load_scenario(p)).to_dict())
+        d = run_scenario(load_scenario(p)).to_dict()
+        d["path"] = p.resolve().relative_to(ROOT).as_posix()  # the report names files in the repository
+        out.append(d)
     return out, time.monotonic() - t0
 
 
