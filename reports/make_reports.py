@@ -738,10 +738,11 @@ def headline_text() -> str:
     path = RESULTS / "scenarios.json"
     if not path.exists():
         return ""
-    sweep = json.loads(path.read_text(encoding="utf-8")).get("loss_sweep", [])
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    sweep = saved.get("loss_sweep", [])
     if not any("yield" in r for r in sweep) or not any(r["dr"] == 0 for r in sweep):
         return ""
-    return yr.headline(sweep, sizes_of(sorted({r["dr"] for r in sweep}))) + "\n"
+    return yr.headline(sweep, sizes_of(sorted({r["dr"] for r in sweep})), files=saved.get("scenarios", [])) + "\n"
 
 
 def index(done: dict[str, float], quick: bool) -> str:

@@ -142,7 +142,7 @@ def yield_table(rows: list[dict], sizes: dict[int, int]) -> tuple[list[str], lis
     return head, out
 
 
-def headline(rows: list[dict], sizes: dict[int, int], dr: int = 0) -> str:
+def headline(rows: list[dict], sizes: dict[int, int], dr: int = 0, files: list[dict] | None = None) -> str:
     """The top of reports/README.md: yield at 10 % and 20 % loss, v1 against v2, and the airtime."""
     parts = []
     n, k = rows_n(rows, dr), v2_k(sizes[dr])
@@ -166,8 +166,34 @@ def headline(rows: list[dict], sizes: dict[int, int], dr: int = 0) -> str:
               if with_repair else "")
     return (f"**Headline: record yield, EU868 DR{dr}, {n}-fragment records.** " + "; ".join(parts)
             + "." + repair + " v1 points are measured through the real collector; the v2 figures without repair "
-            "are theory ([scenarios.md](scenarios.md#record-yield-v1-against-v2)); v2 fleets through the real "
-            "collector are not measured yet.")
+            "are theory ([scenarios.md](scenarios.md#record-yield-v1-against-v2)); "
+            + through_collector(files or []))
+
+
+#: the scenario files that measure v2 through the real collector, and what each shows
+V2_FILES = (("v2_loss_10pct", "v2 at 10% loss (TTS downlink push)"),
+            ("v1_loss_10pct_dr0", "its v1 twin"),
+            ("v2_loss_20pct", "v2 at 20% loss (ChirpStack queue)"),
+            ("v2_gilbert_bursty", "v2 at 20% bursty loss (own downlink format)"),
+            ("v2_collector_kill", "v2 with the collector killed during repair rounds"))
+
+
+def through_collector(files: list[dict]) -> str:
+    """The sentence on v2 fleets run through the real collector (closed loop, two
+    gateways with downlink duty cycle and half-duplex), from the saved scenario results."""
+    by_name = {f["name"]: f.get("values", {}) for f in files}
+    said = []
+    for name, what in V2_FILES:
+        v = by_name.get(name, {})
+        if isinstance(v.get("record_yield"), int | float):
+            said.append(f"{what} {v['record_yield']:.1%} of {v.get('records', '?')} records")
+    mixed = by_name.get("mixed_v1_v2", {}).get("airtime_v2_over_v1")
+    if isinstance(mixed, int | float):
+        said.append(f"v2 costs {mixed:.2f} x v1's airtime per generated record in a mixed fleet")
+    if not said:
+        return "v2 fleets through the real collector are not measured yet."
+    return ("through the real collector, in a closed loop with Class A downlinks, gateway duty cycle and "
+            "half-duplex ([scenarios.md](scenarios.md)): " + "; ".join(said) + ".")
 
 
 def closed_loop_rows(path: Path) -> dict[str, dict[str, str]]:

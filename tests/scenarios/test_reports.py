@@ -120,3 +120,20 @@ def test_headline_reads_the_closed_loop_rows(rep, tmp_path):
     assert yield_report.closed_loop_rows(md) == {"10%": {"whole": "100.0%", "airtime": "1.26"},
                                                  "20%": {"whole": "99.9%", "airtime": "1.43"}}
     assert yield_report.closed_loop_rows(tmp_path / "absent.md") == {}
+
+
+def test_headline_names_v2_measured_through_the_collector(rep):
+    """The v2 scenario files' yields reach the headline; without them it says they were
+    not measured rather than borrowing a figure."""
+    import yield_report
+
+    rows = [{"dr": 0, "loss": p, "model": "independent", "fragments": 14, "yield": 0.5, "records": 60}
+            for p in (0.1, 0.2)]
+    files = [{"name": "v2_loss_10pct", "values": {"record_yield": 1.0, "records": 88}},
+             {"name": "v2_loss_20pct", "values": {"record_yield": None, "records": 0}},
+             {"name": "mixed_v1_v2", "values": {"airtime_v2_over_v1": 1.24}}]
+    head = yield_report.headline(rows, rep.sizes_of([0]), files=files)
+    assert "v2 at 10% loss (TTS downlink push) 100.0% of 88 records" in head
+    assert "v2 at 20% loss" not in head  # n/a is not a figure
+    assert "1.24 x v1's airtime" in head
+    assert "not measured yet" in yield_report.headline(rows, rep.sizes_of([0]), files=[])
