@@ -13,11 +13,9 @@ import sys
 import pytest
 from click.testing import CliRunner
 
+from collector.testing import netserver_stub
 from collector.testing.harness import API_TOKEN, INGEST_TOKEN, LiveService
-
-netserver_stub = pytest.importorskip("collector.testing.netserver_stub")
-
-from hil.cli import main  # noqa: E402
+from hil.cli import main
 
 pytestmark = pytest.mark.timeout(120)
 EUI = "70B3D57ED00E2E17"
