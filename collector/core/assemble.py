@@ -166,12 +166,18 @@ def assemble(msg: Message) -> Outcome:
     if total is not None and total != expected:
         return _incident(out, "length",
                          f"the fragments carry {total} record bytes but the header announces {expected}")
+    return _document(out, msg, decoded, count, len(frags))
+
+
+def _document(out: Outcome, msg: Message, decoded, expected: int, received: int) -> Outcome:
+    """The decoded record's document, the same for v1 and v2: ``expected`` is the
+    fragments the message needs (v1's count, v2's k), ``received`` those it holds."""
     rec = decoded.record
     out.record = rec
     out.complete = not out.missing_fragments
     out.missing_blocks = decoded.missing_blocks
     out.idempotency_key = idempotency_key(msg.dev_eui, rec)
-    transport = Transport(msg.msg_id, count, len(frags), out.first_received_ms or 0, out.last_received_ms or 0,
+    transport = Transport(msg.msg_id, expected, received, out.first_received_ms or 0, out.last_received_ms or 0,
                           out.missing_fragments, out.missing_blocks)
     out.xml = build_document(rec, msg.dev_eui, transport, out.complete)
     return out
@@ -232,12 +238,4 @@ def _assemble_v2(msg: Message) -> Outcome:
     if decoded.expected_len != record_len:
         return _incident(out, "length", f"the header announces a {decoded.expected_len}-byte record but k={k}, "
                                         f"S={head.size} and pad={pad} make {record_len}")
-    rec = decoded.record
-    out.record = rec
-    out.complete = not out.missing_fragments
-    out.missing_blocks = decoded.missing_blocks
-    out.idempotency_key = idempotency_key(msg.dev_eui, rec)
-    transport = Transport(msg.msg_id, k, len(frags), out.first_received_ms or 0, out.last_received_ms or 0,
-                          out.missing_fragments, out.missing_blocks)
-    out.xml = build_document(rec, msg.dev_eui, transport, out.complete)
-    return out
+    return _document(out, msg, decoded, k, len(frags))
