@@ -115,9 +115,9 @@ class ApiError(Exception):
     pass
 
 
-def fetch_messages(base_url: str, dev_eui: str, *, token: str | None = None, timeout: float = 5.0) -> list[dict]:
-    """``GET {base}/api/messages?device=DEVEUI`` → the ``messages`` list."""
-    url = f"{base_url.rstrip('/')}/api/messages?" + urllib.parse.urlencode({"device": dev_eui.upper()})
+def _get_json(url: str, token: str | None, timeout: float) -> object:
+    """``GET url`` from the collector's API, as JSON; :class:`ApiError` with one line
+    when there is no answer, an HTTP error or a body that is not JSON."""
     try:
         r = http("GET", url, headers={"Accept": "application/json"}, timeout=timeout, token=token)
     except (OSError, ValueError) as e:  # no answer, or not a URL
@@ -125,9 +125,15 @@ def fetch_messages(base_url: str, dev_eui: str, *, token: str | None = None, tim
     if r.status >= 400:
         raise ApiError(f"GET {url} answered HTTP {r.status}")
     try:
-        body = json.loads(r.body or b"{}")
+        return json.loads(r.body or b"{}")
     except ValueError as e:
         raise ApiError(f"GET {url} failed: {e}") from None
+
+
+def fetch_messages(base_url: str, dev_eui: str, *, token: str | None = None, timeout: float = 5.0) -> list[dict]:
+    """``GET {base}/api/messages?device=DEVEUI`` → the ``messages`` list."""
+    url = f"{base_url.rstrip('/')}/api/messages?" + urllib.parse.urlencode({"device": dev_eui.upper()})
+    body = _get_json(url, token, timeout)
     msgs = body.get("messages") if isinstance(body, dict) else None
     if not isinstance(msgs, list):
         raise ApiError(f"GET {url}: the answer has no 'messages' list")
@@ -142,16 +148,7 @@ SENT = ("sent", "acked")
 def fetch_message(base_url: str, uid: str, *, token: str | None = None, timeout: float = 5.0) -> dict:
     """``GET {base}/api/messages/{id}``: one message with its fragments."""
     url = f"{base_url.rstrip('/')}/api/messages/{urllib.parse.quote(uid, safe='')}"
-    try:
-        r = http("GET", url, headers={"Accept": "application/json"}, timeout=timeout, token=token)
-    except (OSError, ValueError) as e:  # no answer, or not a URL
-        raise ApiError(f"GET {url} failed: {e}") from None
-    if r.status >= 400:
-        raise ApiError(f"GET {url} answered HTTP {r.status}")
-    try:
-        body = json.loads(r.body or b"{}")
-    except ValueError as e:
-        raise ApiError(f"GET {url} failed: {e}") from None
+    body = _get_json(url, token, timeout)
     if not isinstance(body, dict):
         raise ApiError(f"GET {url}: the answer is not an object")
     return body
