@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
+from lxml import etree
 
 from collector.core import wire, xmldoc
-from collector.core.timefmt import parse_ms
+from collector.core.timefmt import format_ms, format_s, parse_ms
 from collector.testing.examples import example_record
 
-from .conftest import records
+from .conftest import records, u8, u16
 
 SPEC_EXAMPLE = Path(__file__).parent / "golden" / "spec-example.xml"
 
@@ -102,3 +104,93 @@ def test_fast_sample_formatting_equals_integer_arithmetic_for_every_raw_value():
     raws = list(range(-32768, 32768))
     for exp in range(-6, 7):
         assert xmldoc.format_samples(raws, exp).split(" ") == [xmldoc.format_sample(v, exp) for v in raws]
+
+
+def reference_document(rec: wire.Record, dev_eui: str, t: xmldoc.Transport, complete: bool) -> bytes:
+    """xml-format.md §1 the plain way: every element namespaced, every value through the
+    one-value helpers. The reference :func:`xmldoc.build_document` (built for speed: tag
+    and name tables, children without a namespace of their own) must equal byte for byte."""
+    ns = "{" + xmldoc.NAMESPACE + "}"
+    root = etree.Element(ns + "measurementReport", {"schemaVersion": str(rec.schema_version),
+                                                    "complete": "true" if complete else "false"},
+                         nsmap={None: xmldoc.NAMESPACE})
+
+    def sub(tag: str, attrib: dict) -> etree._Element:
+        return etree.SubElement(root, ns + tag, attrib)
+
+    sub("device", {"devEui": dev_eui.upper(), "serial": str(rec.device_serial),
+                   "firmware": f"{rec.fw_major}.{rec.fw_minor}"})
+    sub("record", {"sequence": str(rec.record_seq), "start": format_s(rec.start_time),
+                   "intervalSeconds": str(rec.interval_s), "samplesPerChannel": str(rec.sample_count)})
+    status = {"batteryMillivolts": str(rec.battery_mv), "internalTemperature": xmldoc.fixed(rec.temp_centi, 2)}
+    if rec.flags & 0x0F:
+        status["flags"] = " ".join(n for bit, n in enumerate(wire.FLAG_NAMES) if rec.flags & (1 << bit))
+    sub("status", status)
+    for i, ch in enumerate(rec.channels):
+        sub("channel", {"index": str(i), "unit": xmldoc.unit_name(ch.unit)}).text = " ".join(
+            xmldoc.format_sample(v, ch.exponent) for v in ch.samples)
+    if (loc := rec.location) is not None:
+        sub("location", {"latitude": xmldoc.fixed(loc.lat_e7, 7), "longitude": xmldoc.fixed(loc.lon_e7, 7),
+                         "altitudeMeters": str(loc.alt_m), "hdop": xmldoc.fixed(loc.hdop_dm, 1),
+                         "fix": wire.FIX_NAMES[loc.fix] if loc.fix < len(wire.FIX_NAMES) else f"code-{loc.fix}"})
+    if (d := rec.diagnostics) is not None:
+        sub("diagnostics", {
+            "uptimeSeconds": str(d.uptime_s), "resetCount": str(d.reset_count),
+            "resetReason": wire.RESET_REASONS.get(d.reset_reason, f"code-{d.reset_reason}"),
+            "txFailures": str(d.tx_failures), "lastDownlinkRssi": str(d.last_dl_rssi),
+            "lastDownlinkSnr": xmldoc.fixed(d.last_dl_snr_q * 25, 2),
+            "modemFirmware": f"{d.modem_fw_major}.{d.modem_fw_minor}", "freeStorageKilobytes": str(d.free_storage_kb)})
+    if (c := rec.config) is not None:
+        exp0 = rec.channels[0].exponent
+        sub("config", {"version": str(c.config_version), "uploadHour": str(c.upload_hour),
+                       "preferredDataRate": str(c.preferred_dr), "alarmLow": xmldoc.format_sample(c.alarm_low, exp0),
+                       "alarmHigh": xmldoc.format_sample(c.alarm_high, exp0)})
+    if rec.site is not None:
+        sub("site", {"label": xmldoc.site_label(rec.site.label)})
+    tr = {"messageId": str(t.message_id), "fragmentsExpected": str(t.fragments_expected),
+          "fragmentsReceived": str(t.fragments_received), "firstReceived": format_ms(t.first_received_ms),
+          "lastReceived": format_ms(t.last_received_ms)}
+    if t.missing_fragments:
+        tr["missingFragments"] = " ".join(map(str, t.missing_fragments))
+    if t.missing_blocks:
+        tr["missingBlocks"] = " ".join(n for n in wire.BLOCK_NAMES if n in t.missing_blocks)
+    sub("transport", tr)
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def test_the_reference_builder_gives_the_spec_example():
+    t = xmldoc.Transport(17, 3, 3, parse_ms("2026-11-24T06:00:01.120Z"), parse_ms("2026-11-24T06:04:12.532Z"))
+    assert reference_document(spec_example_record(), "70b3d57ed005a1b2", t, True) == SPEC_EXAMPLE.read_bytes()
+
+
+ms = st.integers(0, 4_102_444_800_000)  # 1970 to 2100
+
+
+@st.composite
+def transports(draw) -> xmldoc.Transport:
+    expected = draw(st.integers(1, 255))
+    return xmldoc.Transport(
+        draw(u8), expected, draw(st.integers(0, expected)), draw(ms), draw(ms),
+        draw(st.lists(st.integers(0, expected - 1), unique=True, max_size=8)),
+        draw(st.lists(st.sampled_from(wire.BLOCK_NAMES), unique=True)))
+
+
+@st.composite
+def odd_records(draw) -> wire.Record:
+    """Records with codes the spec names and codes it does not (written ``code-N``)."""
+    rec = draw(records(max_samples=12))
+    for ch in rec.channels:
+        ch.unit = draw(u8)
+    if rec.location is not None:
+        rec.location.fix = draw(st.sampled_from([0, 1, 2, 3, 255]))
+    if rec.diagnostics is not None:
+        rec.diagnostics.reset_reason = draw(st.sampled_from([0, 1, 4, 5, 254, 255]))
+    if rec.config is not None:
+        rec.config.alarm_low = draw(st.sampled_from([-32768, draw(u16) - 32768]))
+    return rec
+
+
+@given(odd_records(), st.text("0123456789abcdefABCDEF<&\"'> ", min_size=1, max_size=16), transports(),
+       st.booleans())
+def test_the_document_equals_the_plain_reference_byte_for_byte(rec, dev_eui, t, complete):
+    assert xmldoc.build_document(rec, dev_eui, t, complete) == reference_document(rec, dev_eui, t, complete)
