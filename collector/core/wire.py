@@ -438,9 +438,16 @@ class Decoded:
 
 
 @functools.cache
-def _struct(fmt: str) -> struct.Struct:
-    """A compiled struct per format (at most 4 x 255 sample layouts, plus descriptors)."""
-    return struct.Struct(fmt)
+def _descriptors(channel_count: int) -> struct.Struct:
+    """The channel descriptors' struct (unit, exponent per channel), compiled once per count."""
+    return struct.Struct(">" + "Bb" * channel_count)
+
+
+@functools.cache
+def _samples(sample_total: int) -> struct.Struct:
+    """The samples' struct (all channels' int16 samples), compiled once per total
+    (at most 4 x 255 layouts)."""
+    return struct.Struct(f">{sample_total}h")
 
 
 def _covered(have: Sequence[tuple[int, int]], start: int, end: int) -> bool:
@@ -516,33 +523,34 @@ def decode_partial(data: bytes, have: Sequence[tuple[int, int]]) -> Decoded:
     decoded when all its bytes arrived, else named in ``missing_blocks``.
     """
     n = len(data)
-    if len(have) == 1 and have[0][0] == 0 and have[0][1] >= n:  # the usual case: everything arrived
+    whole = len(have) == 1 and have[0][0] == 0 and have[0][1] >= n  # the usual case: everything arrived
+    if whole:
         have = [(0, n)] if n else []
     else:
         have = merge_ranges((a, min(b, n)) for a, b in have if a < min(b, n))
-    if not _covered(have, 0, REQUIRED_HEADER_LEN):
+    if not (whole and n >= REQUIRED_HEADER_LEN) and not _covered(have, 0, REQUIRED_HEADER_LEN):
         holes = _holes(have, 0, REQUIRED_HEADER_LEN)
         raise RequiredMissing(holes, f"required header bytes {_fmt_ranges(holes)} missing")
     h = _HEADER.unpack_from(data, 0)
     _validate_header(h)
     c, k, mask = h[8], h[9], h[12]
     req_len = required_length(c, k)
-    if not _covered(have, 0, req_len):
+    if not (whole and n >= req_len) and not _covered(have, 0, req_len):
         holes = _holes(have, 0, req_len)
         raise RequiredMissing(holes, f"required section bytes {_fmt_ranges(holes)} missing (of 0..{req_len - 1})")
     body_end = req_len - 2
-    expected_crc = int.from_bytes(data[body_end:req_len], "big")
-    actual = crc16(bytes(data[:body_end]))
+    expected_crc = (data[body_end] << 8) | data[body_end + 1]
+    actual = crc16(memoryview(data)[:body_end])
     if actual != expected_crc:
         raise RecordError("crc", f"CRC mismatch: record says 0x{expected_crc:04X}, bytes give 0x{actual:04X}")
     # the channel descriptors and then all samples, each with one (cached) struct;
     # the coverage check above guarantees the bytes are there
-    descs = _struct(">" + "Bb" * c).unpack_from(data, REQUIRED_HEADER_LEN)
+    descs = _descriptors(c).unpack_from(data, REQUIRED_HEADER_LEN)
     exponents = descs[1::2]
     for exponent in exponents:
         if not -6 <= exponent <= 6:
             raise RecordError("exponent", f"channel exponent {exponent} outside -6..6")
-    every = _struct(f">{c * k}h").unpack_from(data, REQUIRED_HEADER_LEN + 2 * c)
+    every = _samples(c * k).unpack_from(data, REQUIRED_HEADER_LEN + 2 * c)
     channels = [Channel(unit, exponent, list(every[i * k : (i + 1) * k]))
                 for i, (unit, exponent) in enumerate(zip(descs[::2], exponents, strict=True))]
     rec = Record(
@@ -555,7 +563,7 @@ def decode_partial(data: bytes, have: Sequence[tuple[int, int]]) -> Decoded:
     for bit, size in enumerate(BLOCK_SIZES):
         if not mask & (1 << bit):
             continue
-        if not _covered(have, pos, pos + size):
+        if not (whole and pos + size <= n) and not _covered(have, pos, pos + size):
             missing.append(BLOCK_NAMES[bit])
         elif bit == 0:
             rec.location = Location(*_LOCATION.unpack_from(data, pos))
