@@ -29,10 +29,16 @@ def test_reassembly_rows_and_plot(rep, tmp_path):
          "extra_info": {"size": 11, "batch": 50, "fragments": 3700}},
         {"name": "test_baseline_construct_decode[11]", "params": {"size": 11}, "stats": {"mean": 0.1},
          "extra_info": {"size": 11, "batch": 50, "fragments": 3700}},
+        {"name": "test_pipeline_to_construct_interleaved[11]", "params": {"size": 11}, "stats": {"mean": 0.3},
+         "extra_info": {"size": 11, "batch": 50, "pipeline_messages_per_s": 900, "construct_messages_per_s": 450,
+                        "pipeline_to_construct": 2.0}},
+        {"name": "test_v2_rebuild_decode_xml[v1]", "params": {"kind": "v1"}, "stats": {"mean": 0.01},
+         "extra_info": {"kind": "v1", "size": 51, "batch": 50, "fragments": 700}},
     ]}
-    rows = rep.reassembly_rows(bench)
+    rows = rep.reassembly_rows(bench)  # the per-size pipeline and baseline tests only
     assert [(r["impl"], r["messages_per_s"], r["fragments_per_s"]) for r in rows] == [
         ("baseline", 500.0, 37000.0), ("pipeline", 1000.0, 74000.0)]
+    assert rep.reassembly_interleaved(bench) == [{"size": 11, "pipeline": 900, "construct": 450, "ratio": 2.0}]
     assert _png(tmp_path / rep.plot_reassembly(rows, tmp_path))
 
 
