@@ -31,6 +31,8 @@ MEASUREMENTS: dict[str, str] = {
     "uplinks_acked": "uplinks the collector answered 202",
     "uplinks_refused": "uplinks not taken because the collector was down (killed)",
     "ingest_errors": "uplinks answered anything but 202 while the collector was up",
+    "collision_loss": "uplinks heard by no gateway because of a collision / uplinks the devices sent "
+                      "(the simulator's count; n/a for the radio rig)",
     "expected_documents": "records whose required section reached the collector (a document is due)",
     "expected_complete": "records all of whose fragments reached the collector",
     "expected_incidents": "records that reached the collector without their whole required section",
