@@ -12,12 +12,13 @@ v1's rules untouched: a v2 message is rebuilt (closed ``complete``) as soon as i
 holds k distinct fragments with consistent ``k``/``pad``/``S``; a poll is an event
 (:class:`PollEvent`) that says how many fragments are held, so the service can answer
 ACK or NEED, and it moves the deadline later to cover the repair round it starts.
-Under the adaptive policy a polled v2 message is then *held* while the device can
-still send its repair rows (``docs/repair.md``, "Deadlines"): until ``repair_keep``
-newer msg_ids of the device were seen, or the caller says the collector will ask
-for nothing more (:meth:`Reassembler.release`), at most ``repair_hold`` after its
-first fragment. The v2 specifics are in :mod:`collector.core.reassembly2`. A message knows its wire
-version from its fragments' FPort, so the persisted state is v1's.
+Under the adaptive policy an open v2 message is also *held* past that deadline while
+the device can still send for it (``docs/repair.md``, "Deadlines"): until
+``repair_keep`` newer msg_ids of the device were seen, or the caller says the
+collector will ask for nothing more (:meth:`Reassembler.release`), at most
+``repair_hold`` after its first fragment. The v2 specifics are in
+:mod:`collector.core.reassembly2`. A message knows its wire version from its
+fragments' FPort, so the persisted state is v1's.
 
 This module is over 400 lines: the state machine of both versions is kept in one
 class so that the duplicate, conflict and cap rules are shared, not copied.
@@ -81,8 +82,8 @@ class Settings:
     #: v2: polls that start a repair round move a message's deadline later at most this
     #: many times (the first poll and the device's NEED rounds, 3 by default)
     repair_extensions: int = 4
-    #: v2, adaptive policy: a polled message is held open while the device may still
-    #: send its repair rows, at most this many seconds after its first fragment
+    #: v2, adaptive policy: an open message is held while the device may still send
+    #: for it (its repair rows), at most this many seconds after its first fragment
     repair_hold: float = 21600.0
     #: v2: the messages a device keeps for repair (spec section 4): a held message is
     #: released once this many newer msg_ids of its device were seen
@@ -164,8 +165,8 @@ class Message:
     polls: int = field(default=0, compare=False)
     last_sent: int = field(default=-1, compare=False)
     extensions: int = field(default=0, compare=False)
-    #: v2, adaptive: polled and held open for its repair until at most this time
-    #: (None: not held); persisted, like ``released``
+    #: v2, adaptive: held open for its repair until at most this time (None: not
+    #: held); persisted, like ``released``
     hold: float | None = None
     #: v2: the hold was released (the device can no longer send its rows, or the
     #: collector asks for none): the message closes at ``deadline`` and is not held again
@@ -174,7 +175,7 @@ class Message:
     @property
     def closes(self) -> float:
         """When the message closes unless it completes first: its deadline, or later
-        while it is held for a repair round."""
+        while it is held for its repair."""
         return self.deadline if self.hold is None or self.hold < self.deadline else self.hold
 
     @property
@@ -612,6 +613,13 @@ class Reassembler:
         m = Message(f"{up.dev_eui}-{frag.msg_id}-{self.next_seq}", up.dev_eui, frag.msg_id, now, now,
                     count=frag.k, size=frag.size, wire=2, pad=frag.pad)
         self.next_seq += 1
+        if self.settings.deadline_policy == "adaptive":
+            if (self._newest[up.dev_eui] - frag.msg_id) % 256 < self.settings.repair_keep:
+                # held while the device may still send for it (its repair rows)
+                m.hold = now + self.settings.repair_hold
+                self._holding.setdefault(up.dev_eui, set()).add(frag.msg_id)
+            else:  # a late fragment of a message the device no longer keeps
+                m.released = True
         self._add_open(key, m)
         return self._add_v2(key, m, frag, up, now, closed)
 
@@ -637,14 +645,6 @@ class Reassembler:
                 extended = self._extend_for_repair(key, m, up, now, p.k - len(m.fragments))
             m.polls += 1
             m.last_sent = max(m.last_sent, p.sent)
-            if m.hold is None and not m.released and self.settings.deadline_policy == "adaptive":
-                # in a repair round: held while the device can still send its rows
-                m.hold = m.opened + self.settings.repair_hold
-                self._holding.setdefault(m.dev_eui, set()).add(m.msg_id)
-                heapq.heappush(self._heap, (m.closes, m.uid, key))
-                newest = self._newest.get(m.dev_eui, m.msg_id)
-                if (newest - m.msg_id) % 256 >= self.settings.repair_keep:  # polled too late to hold
-                    self._release(key, m)
             ev = PollEvent(p.msg_id, p.k, p.sent, len(m.fragments), False, False, m.uid, extended)
             return FeedResult("poll", message=m, poll=ev)
         r = self._recent.get(key)
@@ -684,7 +684,7 @@ class Reassembler:
         return (dev_eui, msg_id + V2_KEYS) in self._open
 
     def held(self, dev_eui: str) -> list[int]:
-        """The msg_ids of the device's v2 messages held open for a repair round."""
+        """The msg_ids of the device's open v2 messages held for their repair."""
         return sorted(self._holding.get(dev_eui, ()))
 
     def _see_v2(self, dev_eui: str, msg_id: int) -> list[Message]:

@@ -1,4 +1,4 @@
-"""The deadline of a v2 message in a repair round follows the repair state, not a time
+"""The deadline of an open v2 message follows the repair state, not a time
 (docs/repair.md, "Deadlines"): held open while the device can still send its rows,
 released when 4 newer msg_ids were seen or the collector's NEED repeats are used up,
 ``repair_hold`` as the outer bound; a NEED that would be repeated for a message the
@@ -44,18 +44,19 @@ def test_held_past_the_adaptive_deadline_while_in_a_round_and_within_keep():
     r = Reassembler()
     res, m = polled_short(r)
     assert res.poll.held == 11 and m.hold == 21600.0 and r.held(DEV) == [0]
+    assert r.feed(up(wire2.poll(0, K, 16)), 20.0).message.hold == 21600.0  # a poll changes nothing
     adaptive = m.deadline
     assert r.next_deadline() == 21600.0 > adaptive
     assert r.expire(adaptive + 1) == []  # today it would close here, 11/14
     # the device's next three records: still within the 4 messages it keeps
     for msg_id in (1, 2, 3):
         assert r.feed(up(frags(msg_id)[0]), adaptive + 100 * msg_id).released == []
-    assert r.expire(adaptive + 400) == [] and r.held(DEV) == [0]
+    assert r.expire(adaptive + 400) == [] and 0 in r.held(DEV)
     # the repeated NEED was heard: its rows rebuild the message, with its first fragments
     fs = frags(0, parity=6)
     closed = [c for i in (16, 17, 18) for c in r.feed(up(fs[i]), adaptive + 500).closed]
     assert [(c.uid, c.close_reason, len(c.fragments)) for c in closed] == [(m.uid, "complete", 14)]
-    assert r.held(DEV) == []
+    assert 0 not in r.held(DEV)
 
 
 def test_released_once_four_newer_msg_ids_were_seen():
@@ -64,7 +65,7 @@ def test_released_once_four_newer_msg_ids_were_seen():
     for n, msg_id in enumerate((255, 0, 1)):
         assert r.feed(up(frags(msg_id)[0]), 100.0 + n).released == []
     res = r.feed(up(frags(2)[0]), 200.0)  # the device no longer keeps 254
-    assert res.released == [m] and m.hold is None and m.released and r.held(DEV) == []
+    assert res.released == [m] and m.hold is None and m.released and r.held(DEV) == [0, 1, 2, 255]
     # not earlier than its own adaptive deadline ...
     assert r.next_deadline() == m.deadline and r.expire(m.deadline - 1) == []
     # ... and at the first deadline pass after it
@@ -90,6 +91,20 @@ def test_closed_at_repair_hold_when_the_device_falls_silent():
     assert [c.uid for c in r.expire(10_000)] == [m.uid]
 
 
+def test_a_message_whose_polls_were_all_lost_is_held_too():
+    # the repair state NEEDs it once the device moves on (docs/repair.md, "Lost answers")
+    r = Reassembler()
+    fs = frags(0)
+    for i in (0, 1, 2, 3, 12, 13):
+        r.feed(up(fs[i]), 0.0)
+    (m,) = r.open_messages()
+    assert m.hold == 21600.0 and r.expire(m.deadline + 1) == []
+    # parity rows that come after the adaptive deadline (a device sending many, or a
+    # long burst of loss in between) still join it
+    big = wire2.encode_message(DATA, 0, 51, 12)
+    assert r.feed(up(big[24]), m.deadline + 20).message is m
+
+
 def test_release_by_the_repair_state_and_never_held_again():
     r = Reassembler()
     _, m = polled_short(r)
@@ -100,14 +115,12 @@ def test_release_by_the_repair_state_and_never_held_again():
     assert m.hold is None and r.next_deadline() == m.deadline
 
 
-def test_a_poll_from_beyond_keep_is_not_held_and_fixed_is_never_held():
+def test_a_late_fragment_from_beyond_keep_is_not_held_and_fixed_is_never_held():
     r = Reassembler()
-    fs = frags(0)
-    r.feed(up(fs[0]), 0.0)
     for msg_id in (1, 2, 3, 4):
         r.feed(up(frags(msg_id)[0]), 1.0)
-    res = r.feed(up(wire2.poll(0, K, 16)), 2.0)
-    assert res.message.hold is None and res.message.released
+    res = r.feed(up(frags(0)[5]), 2.0)
+    assert res.message.hold is None and res.message.released and r.held(DEV) == [1, 2, 3, 4]
     r = Reassembler(Settings(deadline_policy="fixed", message_timeout=21600))
     _, m = polled_short(r)
     assert m.hold is None and r.held(DEV) == []
@@ -130,7 +143,7 @@ def test_the_hold_and_its_release_survive_a_restart():
     for msg_id in (1, 2, 3):
         r2.feed(up(frags(msg_id)[0]), 100.0)
     r3 = restart(r2)
-    assert r3.held(DEV) == [0]
+    assert r3.held(DEV) == [0, 1, 2, 3]
     # ... and the fourth releases it, as before the restart
     assert [x.uid for x in r3.feed(up(frags(4)[0]), 200.0).released] == [m.uid]
     r4 = restart(r3)
