@@ -13,10 +13,10 @@ holds k distinct fragments with consistent ``k``/``pad``/``S``; a poll is an eve
 (:class:`PollEvent`) that says how many fragments are held, so the service can answer
 ACK or NEED, and it moves the deadline later to cover the repair round it starts.
 Under the adaptive policy an open v2 message is also *held* past that deadline while
-the device can still send for it (``docs/repair.md``, "Deadlines"): until
-``repair_keep`` newer msg_ids of the device were seen, or the caller says the
-collector will ask for nothing more (:meth:`Reassembler.release`), at most
-``repair_hold`` after its first fragment. The v2 specifics are in
+the device can still send for it (``docs/repair.md``, "The deadline follows the
+repair state"): until ``repair_keep`` newer msg_ids of the device were seen, or the
+caller says the collector will ask for nothing more (:meth:`Reassembler.release`),
+at most ``repair_hold`` after its first fragment. The v2 specifics are in
 :mod:`collector.core.reassembly2`. A message knows its wire version from its
 fragments' FPort, so the persisted state is v1's.
 

@@ -1,8 +1,9 @@
 """The deadline of an open v2 message follows the repair state, not a time
-(docs/repair.md, "Deadlines"): held open while the device can still send its rows,
-released when 4 newer msg_ids were seen or the collector's NEED repeats are used up,
-``repair_hold`` as the outer bound; a NEED that would be repeated for a message the
-reassembler already closed is answered ACK."""
+(docs/repair.md, "The deadline follows the repair state"): held open while the
+device can still send its rows, released when 4 newer msg_ids were seen or the
+collector's NEED repeats are used up, ``repair_hold`` as the outer bound; a NEED
+that would be repeated for a message the reassembler already closed is answered
+ACK."""
 
 from __future__ import annotations
 

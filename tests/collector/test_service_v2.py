@@ -132,9 +132,10 @@ def test_kill_9_keeps_an_open_v2_message_and_its_poll_moved_deadline(tmp_path):
 
 
 def test_a_message_held_for_its_repair_round_and_its_release_survive_restarts(tmp_path):
-    """docs/repair.md, "Deadlines": a polled v2 message stays open past its adaptive
-    deadline while the device keeps it; the hold, and its release once 4 newer msg_ids
-    came, are committed with the uplinks and come back after a restart."""
+    """docs/repair.md, "The deadline follows the repair state": a polled v2 message
+    stays open past its adaptive deadline while the device keeps it; the hold, and
+    its release once 4 newer msg_ids came, are committed with the uplinks and come
+    back after a restart."""
     dev, frags = "00000000000002C2", v2(20, parity=1)
     hold_until = format_ms((1_800_000_000 + 21600) * 1000)
 

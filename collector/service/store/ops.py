@@ -30,8 +30,8 @@ def message_header(m: Any) -> dict:
     outcome (:func:`op_closed`); after a restart such a row is assembled then
     (:meth:`Store.restore_state` marks it ``"pending_close"``).
 
-    A v2 message held open for a repair round adds ``hold`` and ``released``
-    (``docs/repair.md``, "Deadlines")."""
+    A v2 message held open for its repair adds ``hold`` and ``released``
+    (``docs/repair.md``, "The deadline follows the repair state")."""
     h = {"uid": m.uid, "dev_eui": m.dev_eui, "msg_id": m.msg_id, "opened": m.opened, "deadline": m.deadline,
          "count": m.count, "size": m.size, "closed": m.closed, "close_reason": m.close_reason,
          "received": len(m.fragments)}
