@@ -28,10 +28,17 @@ def message_header(m: Any) -> dict:
     A message the ingest path closed carries ``closed`` and ``close_reason``: its row
     stays in ``open_messages`` until the aggregator has assembled it and recorded the
     outcome (:func:`op_closed`); after a restart such a row is assembled then
-    (:meth:`Store.restore_state` marks it ``"pending_close"``)."""
-    return {"uid": m.uid, "dev_eui": m.dev_eui, "msg_id": m.msg_id, "opened": m.opened, "deadline": m.deadline,
-            "count": m.count, "size": m.size, "closed": m.closed, "close_reason": m.close_reason,
-            "received": len(m.fragments)}
+    (:meth:`Store.restore_state` marks it ``"pending_close"``).
+
+    A v2 message held open for its repair adds ``hold`` and ``released``
+    (``docs/repair.md``, "The deadline follows the repair state")."""
+    h = {"uid": m.uid, "dev_eui": m.dev_eui, "msg_id": m.msg_id, "opened": m.opened, "deadline": m.deadline,
+         "count": m.count, "size": m.size, "closed": m.closed, "close_reason": m.close_reason,
+         "received": len(m.fragments)}
+    if m.hold is not None or m.released:
+        h["hold"] = m.hold
+        h["released"] = m.released
+    return h
 
 
 _SQL_FRAGMENT = ("INSERT INTO fragments(arrived, message_uid, dev_eui, idx, status, source, received_ms, uplink) "
@@ -42,7 +49,10 @@ _SQL_SEQ = "INSERT OR REPLACE INTO meta(key, value) VALUES ('next_seq', ?)"
 
 
 def _header_row(header: dict) -> tuple:
-    return (header["uid"], header["dev_eui"], header["msg_id"], header["opened"], header["deadline"],
+    hold = header.get("hold")
+    # the column says when the message closes (the API shows it): later while it is held
+    deadline = header["deadline"] if hold is None else max(hold, header["deadline"])
+    return (header["uid"], header["dev_eui"], header["msg_id"], header["opened"], deadline,
             header["count"], header["received"], orjson.dumps(header).decode())
 
 
