@@ -17,9 +17,12 @@ servers:
 The collector parses, reassembles, commits the fragment and the message state to
 SQLite (WAL, synchronous=FULL, group commit) and answers 202 only after the commit;
 messages completed during the run are assembled into documents as in production.
-The figure of merit is each collector's requests/s over the bare handler's (target
->= 0.6), with p50/p90/p99 latency, at each connection count. Each server's CPU time
-per request (all its processes) is recorded too: it tells where the gap comes from.
+The figures of merit are each collector's CPU time per acknowledged uplink (all its
+processes) over the bare handler's CPU time per request, run beside it in the same
+round (``cpu_ratio``, target <= 2.0; it does not depend on how many cores the machine
+has or how busy it is), and its requests/s over the bare handler's (target >= 0.6),
+with p50/p90/p99 latency, at each connection count. ``reports/bench_guard.py`` fails
+when a fresh CPU ratio is more than 25 % worse than the recorded one.
 
 All servers stay up for the whole run and the measured runs alternate (bare, gate,
 collector, ..., then again; ``--repeat`` times each) so load from elsewhere on the
@@ -365,7 +368,14 @@ def main() -> None:
         per_run = {k: [round(r["requests_per_s"] / b["requests_per_s"], 3)
                        for r, b in zip(by_key[k].runs[c], by_key["bare"].runs[c], strict=True)]
                    for k in summ if k != "bare"}
-        levels.append({"connections": c, "servers": summ, "ratio": ratios, "ratio_per_run": per_run})
+        # CPU per acknowledged uplink over the bare handler's CPU per request, run by run
+        # (each run beside the bare handler's run of the same round), and their median
+        cpu_per_run = {k: [round(r["server_cpu_us_per_request"] / b["server_cpu_us_per_request"], 3)
+                           for r, b in zip(by_key[k].runs[c], by_key["bare"].runs[c], strict=True)]
+                       for k in summ if k != "bare"}
+        cpu = {k: round(median(v), 3) for k, v in cpu_per_run.items()}
+        levels.append({"connections": c, "servers": summ, "ratio": ratios, "ratio_per_run": per_run,
+                       "cpu_ratio": cpu, "cpu_ratio_per_run": cpu_per_run})
     result = {
         "benchmark": "ingest throughput with durable commits (TTS webhook bodies, wrk keep-alive)",
         "command": "python reports/bench_ingest.py " + " ".join(sys.argv[1:]),
@@ -377,6 +387,7 @@ def main() -> None:
         "levels": levels,
         "collector_store": stored,
         "target_ratio": 0.6,
+        "target_cpu_ratio": 2.0,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -384,7 +395,9 @@ def main() -> None:
     for lv in levels:
         figures = ", ".join(f"{k} {v['requests_per_s']:.0f}" for k, v in lv["servers"].items())
         ratios = ", ".join(f"{k} {r:.2f}" for k, r in lv["ratio"].items())
-        print(f"c={lv['connections']}: median req/s {figures}; / bare: {ratios} (target >= 0.6)", file=sys.stderr)
+        cpu = ", ".join(f"{k} {r:.2f}" for k, r in lv["cpu_ratio"].items())
+        print(f"c={lv['connections']}: median req/s {figures}; / bare: {ratios} (target >= 0.6); "
+              f"CPU per uplink / bare: {cpu} (target <= 2.0)", file=sys.stderr)
     print(f"written to {out}", file=sys.stderr)
 
 
