@@ -37,7 +37,11 @@ wrk is a Debian package (``apt-get install -y wrk``); the script stops with that
 when it is missing. Usage::
 
     .venv/bin/python reports/bench_ingest.py [--duration 5] [--repeat 3] [--connections 32,128]
-        [--servers bare,gate,collector,collector-w2]
+        [--servers bare,gate,collector,collector-w2] [--reference DIR --servers bare,reference,collector]
+
+``--reference DIR`` adds the collector of another checkout (``git worktree add DIR
+<commit>``) as the servers ``reference`` and ``reference-w2``: before and after a
+change, measured in the same rounds.
 
 Writes reports/results/ingest.json.
 """
@@ -137,7 +141,11 @@ SERVERS = {
     "gate": "collector's ingest checks only (no store)",
     "collector": "collector, one process",
     "collector-w2": "collector, 2 HTTP workers",
+    "reference": "collector of --reference, one process",
+    "reference-w2": "collector of --reference, 2 HTTP workers",
 }
+#: the servers run unless --servers says otherwise
+DEFAULT_SERVERS = ("bare", "gate", "collector", "collector-w2")
 
 
 def make_bodies(path: Path, count: int) -> None:
@@ -290,7 +298,10 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=5, help="seconds per measured run")
     ap.add_argument("--repeat", type=int, default=3, help="measured runs of each server at each connection count")
     ap.add_argument("--connections", default="32,128", help="comma-separated wrk connection counts")
-    ap.add_argument("--servers", default=",".join(SERVERS), help=f"comma-separated, of {', '.join(SERVERS)}")
+    ap.add_argument("--servers", default=",".join(DEFAULT_SERVERS), help=f"comma-separated, of {', '.join(SERVERS)}")
+    ap.add_argument("--reference", metavar="DIR",
+                    help="another checkout of the project (e.g. a git worktree of an earlier commit): the "
+                         "reference servers run its collector, beside this one's, for a before/after in one run")
     ap.add_argument("--threads", type=int, default=1, help="wrk threads")
     ap.add_argument("--out", default=str(HERE / "results" / "ingest.json"))
     args = ap.parse_args()
@@ -306,6 +317,9 @@ def main() -> None:
     if unknown or "bare" not in keys:
         sys.exit(f"--servers: {', '.join(unknown) or 'bare is missing'}; choose from {', '.join(SERVERS)} "
                  f"(bare is the baseline and required)")
+    if any(k.startswith("reference") for k in keys) and not (
+            args.reference and (Path(args.reference) / "collector" / "__init__.py").is_file()):
+        sys.exit("--servers reference...: give --reference, a directory holding another checkout's collector/")
     py = sys.executable
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         t = Path(tmp)
@@ -330,8 +344,10 @@ def main() -> None:
                 else:
                     cmd = [py, "-m", "collector", "serve", "--port", str(port), "--db", str(t / f"{key}.db"),
                            "--ingest-token", TOKEN, "--message-timeout", "86400",
-                           "--workers", "2" if key == "collector-w2" else "0"]
-                servers.append(Server(key, cmd, port, env))
+                           "--workers", "2" if key.endswith("-w2") else "0"]
+                # the reference's collector package first on the path (its workers inherit it)
+                servers.append(Server(key, cmd, port, {**env, "PYTHONPATH": str(Path(args.reference).resolve())}
+                                      if key.startswith("reference") else env))
             for srv in servers:
                 srv.load(2, conns[0], args, bodies, lua)  # warm-up
             for c in conns:
