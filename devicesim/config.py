@@ -204,6 +204,10 @@ class DownlinkConfig:
     duty_cycle: bool = True
     #: a transmitting gateway hears nothing on any channel
     half_duplex: bool = True
+    #: each downlink a gateway transmits misses the device with this probability, on
+    #: top of the channel model (the device did not open or could not use its receive
+    #: windows); drawn from its own stream, so 0 changes no other draw
+    loss_p: float = 0.0
 
 
 @dataclass
@@ -329,7 +333,7 @@ def _check_scalar(typ: str, value: Any, key: str) -> None:
     elif isinstance(value, float):
         ok = "float" in typ
     elif isinstance(value, str):
-        ok = typ == "str" or typ.startswith("str ")
+        ok = "str" in (t.strip() for t in typ.split("|"))  # str, or a union with it (parity: int | str)
     elif isinstance(value, list):
         ok = typ.startswith("tuple")
     else:
@@ -423,6 +427,7 @@ def _validate(c: SimConfig) -> None:
     _need(dl.rx1_delay_s >= 1.0, "network.downlinks.rx1_delay_s must be >= 1 (LoRaWAN RX1 delays are 1-15 s)")
     _need(dl.read_delay_s >= 0 and dl.push_latency_s >= 0, "network.downlinks delays must be >= 0")
     _need(0 <= dl.rx1_dr_offset <= 5, "network.downlinks.rx1_dr_offset must be 0..5")
+    _need(0.0 <= dl.loss_p <= 1.0, f"network.downlinks.loss_p must be a probability 0..1, got {dl.loss_p}")
     try:
         if dl.rx2_dr >= 0:
             reg.downlink_dr(dl.rx2_dr)

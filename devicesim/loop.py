@@ -13,7 +13,8 @@ downlinks it got, which depend on what the collector received.
   transmit (free, and within its sub-band's duty cycle), else RX2 (the region's
   frequency and DR) one second later, else the downlink waits for the next uplink.
   A downlink reaches the device when its link budget allows (the same path loss and
-  shadowing as uplinks).
+  shadowing as uplinks) and, with ``network.downlinks.loss_p``, when its own draw
+  does not take it.
 - The application is either the collector's own core in-process
   (:class:`devicesim.collector_side.CoreCollector`, for fast studies) or whoever
   drives :class:`ClosedLoop` from outside: :meth:`ClosedLoop.advance` hands over the
@@ -198,6 +199,7 @@ class ClosedLoop:
         self.queue: dict[str, bytes] = {}
         self.downlinks: list[DownlinkTx] = []
         self._dl_rng: dict[int, np.random.Generator] = {}
+        self._dl_loss_rng: dict[int, np.random.Generator] = {}
         self._floor = {bw: noise_floor(bw, ch.noise_figure_db) for bw in (125_000, 250_000, 500_000)}
         self.tracker.stats.engine = "loop"
 
@@ -342,6 +344,13 @@ class ClosedLoop:
             ok = u >= ch.p
         else:  # the device's Gilbert-Elliott state, as its uplinks see it now
             ok = u >= (ch.loss_bad if self.runs[dev.index].bad else ch.loss_good)
+        loss_p = self.cfg.network.downlinks.loss_p
+        if loss_p > 0:  # its own stream: the draws above stay what they are without it
+            lrng = self._dl_loss_rng.get(dev.index)
+            if lrng is None:
+                lrng = self._dl_loss_rng[dev.index] = streams.stream(self.cfg.seed, streams.DOWNLINK_LOSS,
+                                                                      dev.index)
+            ok = float(lrng.random()) >= loss_p and ok
         s = self.tracker.stats
         s.downlinks_sent += 1
         s.downlinks_received += ok

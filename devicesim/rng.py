@@ -19,6 +19,7 @@ NETWORK = 6
 REBOOT = 7
 DR_MIX = 8
 DOWNLINK = 9
+DOWNLINK_LOSS = 10
 
 
 def stream(seed: int, component: int, key: int = 0) -> np.random.Generator:

@@ -17,9 +17,12 @@ servers:
 The collector parses, reassembles, commits the fragment and the message state to
 SQLite (WAL, synchronous=FULL, group commit) and answers 202 only after the commit;
 messages completed during the run are assembled into documents as in production.
-The figure of merit is each collector's requests/s over the bare handler's (target
->= 0.6), with p50/p90/p99 latency, at each connection count. Each server's CPU time
-per request (all its processes) is recorded too: it tells where the gap comes from.
+The figures of merit are each collector's CPU time per acknowledged uplink (all its
+processes) over the bare handler's CPU time per request, run beside it in the same
+round (``cpu_ratio``, target <= 2.0; it does not depend on how many cores the machine
+has or how busy it is), and its requests/s over the bare handler's (target >= 0.6),
+with p50/p90/p99 latency, at each connection count. ``reports/bench_guard.py`` fails
+when a fresh CPU ratio is more than 25 % worse than the recorded one.
 
 All servers stay up for the whole run and the measured runs alternate (bare, gate,
 collector, ..., then again; ``--repeat`` times each) so load from elsewhere on the
@@ -34,7 +37,11 @@ wrk is a Debian package (``apt-get install -y wrk``); the script stops with that
 when it is missing. Usage::
 
     .venv/bin/python reports/bench_ingest.py [--duration 5] [--repeat 3] [--connections 32,128]
-        [--servers bare,gate,collector,collector-w2]
+        [--servers bare,gate,collector,collector-w2] [--reference DIR --servers bare,reference,collector]
+
+``--reference DIR`` adds the collector of another checkout (``git worktree add DIR
+<commit>``) as the servers ``reference`` and ``reference-w2``: before and after a
+change, measured in the same rounds.
 
 Writes reports/results/ingest.json.
 """
@@ -134,7 +141,11 @@ SERVERS = {
     "gate": "collector's ingest checks only (no store)",
     "collector": "collector, one process",
     "collector-w2": "collector, 2 HTTP workers",
+    "reference": "collector of --reference, one process",
+    "reference-w2": "collector of --reference, 2 HTTP workers",
 }
+#: the servers run unless --servers says otherwise
+DEFAULT_SERVERS = ("bare", "gate", "collector", "collector-w2")
 
 
 def make_bodies(path: Path, count: int) -> None:
@@ -287,7 +298,10 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=5, help="seconds per measured run")
     ap.add_argument("--repeat", type=int, default=3, help="measured runs of each server at each connection count")
     ap.add_argument("--connections", default="32,128", help="comma-separated wrk connection counts")
-    ap.add_argument("--servers", default=",".join(SERVERS), help=f"comma-separated, of {', '.join(SERVERS)}")
+    ap.add_argument("--servers", default=",".join(DEFAULT_SERVERS), help=f"comma-separated, of {', '.join(SERVERS)}")
+    ap.add_argument("--reference", metavar="DIR",
+                    help="another checkout of the project (e.g. a git worktree of an earlier commit): the "
+                         "reference servers run its collector, beside this one's, for a before/after in one run")
     ap.add_argument("--threads", type=int, default=1, help="wrk threads")
     ap.add_argument("--out", default=str(HERE / "results" / "ingest.json"))
     args = ap.parse_args()
@@ -303,6 +317,9 @@ def main() -> None:
     if unknown or "bare" not in keys:
         sys.exit(f"--servers: {', '.join(unknown) or 'bare is missing'}; choose from {', '.join(SERVERS)} "
                  f"(bare is the baseline and required)")
+    if any(k.startswith("reference") for k in keys) and not (
+            args.reference and (Path(args.reference) / "collector" / "__init__.py").is_file()):
+        sys.exit("--servers reference...: give --reference, a directory holding another checkout's collector/")
     py = sys.executable
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         t = Path(tmp)
@@ -327,8 +344,10 @@ def main() -> None:
                 else:
                     cmd = [py, "-m", "collector", "serve", "--port", str(port), "--db", str(t / f"{key}.db"),
                            "--ingest-token", TOKEN, "--message-timeout", "86400",
-                           "--workers", "2" if key == "collector-w2" else "0"]
-                servers.append(Server(key, cmd, port, env))
+                           "--workers", "2" if key.endswith("-w2") else "0"]
+                # the reference's collector package first on the path (its workers inherit it)
+                servers.append(Server(key, cmd, port, {**env, "PYTHONPATH": str(Path(args.reference).resolve())}
+                                      if key.startswith("reference") else env))
             for srv in servers:
                 srv.load(2, conns[0], args, bodies, lua)  # warm-up
             for c in conns:
@@ -365,7 +384,14 @@ def main() -> None:
         per_run = {k: [round(r["requests_per_s"] / b["requests_per_s"], 3)
                        for r, b in zip(by_key[k].runs[c], by_key["bare"].runs[c], strict=True)]
                    for k in summ if k != "bare"}
-        levels.append({"connections": c, "servers": summ, "ratio": ratios, "ratio_per_run": per_run})
+        # CPU per acknowledged uplink over the bare handler's CPU per request, run by run
+        # (each run beside the bare handler's run of the same round), and their median
+        cpu_per_run = {k: [round(r["server_cpu_us_per_request"] / b["server_cpu_us_per_request"], 3)
+                           for r, b in zip(by_key[k].runs[c], by_key["bare"].runs[c], strict=True)]
+                       for k in summ if k != "bare"}
+        cpu = {k: round(median(v), 3) for k, v in cpu_per_run.items()}
+        levels.append({"connections": c, "servers": summ, "ratio": ratios, "ratio_per_run": per_run,
+                       "cpu_ratio": cpu, "cpu_ratio_per_run": cpu_per_run})
     result = {
         "benchmark": "ingest throughput with durable commits (TTS webhook bodies, wrk keep-alive)",
         "command": "python reports/bench_ingest.py " + " ".join(sys.argv[1:]),
@@ -377,6 +403,7 @@ def main() -> None:
         "levels": levels,
         "collector_store": stored,
         "target_ratio": 0.6,
+        "target_cpu_ratio": 2.0,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -384,7 +411,9 @@ def main() -> None:
     for lv in levels:
         figures = ", ".join(f"{k} {v['requests_per_s']:.0f}" for k, v in lv["servers"].items())
         ratios = ", ".join(f"{k} {r:.2f}" for k, r in lv["ratio"].items())
-        print(f"c={lv['connections']}: median req/s {figures}; / bare: {ratios} (target >= 0.6)", file=sys.stderr)
+        cpu = ", ".join(f"{k} {r:.2f}" for k, r in lv["cpu_ratio"].items())
+        print(f"c={lv['connections']}: median req/s {figures}; / bare: {ratios} (target >= 0.6); "
+              f"CPU per uplink / bare: {cpu} (target <= 2.0)", file=sys.stderr)
     print(f"written to {out}", file=sys.stderr)
 
 

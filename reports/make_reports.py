@@ -296,11 +296,16 @@ def ingest_section(out: Path, quick: bool, log: Callable[[str], None]) -> str:
     for lv in data["levels"]:
         for key, d in lv["servers"].items():
             ratio = lv["ratio"].get(key)
+            cpu_ratio = (lv.get("cpu_ratio") or {}).get(key)
+            cpu_runs = (lv.get("cpu_ratio_per_run") or {}).get(key) or []
             lat = d["latency_ms"]
             rows.append([lv["connections"], data["servers"][key], f"{d['requests_per_s']:,.0f}",
                          f"{d['requests_per_s_min']:,.0f}–{d['requests_per_s_max']:,.0f}",
                          "baseline" if ratio is None else f"**{ratio:.2f}**", lat["p50"], lat["p99"],
-                         f"{d['server_cpu_us_per_request']:.0f}"])
+                         f"{d['server_cpu_us_per_request']:.0f}",
+                         "baseline" if key == "bare" else "–" if cpu_ratio is None else
+                         f"**{cpu_ratio:.2f}** ({min(cpu_runs):.2f}–{max(cpu_runs):.2f})" if cpu_runs
+                         else f"**{cpu_ratio:.2f}**"])
     params = data.get("parameters", {})
     target = data.get("target_ratio", 0.6)
     best = max(((lv["ratio"].get("collector-w2", lv["ratio"].get("collector", 0)), lv["connections"])
@@ -310,6 +315,14 @@ def ingest_section(out: Path, quick: bool, log: Callable[[str], None]) -> str:
     coll_cpu = median([lv["servers"][k]["server_cpu_us_per_request"] for lv in data["levels"]
                        for k in ("collector", "collector-w2") if k in lv["servers"]])
     cpus = (data.get("machine") or {}).get("cpus") or 2
+    cpu_target = data.get("target_cpu_ratio", 2.0)
+    cpu_meds = {k: median([r for lv in data["levels"] for r in (lv.get("cpu_ratio_per_run") or {}).get(k, [])])
+                for k in ("collector", "collector-w2")
+                if any((lv.get("cpu_ratio_per_run") or {}).get(k) for lv in data["levels"])}
+    cpu_line = ("CPU per acknowledged uplink over the bare handler's CPU per request (the median of every run, "
+                "each beside the bare handler's run of the same round): "
+                + ", ".join(f"{data['servers'][k]} **{v:.2f}**" for k, v in cpu_meds.items())
+                + f" (target <= {cpu_target}; `reports/bench_guard.py` guards it)." if cpu_meds else "")
     gate = [lv["ratio"]["gate"] for lv in data["levels"] if "gate" in lv["ratio"]]
     gate_ratio = ("(not measured)" if not gate else f"{gate[0]:.2f}" if f"{min(gate):.2f}" == f"{max(gate):.2f}"
                   else f"{min(gate):.2f}–{max(gate):.2f}")
@@ -330,9 +343,11 @@ store: the share of the gap that parsing alone explains.
 
 ![ingest throughput]({png})
 
-{md_table(["connections", "server", "requests/s", "range", "/ bare", "p50 ms", "p99 ms", "CPU µs/request"], rows)}
+{md_table(["connections", "server", "requests/s", "range", "/ bare", "p50 ms", "p99 ms", "CPU µs/request",
+           "CPU / bare (runs)"], rows)}
 
 Best collector / bare: **{best[0]:.2f}** at {best[1]} connections (target {target}).
+{cpu_line}
 Latencies are the median over the runs of each run's percentile; a pause of the
 (shared, virtual) machine shows in every server's p99 alike, so read a collector's
 p99 against the bare handler's in the same table.

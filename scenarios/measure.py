@@ -31,6 +31,8 @@ MEASUREMENTS: dict[str, str] = {
     "uplinks_acked": "uplinks the collector answered 202",
     "uplinks_refused": "uplinks not taken because the collector was down (killed)",
     "ingest_errors": "uplinks answered anything but 202 while the collector was up",
+    "collision_loss": "uplinks heard by no gateway because of a collision / uplinks the devices sent "
+                      "(the simulator's count; n/a for the radio rig)",
     "expected_documents": "records whose required section reached the collector (a document is due)",
     "expected_complete": "records all of whose fragments reached the collector",
     "expected_incidents": "records that reached the collector without their whole required section",
@@ -319,6 +321,12 @@ def measure(expected: list[Expected], obs: Observed, fates: list[Fate] | None = 
     got = [e.kind in ("complete", "partial") and e.key in stored for e in expected]
     values.update(yield_values(fates, yielded, got))
     values.update(by_wire(wires or ["v1"] * len(expected), fates, yielded, got))
+    # a device's last record of the run has no later uplink to carry a repeated answer
+    last: dict[str, float] = {}
+    for e in expected:
+        last[e.dev_eui] = max(last.get(e.dev_eui, e.created_at), e.created_at)
+    followed = [i for i, e in enumerate(expected) if e.created_at < last[e.dev_eui]]
+    values["record_yield_followed"] = _ratio(sum(yielded[i] for i in followed), len(followed))
     missing = [k for k in due if k not in stored][:20]
     details = {"latencies_s": latencies, "end_to_end_s": ages, "mismatches": mismatches,
                "missing_documents": [{"key": k, "kind": due[k].kind, "devEui": due[k].dev_eui,

@@ -118,6 +118,9 @@ def run_scenario(sc: Scenario, *, workdir: str | Path | None = None,
     values, details = measure(expected, obs, fates, wires=["v1" if r.need is None else "v2" for r in plan.records])
     if closed:
         values["repair_rounds"] = getattr(driver, "repair_rounds", 0)
+    sim = plan.source.get("simulator") or {}
+    values["collision_loss"] = (sim["lost_collision"] / sim["uplinks_sent"]
+                                if sim.get("uplinks_sent") and "lost_collision" in sim else None)
     tick(1.0, "done")
     checks = []
     for e in sc.expect:

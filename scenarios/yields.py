@@ -38,8 +38,11 @@ YIELD_MEASUREMENTS: dict[str, str] = {
     "frames_per_delivered_record": "uplink frames sent for records (fragments, parity, polls) / records yielded",
     "parity_rows_per_record": "parity rows sent / records generated",
     "polls_per_record": "polls sent / records generated",
-    "downlinks_per_record": "downlinks the devices received / records generated",
+    "downlinks_per_record": "downlinks the gateways sent naming the record's message (received or not) "
+                            "/ records generated",
     "repair_rounds": "repair rounds the devices served (NEEDs answered)",
+    "record_yield_followed": "record_yield over the records their device followed with a later record in the run "
+                             "(a lost repair answer can only be asked for again on a later uplink)",
     "record_yield_v1": "record_yield over the records of v1 devices only",
     "record_yield_v2": "record_yield over the records of v2 devices only",
     "airtime_per_record_v1_s": "airtime_per_record_s over the records of v1 devices only",

@@ -78,6 +78,8 @@ def wire_of(lines: list[tuple[int, bytes]]) -> int:
     one they parse as (v2: with consistent k/pad/S); when both fit, v2 if they
     rebuild a valid record, else v1. UsageError when neither fits."""
     v2_why, v1_why = _v2_fits(lines), _v1_fits(lines)
+    if not v2_why and all(isinstance(wire2.parse_v2(p), wire2.V2Poll) for _, p in lines):
+        return 2  # only polls: index 255 is no v1 fragment (its index is below count <= 255)
     if v2_why and v1_why:
         raise click.UsageError(f"{v1_why}; read as wire format v2, {v2_why}")
     if v1_why:
@@ -102,7 +104,7 @@ def decode(source, dev_eui: str, wire_name: str, fport: int | None, as_json: boo
     allowed (default: standard input; '#' starts a comment). Wire format v1 and v2
     (coded fragments: any k of them rebuild the record; polls are skipped) are told
     apart per msg_id unless --wire says. Exit code: 0 when every message gave a
-    document, 1 when one gave an incident, 2 for bad input.
+    document, 1 when one gave an incident (or only its poll arrived), 2 for bad input.
     """
     if not _EUI.match(dev_eui):
         raise click.BadParameter(f"{dev_eui!r} is not 16 hex digits", param_hint="--dev-eui")
@@ -129,8 +131,14 @@ def decode(source, dev_eui: str, wire_name: str, fport: int | None, as_json: boo
         ports = {msg_id: (wire2.FPORT_V2 if wire_of(g) == 2 else v1_port) for msg_id, g in groups.items()}
     r = Reassembler(settings)
     closed = []
+    polled: dict[int, wire2.V2Poll] = {}
+    fed: set[int] = set()
     for seen, (n, payload) in enumerate(lines):
         port = ports.get(payload[0] if payload else -1) or (wire2.FPORT_V2 if wire_name == "v2" else v1_port)
+        if port == wire2.FPORT_V2 and len(payload) == 4 and payload[1] == wire2.POLL:
+            polled.setdefault(payload[0], wire2.V2Poll(payload[0], payload[2], payload[3]))
+        else:
+            fed.add(payload[0])
         up = Uplink(dev_eui.upper(), port, payload, received_ms=seen)
         try:
             res = r.feed(up, now=0.0)
@@ -142,6 +150,11 @@ def decode(source, dev_eui: str, wire_name: str, fport: int | None, as_json: boo
         closed.extend(res.closed)
     closed.extend(r.expire(float("inf")))
     incidents = 0
+    for msg_id in sorted(set(polled) - fed):
+        p = polled[msg_id]
+        incidents += 1
+        click.echo(f"message {msg_id}: only its poll arrived (v2, k={p.k}, sent={p.sent}): "
+                   f"no fragment to decode", err=True)
     for m in closed:
         out = assemble(m)
         if out.kind == "incident":

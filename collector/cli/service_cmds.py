@@ -43,6 +43,8 @@ _HELP = {
     "message_timeout": "Seconds a message waits for its fragments (at least, with adaptive).",
     "deadline_policy": "fixed: close exactly --message-timeout after the first fragment; "
                        "adaptive: allow longer for slow data rates and duty cycles.",
+    "repair_hold": "adaptive: seconds after its first fragment an open v2 message is held at most while its "
+                   "device may still send the rows the collector asks for.",
     "webapp_url": "Base URL of the Web App (empty: do not deliver).",
     "webapp_token": "The collector's upload token (used for devices without their own).",
     "webapp_username": "Log in with this user to obtain the upload token.",

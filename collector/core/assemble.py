@@ -64,7 +64,10 @@ class Outcome:
             return "incident"
         return "complete" if self.complete else "partial"
 
-    def to_dict(self) -> dict:
+    def to_dict(self, fragments: list[dict] | None = None) -> dict:
+        """``fragments``: :attr:`fragments` when the caller has them already (the
+        ``fragments`` of the message's ``to_dict()``: the same held fragments in index
+        order), so they are not serialised twice."""
         return {
             "kind": self.kind,
             "state": self.state,
@@ -82,7 +85,7 @@ class Outcome:
             "fragmentsReceived": len(self.held),
             "firstReceivedMs": self.first_received_ms,
             "lastReceivedMs": self.last_received_ms,
-            "fragments": self.fragments,
+            "fragments": self.fragments if fragments is None else fragments,
         }
 
 

@@ -302,7 +302,11 @@ def parse_ttn(doc: dict, now_ms: int | None, default_region: str = "EU868") -> U
 
 # --------------------------------------------------------------------------- ChirpStack v4
 
-_CS_REGIONS = {"EU868": "EU868", "US915": "US915"}
+#: ChirpStack's region common names (its ``Region`` enum: ``AS923_2`` and the like)
+#: for the regions the collector knows; both separators are accepted
+_CS_REGIONS = {"EU868": "EU868", "US915": "US915", "AU915": "AU915", "AS923": "AS923-1",
+               "AS923_2": "AS923-2", "AS923_3": "AS923-3", "AS923_4": "AS923-4",
+               "AS923-1": "AS923-1", "AS923-2": "AS923-2", "AS923-3": "AS923-3", "AS923-4": "AS923-4"}
 
 
 def parse_chirpstack(doc: dict, now_ms: int | None, default_region: str = "EU868") -> Uplink:

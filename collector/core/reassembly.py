@@ -12,8 +12,13 @@ v1's rules untouched: a v2 message is rebuilt (closed ``complete``) as soon as i
 holds k distinct fragments with consistent ``k``/``pad``/``S``; a poll is an event
 (:class:`PollEvent`) that says how many fragments are held, so the service can answer
 ACK or NEED, and it moves the deadline later to cover the repair round it starts.
-The v2 specifics are in :mod:`collector.core.reassembly2`. A message knows its wire
-version from its fragments' FPort, so the persisted state is v1's.
+Under the adaptive policy an open v2 message is also *held* past that deadline while
+the device can still send for it (``docs/repair.md``, "The deadline follows the
+repair state"): until ``repair_keep`` newer msg_ids of the device were seen, or the
+caller says the collector will ask for nothing more (:meth:`Reassembler.release`),
+at most ``repair_hold`` after its first fragment. The v2 specifics are in
+:mod:`collector.core.reassembly2`. A message knows its wire version from its
+fragments' FPort, so the persisted state is v1's.
 
 This module is over 400 lines: the state machine of both versions is kept in one
 class so that the duplicate, conflict and cap rules are shared, not copied.
@@ -24,6 +29,7 @@ from __future__ import annotations
 import functools
 import heapq
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -76,6 +82,12 @@ class Settings:
     #: v2: polls that start a repair round move a message's deadline later at most this
     #: many times (the first poll and the device's NEED rounds, 3 by default)
     repair_extensions: int = 4
+    #: v2, adaptive policy: an open message is held while the device may still send
+    #: for it (its repair rows), at most this many seconds after its first fragment
+    repair_hold: float = 21600.0
+    #: v2: the messages a device keeps for repair (spec section 4): a held message is
+    #: released once this many newer msg_ids of its device were seen
+    repair_keep: int = 4
 
     def __post_init__(self) -> None:
         if self.fport == wire2.FPORT_V2:
@@ -84,6 +96,10 @@ class Settings:
             raise ValueError(f"deadline_policy must be 'fixed' or 'adaptive', not {self.deadline_policy!r}")
         if self.message_timeout <= 0:
             raise ValueError("message_timeout must be positive")
+        if self.repair_hold < 0:
+            raise ValueError("repair_hold must not be negative")
+        if not 1 <= self.repair_keep < 128:
+            raise ValueError("repair_keep must be in 1..127")
         lorawan.region(self.default_region)
 
 
@@ -149,6 +165,18 @@ class Message:
     polls: int = field(default=0, compare=False)
     last_sent: int = field(default=-1, compare=False)
     extensions: int = field(default=0, compare=False)
+    #: v2, adaptive: held open for its repair until at most this time (None: not
+    #: held); persisted, like ``released``
+    hold: float | None = None
+    #: v2: the hold was released (the device can no longer send its rows, or the
+    #: collector asks for none): the message closes at ``deadline`` and is not held again
+    released: bool = False
+
+    @property
+    def closes(self) -> float:
+        """When the message closes unless it completes first: its deadline, or later
+        while it is held for its repair."""
+        return self.deadline if self.hold is None or self.hold < self.deadline else self.hold
 
     @property
     def complete(self) -> bool:
@@ -177,13 +205,16 @@ class Message:
             "closed": self.closed,
             "close_reason": self.close_reason,
             "wire": self.wire,
+            "hold": self.hold,
+            "released": self.released,
             "fragments": [h.to_dict() for _, h in sorted(self.fragments.items())],
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> Message:
         m = cls(d["uid"], d["dev_eui"], d["msg_id"], d["opened"], d["deadline"], count=d["count"],
-                size=d["size"], closed=d["closed"], close_reason=d["close_reason"])
+                size=d["size"], closed=d["closed"], close_reason=d["close_reason"],
+                hold=d.get("hold"), released=d.get("released", False))
         for hd in d["fragments"]:
             h = Held.from_dict(hd)
             m.fragments[h.index] = h
@@ -256,6 +287,9 @@ class FeedResult:
     #: messages closed by this uplink: completed, or closed by a conflict or the caps
     closed: list[Message] = field(default_factory=list)
     poll: PollEvent | None = None
+    #: other open messages of the device whose hold this uplink released (their new
+    #: deadline is state to commit with the uplink)
+    released: list[Message] = field(default_factory=list)
 
 
 def _fits(m: Message, frag: Fragment, length: int) -> tuple[bool, int | None]:
@@ -317,6 +351,9 @@ class Reassembler:
         self._duration_cache: dict = {}
         #: fragment count of each device's latest fragment 0 (bounded, oldest dropped)
         self._last_count: OrderedDict[str, int] = OrderedDict()
+        #: v2: each device's newest msg_id seen, and the msg_ids of its held messages
+        self._newest: dict[str, int] = {}
+        self._holding: dict[str, set[int]] = {}
 
     # ------------------------------------------------------------------ queries
 
@@ -335,7 +372,7 @@ class Reassembler:
         while self._heap:
             deadline, uid, key = self._heap[0]
             m = self._open.get(key)
-            if m is not None and m.uid == uid and m.deadline == deadline:
+            if m is not None and m.uid == uid and m.closes == deadline:
                 return deadline
             heapq.heappop(self._heap)
         return None
@@ -350,9 +387,15 @@ class Reassembler:
         for d in sorted((d for d in messages if d.get("closed") is None), key=lambda d: d["opened"]):
             m = Message.from_dict(d)  # open ones in opening order
             self._add_open(_key(m.dev_eui, m.msg_id, m.wire), m)
+            if m.wire == 2:
+                self._see_v2(m.dev_eui, m.msg_id)
+                if m.hold is not None:
+                    self._holding.setdefault(m.dev_eui, set()).add(m.msg_id)
         for d in messages:
             if d.get("closed") is not None:
                 r = Recent.from_dict(d)
+                if r.wire == 2:
+                    self._see_v2(r.dev_eui, r.msg_id)
                 key = _key(r.dev_eui, r.msg_id, r.wire)
                 old = recent.get(key)
                 if old is None or old.closed <= r.closed:
@@ -371,7 +414,7 @@ class Reassembler:
     def _add_open(self, key: tuple[str, int], m: Message) -> None:
         self._open[key] = m
         self._per_device[m.dev_eui] = self._per_device.get(m.dev_eui, 0) + 1
-        heapq.heappush(self._heap, (m.deadline, m.uid, key))
+        heapq.heappush(self._heap, (m.closes, m.uid, key))
 
     def _close(self, key: tuple[str, int], now: float, reason: CloseReason) -> Message:
         m = self._open.pop(key)
@@ -382,6 +425,8 @@ class Reassembler:
             del self._per_device[m.dev_eui]
         m.closed = now
         m.close_reason = reason
+        if m.hold is not None:
+            self._unhold(m)
         self._recent.pop(key, None)  # re-insert last: the dict stays in closing order
         self._recent[key] = Recent.of(m)
         if len(self._recent) > (self.settings.max_recent or self.settings.max_open_total):
@@ -440,7 +485,7 @@ class Reassembler:
             d = m.opened + max(s.message_timeout, s.adaptive_margin * expected)
         if d > m.deadline:
             m.deadline = d
-            heapq.heappush(self._heap, (d, m.uid, key))
+            heapq.heappush(self._heap, (m.closes, m.uid, key))
 
     def expire(self, now: float) -> list[Message]:
         """Close every open message whose deadline is at or before ``now``, and forget
@@ -535,8 +580,17 @@ class Reassembler:
 
     def _feed_v2(self, up: Uplink, now: float) -> FeedResult:
         frag = wire2.parse_v2(up.payload)
+        newest = self._newest.get(up.dev_eui)  # inlined from _see_v2 (per fragment): the usual case is no change
+        released = [] if newest == frag.msg_id else self._see_v2(up.dev_eui, frag.msg_id)
         if isinstance(frag, wire2.V2Poll):
-            return self._poll(up, frag, now)
+            res = self._poll(up, frag, now)
+        else:
+            res = self._fragment_v2(up, frag, now)
+        if released:
+            res.released = [m for m in released if m.closed is None and m is not res.message]
+        return res
+
+    def _fragment_v2(self, up: Uplink, frag: wire2.V2Fragment, now: float) -> FeedResult:
         key = (up.dev_eui, frag.msg_id + V2_KEYS)
         closed: list[Message] = []
         m = self._open.get(key)
@@ -559,6 +613,13 @@ class Reassembler:
         m = Message(f"{up.dev_eui}-{frag.msg_id}-{self.next_seq}", up.dev_eui, frag.msg_id, now, now,
                     count=frag.k, size=frag.size, wire=2, pad=frag.pad)
         self.next_seq += 1
+        if self.settings.deadline_policy == "adaptive":
+            if (self._newest[up.dev_eui] - frag.msg_id) % 256 < self.settings.repair_keep:
+                # held while the device may still send for it (its repair rows)
+                m.hold = now + self.settings.repair_hold
+                self._holding.setdefault(up.dev_eui, set()).add(frag.msg_id)
+            else:  # a late fragment of a message the device no longer keeps
+                m.released = True
         self._add_open(key, m)
         return self._add_v2(key, m, frag, up, now, closed)
 
@@ -613,5 +674,71 @@ class Reassembler:
         if now + span <= m.deadline:
             return False
         m.deadline = now + span
-        heapq.heappush(self._heap, (m.deadline, m.uid, key))
+        heapq.heappush(self._heap, (m.closes, m.uid, key))
         return True
+
+    # ------------------------------------------------------------------ v2: held for repair
+
+    def is_open(self, dev_eui: str, msg_id: int) -> bool:
+        """Whether the device's v2 message ``msg_id`` is open (not rebuilt, not closed)."""
+        return (dev_eui, msg_id + V2_KEYS) in self._open
+
+    def held(self, dev_eui: str) -> list[int]:
+        """The msg_ids of the device's open v2 messages held for their repair."""
+        return sorted(self._holding.get(dev_eui, ()))
+
+    def _see_v2(self, dev_eui: str, msg_id: int) -> list[Message]:
+        """A v2 uplink of the device's ``msg_id``: when that is its newest, release its
+        held messages that fell out of the device's ``repair_keep`` window (the device
+        no longer has them)."""
+        newest = self._newest.pop(dev_eui, None)
+        if newest is not None and not wire2.newer(msg_id, newest):
+            self._newest[dev_eui] = newest
+            return []
+        self._newest[dev_eui] = msg_id  # re-inserted last: the oldest devices are dropped first
+        if len(self._newest) > self.settings.max_open_total:
+            del self._newest[next(iter(self._newest))]
+        ids = self._holding.get(dev_eui)
+        if not ids:
+            return []
+        keep = self.settings.repair_keep
+        gone = [i for i in ids if (msg_id - i) % 256 >= keep]
+        return self._release_ids(dev_eui, gone)
+
+    def release(self, dev_eui: str, msg_ids: Iterable[int] | None = None) -> list[Message]:
+        """End the hold of the device's held v2 messages ``msg_ids`` (None: all): the
+        collector will ask the device for nothing more of them (its NEED repeats are
+        used up, or it has no downlink route). Each then closes at its own deadline, at
+        the next deadline pass when that has passed. Returns the messages released
+        (their state changed: the caller commits it)."""
+        ids = self._holding.get(dev_eui)
+        if not ids:
+            return []
+        return self._release_ids(dev_eui, list(ids) if msg_ids is None else [i for i in msg_ids if i in ids])
+
+    def _release_ids(self, dev_eui: str, ids: list[int]) -> list[Message]:
+        out = []
+        for i in sorted(ids):
+            key = (dev_eui, i + V2_KEYS)
+            m = self._open.get(key)
+            if m is None or m.hold is None:
+                self._holding[dev_eui].discard(i)
+                continue
+            self._release(key, m)
+            out.append(m)
+        if not self._holding.get(dev_eui, True):
+            del self._holding[dev_eui]
+        return out
+
+    def _release(self, key, m: Message) -> None:
+        self._unhold(m)
+        m.released = True
+        heapq.heappush(self._heap, (m.closes, m.uid, key))
+
+    def _unhold(self, m: Message) -> None:
+        m.hold = None
+        ids = self._holding.get(m.dev_eui)
+        if ids is not None:
+            ids.discard(m.msg_id)
+            if not ids:
+                del self._holding[m.dev_eui]

@@ -36,10 +36,12 @@ the downlink size of the device's data rate; what does not fit stays due.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from collector.core import lorawan
 from collector.core.wire2 import MAX_REDUNDANCY, Ack, Need, Redundancy
+from collector.core.wire2 import newer as _newer
 
 Command = Ack | Need | Redundancy
 
@@ -150,11 +152,6 @@ def downlink_limit(region: str | None, data_rate: str | None) -> int:
         return DEFAULT_DOWNLINK_LIMIT
 
 
-def _newer(a: int, b: int) -> bool:
-    """msg_id ``a`` is after ``b`` (modulo 256, within half the space)."""
-    return 0 < (a - b) % 256 < 128
-
-
 def encoded_size(c: Command) -> int:
     return 3 if isinstance(c, Need) else 2
 
@@ -183,6 +180,9 @@ class Seen:
     quiet: int = -1
     #: NEEDs sent again because the device evidently had not heard the last one
     repeated: int = 0
+    #: a NEED was evidently not heard once more and no repeat is left (or no row is
+    #: left to ask for): the collector asks for nothing more unless the device polls
+    exhausted: bool = False
 
     @property
     def held(self) -> int:
@@ -201,12 +201,14 @@ class Seen:
         return {"k": self.k, "indices": sorted(self.indices), "sent": self.sent,
                 "polls": self.polls, "needs": self.needs,
                 "acked": self.acked, "asked": self.asked, "round_sent": self.round_sent,
-                "round_n": self.round_n, "quiet": self.quiet, "repeated": self.repeated}
+                "round_n": self.round_n, "quiet": self.quiet, "repeated": self.repeated,
+                "exhausted": self.exhausted}
 
     @classmethod
     def from_dict(cls, d: dict) -> Seen:
         return cls(d["k"], set(d["indices"]), d["sent"], d["polls"], d["needs"], d["acked"], d.get("asked", 0),
-                   d.get("round_sent", -1), d.get("round_n", 0), d.get("quiet", -1), d.get("repeated", 0))
+                   d.get("round_sent", -1), d.get("round_n", 0), d.get("quiet", -1), d.get("repeated", 0),
+                   d.get("exhausted", False))
 
 
 @dataclass
@@ -398,18 +400,21 @@ class DeviceRepair:
         self.in_flight = None
         return self.has_due
 
-    def after_uplink(self, policy: Policy) -> list[Need]:
+    def after_uplink(self, policy: Policy, is_open: Callable[[int], bool] | None = None) -> list[Ack | Need]:
         """Call once per uplink of the device, after :meth:`delivered` and the uplink's
         own :meth:`fragment` or :meth:`poll`. A NEED that went out in a downlink whose
         receive windows have passed, followed by another uplink without a row of the
         repair it asked for (nor a poll of that message), was evidently lost on the
         air: while the device can still hold the message (within its last ``keep``)
         and the message is not rebuilt, the NEED is due again, at most
-        ``policy.repeats`` times per message. Returns the NEEDs made due again.
+        ``policy.repeats`` times per message. ``is_open(msg_id)``: whether the
+        reassembler still has the message open (None: assume it has); one it closed
+        (given up at its deadline) is answered ACK instead, so the device forgets it
+        rather than sending rows into a closed message. Returns the commands made due.
 
         Without this a device whose polls of a round were all used up waits for an
         answer nothing asks for again (``docs/repair.md``, "Lost answers")."""
-        out: list[Need] = []
+        out: list[Ack | Need] = []
         for msg_id, m in self.messages.items():
             if m.quiet >= 0:
                 m.quiet += 1
@@ -424,8 +429,19 @@ class DeviceRepair:
             else:
                 continue
             remaining = 255 - max(m.sent, m.held)
-            if (m.acked or m.held >= m.k or msg_id in self.due or m.repeated >= policy.repeats
-                    or remaining <= 0 or self.newest is None or (self.newest - msg_id) % 256 >= policy.keep):
+            if (m.acked or m.held >= m.k or msg_id in self.due or self.newest is None
+                    or (self.newest - msg_id) % 256 >= policy.keep):
+                continue
+            if m.repeated >= policy.repeats or remaining <= 0:
+                m.exhausted = True  # nothing more will be asked: the reassembler may stop waiting
+                continue
+            if is_open is not None and not is_open(msg_id):
+                # "rebuilt (or already closed) -> ACK": rows would open a message that
+                # holds none of the fragments the closed one had
+                m.acked = True
+                self.due[msg_id] = Ack(msg_id)
+                self._count("acks")
+                out.append(Ack(msg_id))
                 continue
             m.repeated += 1
             cmd = Need(msg_id, need_count(m.k - m.held, self.loss(policy), policy.target, remaining))
@@ -438,6 +454,12 @@ class DeviceRepair:
             self._count("needs_repeated")
             out.append(cmd)
         return out
+
+    def exhausted(self) -> list[int]:
+        """The msg_ids whose NEED repeats are used up (the device evidently did not hear
+        the last one): the collector asks the device for nothing more of them unless
+        it polls again, so the reassembler need not hold them open for their rows."""
+        return [i for i, m in self.messages.items() if m.exhausted]
 
     # ------------------------------------------------------------------ persistence
 

@@ -65,21 +65,17 @@ def parse_ms(text: str) -> int:
     return ms
 
 
-def receive_ms(text: str, fast: int | None = None) -> int | None:
+def receive_ms(text: str) -> int | None:
     """A network server's receive time: Unix milliseconds, or None when the time
     lies outside :data:`RECEIVE_MIN_MS` .. :data:`RECEIVE_MAX_MS` (an unset time,
     or one an offset moves past year 9999): the collector then uses its own receive
-    time. Raises ValueError for text that is not an RFC 3339 time stamp. ``fast``:
-    the value a caller's own quicker parse already found for ``text``.
+    time. Raises ValueError for text that is not an RFC 3339 time stamp.
 
     The one place that decides which receive times the collector takes."""
-    if fast is not None:
-        ms = fast
-    else:
-        try:
-            ms = parse_ms(text)
-        except OverflowError:  # an offset moved it past year 1 or 9999
-            return None
+    try:
+        ms = parse_ms(text)
+    except OverflowError:  # an offset moved it past year 1 or 9999
+        return None
     return ms if RECEIVE_MIN_MS <= ms <= RECEIVE_MAX_MS else None
 
 

@@ -125,6 +125,11 @@ def parse_v2(payload: bytes) -> V2Fragment | V2Poll:
 # --------------------------------------------------------------------------- encoding
 
 
+def newer(a: int, b: int) -> bool:
+    """msg_id ``a`` is after ``b`` (modulo 256, within half the space)."""
+    return 0 < (a - b) % 256 < 128
+
+
 def geometry(record_len: int, size: int) -> tuple[int, int, int]:
     """``(k, L, pad)`` of a ``record_len``-byte record at fragment size ``size``.
     Raises ValueError when the size is out of range or the record needs k > 254."""

@@ -36,10 +36,14 @@ log = logging.getLogger("collector.aggregator")
 _LEN = struct.Struct("<Q")
 
 
-def close_message(m: Message) -> ClosedMessage:
-    """Assemble a closed message into what the store records (:func:`~collector.service.store.op_closed`)."""
+def close_message(m: Message, d: dict | None = None) -> ClosedMessage:
+    """Assemble a closed message into what the store records (:func:`~collector.service.store.op_closed`);
+    ``d``: ``m.to_dict()`` when the caller has it (the worker is sent it), so the
+    fragments are serialised once for the message and its outcome."""
     out = reject_invalid(assemble(m))
-    return closed_message(m.to_dict(), out.to_dict(), out.xml)
+    if d is None:
+        d = m.to_dict()
+    return closed_message(d, out.to_dict(d["fragments"]), out.xml)
 
 
 class Assembler:
@@ -159,7 +163,7 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
         results: list[ClosedMessage | str] = []
         for d in batch:
             try:
-                results.append(close_message(Message.from_dict(d)))
+                results.append(close_message(Message.from_dict(d), d))
             except Exception as e:  # noqa: BLE001 - the service assembles it again and reports it
                 results.append(f"{type(e).__name__}: {e}")
         blob = pickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL)

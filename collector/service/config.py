@@ -95,6 +95,7 @@ class ServiceConfig:
     max_open_per_device: int = Settings.max_open_per_device
     max_open_total: int = Settings.max_open_total
     fport: int = Settings.fport
+    repair_hold: float = Settings.repair_hold
     # ------------------------------------------------------------------ delivery
     webapp_url: str = ""
     webapp_token: str = ""
@@ -166,6 +167,8 @@ class ServiceConfig:
             raise ValueError(f"clock must be 'system' or 'manual', not {self.clock!r}")
         if self.message_timeout <= 0:
             raise ValueError("message_timeout must be positive")
+        if self.repair_hold < 0:
+            raise ValueError("repair_hold must not be negative")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} outside 0..65535")
         if self.fport == FPORT_V2:
@@ -311,7 +314,7 @@ TABLES: dict[str, tuple[str, ...]] = {
                "auth_header", "allow_anonymous", "api_token", "body_limit", "read_timeout",
                "max_pending_writes", "commit_batch", "workers"),
     "reassembly": ("message_timeout", "deadline_policy", "default_region", "duplicate_window",
-                   "max_open_per_device", "max_open_total", "fport"),
+                   "max_open_per_device", "max_open_total", "fport", "repair_hold"),
     "delivery": ("webapp_url", "webapp_token", "upload_path", "webapp_username", "webapp_password", "login_path",
                  "max_age", "delivery_concurrency", "backoff_base", "backoff_cap", "request_timeout",
                  "circuit_threshold", "circuit_reset", "seed"),

@@ -58,6 +58,8 @@ class Pending:
     index: int
     closed: list[Message]
     poll: PollEvent | None = None
+    #: the uplink ended the repair hold of a message (its deadline came earlier)
+    released: bool = False
 
 
 class Ingest:
@@ -163,15 +165,26 @@ class Ingest:
         # says so) and assembled by the aggregator afterwards - or, after a crash,
         # at the next start.
         # (a v2 poll is logged, not held; it may have moved its open message's deadline)
+        repair = None
+        released = res.released
+        if up.fport == FPORT_V2:
+            dev = up.dev_eui
+            if self.repair is not None:
+                repair = self.repair.on_uplink(up, route, res, now, lambda i: self.reasm.is_open(dev, i))
+            # messages held open for repair rows the collector will no longer ask for
+            # close at their own deadline (the new one commits with this uplink)
+            more = self.reasm.release(dev, repair.settled if repair is not None else None)
+            if more:
+                released = [*released, *more]
         opened = res.status == "accepted" or (res.status == "poll" and isinstance(msg, Message) and msg.closed is None)
         headers = [message_header(msg)] if opened else []
         headers.extend(message_header(m) for m in closed if m is not msg)
+        headers.extend(message_header(m) for m in released if m is not msg and m.closed is None)
         ops: list[Op] = [op_ingest(now, msg.uid if msg else None, index, res.status, row, headers,
                                    self.reasm.next_seq, text)]
         if closed:
             ops.extend(self._cap_ops(closed, now))
             self.closing.pending.extend(closed)
-        repair = self.repair.on_uplink(up, route, res, now) if self.repair and up.fport == FPORT_V2 else None
         if repair is not None:
             # the repair state and any downlink it made due commit with the uplink
             ops.extend(repair.ops)
@@ -186,7 +199,7 @@ class Ingest:
         if closed:
             # closed messages are gone from the open set: record them in any case
             self.closing.wake()
-        return Pending(fut, integration, up.dev_eui, res.status, msg, index, closed, res.poll)
+        return Pending(fut, integration, up.dev_eui, res.status, msg, index, closed, res.poll, bool(released))
 
     def settle(self, p: Pending) -> Answer:
         """The answer once the commit :meth:`enter` queued has finished (committed,
@@ -200,12 +213,14 @@ class Ingest:
             return answer_error(503, f"the store cannot take the uplink now: {exc}", {"Retry-After": "5"})
         self.uplink(p.integration, p.status)
         msg = p.message
+        if p.released:  # a deadline came earlier: the aggregator's timer may be later
+            self.closing.wake()
         if p.poll is not None:
             ev = p.poll
             return Answer(202, {"status": "poll", "message": msg.uid if msg else None, "held": ev.held,
                                 "need": ev.need, "rebuilt": ev.rebuilt})
         target = self.closing.target
-        if msg.closed is None and (target is None or msg.deadline < target):
+        if msg.closed is None and (target is None or msg.closes < target):
             self.closing.wake()
         if log.isEnabledFor(logging.DEBUG):
             log.debug("event=uplink integration=%s dev=%s status=%s message=%s index=%d", p.integration,

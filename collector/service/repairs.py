@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +67,9 @@ class Entered:
     snapshot: tuple | None
     queued: bool
     ops: list[outbox.Op]
+    #: msg_ids of the device the collector asks nothing more of (the reassembler need
+    #: not hold them open for repair rows); None: every one (no repair for the device)
+    settled: list[int] | None = None
 
     def committed(self, fut: asyncio.Future) -> None:
         if self.snapshot is not None:
@@ -126,16 +129,19 @@ class RepairHub:
 
     # ------------------------------------------------------------------ ingest
 
-    def on_uplink(self, up: Uplink, route: dict | None, res: FeedResult, now: float) -> Entered:
+    def on_uplink(self, up: Uplink, route: dict | None, res: FeedResult, now: float,
+                  is_open: Callable[[int], bool] | None = None) -> Entered:
         """An FPort-17 uplink the reassembler took (accepted, a duplicate, a poll) and
         what it made of it: the store writes for the uplink's own commit, and the
-        callback for when that commit has finished (:meth:`Entered.committed`)."""
+        callback for when that commit has finished (:meth:`Entered.committed`).
+        ``is_open(msg_id)``: whether the reassembler still has the device's message
+        open (a NEED for one it closed is answered ACK instead)."""
         closed = res.closed
         done = poll_done(res)
         p = up.payload
         dev_eui = up.dev_eui
         if len(p) < 4:
-            return Entered(self, dev_eui, -1, None, False, [])
+            return Entered(self, dev_eui, -1, None, False, [], [])
         msg_id, index, k = p[0], p[1], p[2]
         if dev_eui not in self._committed:
             self._committed[dev_eui] = (0, self._snapshot(dev_eui))
@@ -175,12 +181,18 @@ class RepairHub:
                     self.metrics.commands.labels("ack").inc()
         if index == POLL:
             self._gauge(dev_eui, dev)
-        for cmd in dev.after_uplink(self.policy):  # a NEED evidently lost on the air
-            self.metrics.commands.labels("need").inc()
-            log.info("event=need_repeated dev=%s msg_id=%d n=%d", dev_eui, cmd.msg_id, cmd.n)
+        for cmd in dev.after_uplink(self.policy, is_open):  # a NEED evidently lost on the air
+            if isinstance(cmd, Need):
+                self.metrics.commands.labels("need").inc()
+                log.info("event=need_repeated dev=%s msg_id=%d n=%d", dev_eui, cmd.msg_id, cmd.n)
+            else:
+                self.metrics.commands.labels("ack").inc()
+                log.info("event=closed_acked dev=%s msg_id=%d (closed before its repair came: the device "
+                         "forgets it)", dev_eui, cmd.msg_id)
         downlink = None
+        reason = unavailable(self.cfg, self.routes.get(dev_eui), up.source)
+        settled = None if reason is not None else dev.exhausted()
         if dev.has_due:
-            reason = unavailable(self.cfg, self.routes.get(dev_eui), up.source)
             if reason is not None:
                 self.metrics.unavailable.inc()
                 if dev_eui not in self._told:
@@ -197,7 +209,7 @@ class RepairHub:
         assert snap[0] is not None
         ops.append(outbox.op_repair(dev_eui, snap[0], new_route, downlink, now))
         version = self._version[dev_eui] = self._version.get(dev_eui, 0) + 1
-        return Entered(self, dev_eui, version, snap, downlink is not None, ops)
+        return Entered(self, dev_eui, version, snap, downlink is not None, ops, settled)
 
     def _snapshot(self, dev_eui: str) -> tuple:
         dev = self.devices.get(dev_eui)

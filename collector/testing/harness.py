@@ -13,6 +13,8 @@ import contextlib
 import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -53,6 +55,20 @@ def wait_until(cond: Callable[[], Any], timeout: float = 30.0, what: str = "cond
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(step)
+
+
+def collector_cmd(*args: str) -> list[str]:
+    """The command line of ``collector ARGS`` run by this interpreter."""
+    return [sys.executable, "-m", "collector", *args]
+
+
+def start_command(args: list[str], log: Path, health: str) -> subprocess.Popen:
+    """Start ``collector ARGS`` as an operator would (its output appended to ``log``,
+    run in ``log``'s folder) and wait until ``health`` answers."""
+    p = subprocess.Popen(collector_cmd(*args), stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=log.parent)
+    wait_until(lambda: p.poll() is None and http("GET", health, timeout=2).status in (200, 404),
+               what=f"collector {args[0]} to listen")
+    return p
 
 
 def worker_pids(log: str | Path, worker: int | None = None) -> list[int]:

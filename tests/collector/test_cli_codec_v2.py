@@ -105,3 +105,14 @@ def test_the_installed_command_pipes_v2_end_to_end():
                          capture_output=True, text=True)
     assert dec.returncode == 0, dec.stderr
     assert 'fragmentsExpected="3"' in dec.stdout and 'complete="true"' in dec.stdout
+
+
+@pytest.mark.parametrize("wire_arg", [[], ["--wire", "v2"]])
+def test_decode_of_a_poll_alone_says_so_instead_of_a_v1_fragment_255(runner, wire_arg):
+    """A poll whose fragments all got lost is a v2 message with nothing to decode: no
+    document (exit 1) and one line saying what arrived, not a v1 incident about a
+    fragment 255 (a v1 index is below its count, so never 255)."""
+    res = runner.invoke(cli, ["decode", *wire_arg], input=wire2.poll(7, 4, 6).hex() + "\n")
+    assert res.exit_code == 1, res.output
+    assert res.stdout == ""
+    assert res.stderr.strip() == "message 7: only its poll arrived (v2, k=4, sent=6): no fragment to decode"

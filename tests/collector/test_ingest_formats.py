@@ -141,3 +141,14 @@ def test_chirpstack_errors_name_the_field():
 def test_json_body_errors(raw, message):
     with pytest.raises(IngestError, match=message):
         parse_json_body(raw)
+
+
+@pytest.mark.parametrize("common_name,region", [("EU868", "EU868"), ("US915", "US915"), ("AU915", "AU915"),
+                                               ("AS923", "AS923-1"), ("AS923_2", "AS923-2"), ("AS923_4", "AS923-4")])
+def test_chirpstack_region_common_name_is_read_for_every_known_region(common_name, region):
+    """ChirpStack names its regions by its Region enum (AS923_2, ...); the data rate is
+    read in the region the gateway metadata names, not guessed from the frequency."""
+    body = chirpstack_body(app_uplink(frequency_hz=923_200_000))
+    for g in body["rxInfo"]:
+        g["metadata"]["region_common_name"] = common_name
+    assert parse_chirpstack(body, NOW_MS).region == region

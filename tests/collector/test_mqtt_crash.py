@@ -11,14 +11,12 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from collector.core import wire
 from collector.testing.examples import example_record
-from collector.testing.harness import free_port, http, wait_until
+from collector.testing.harness import free_port, http, start_command, wait_until
 from collector.testing.mosquitto import Broker, close, mosquitto_binary, publish_all, publisher
 from devicesim.formats import AppUplink, chirpstack_body
 
@@ -27,17 +25,6 @@ pytestmark = pytest.mark.skipif(mosquitto_binary() is None and not os.environ.ge
                                 reason="mosquitto is not installed (apt-get install mosquitto)")
 
 N_MESSAGES = 12
-
-
-def collector_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "collector", *args]
-
-
-def start(cmd: list[str], log: Path, health: str) -> subprocess.Popen:
-    p = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=log.parent)
-    wait_until(lambda: p.poll() is None and http("GET", health, timeout=2).status in (200, 404),
-               what=f"{cmd[3]} to listen")
-    return p
 
 
 def uplinks(first: int, count: int) -> list[tuple[str, bytes]]:
@@ -58,15 +45,15 @@ def test_kill_9_with_uplinks_in_flight_loses_nothing(tmp_path):
     procs: list[subprocess.Popen] = []
     with Broker(tmp_path / "broker") as broker:
         try:
-            procs.append(start(collector_cmd("webapp-stub", "--port", str(stub_port), "--db", str(tmp_path / "s.db"),
-                                             "--token", "wt"), tmp_path / "stub.log",
-                               f"http://127.0.0.1:{stub_port}/stub/stats"))
+            procs.append(start_command(["webapp-stub", "--port", str(stub_port), "--db", str(tmp_path / "s.db"),
+                                        "--token", "wt"], tmp_path / "stub.log",
+                                        f"http://127.0.0.1:{stub_port}/stub/stats"))
             db = tmp_path / "c.db"
-            serve = collector_cmd("serve", "--port", str(port), "--db", str(db), "--mqtt-url", broker.url(),
-                                  "--mqtt-integration", "chirpstack", "--webapp-url", f"http://127.0.0.1:{stub_port}",
-                                  "--webapp-token", "wt", "--message-timeout", "3600", "--deadline-policy", "fixed")
+            serve = ["serve", "--port", str(port), "--db", str(db), "--mqtt-url", broker.url(),
+                     "--mqtt-integration", "chirpstack", "--webapp-url", f"http://127.0.0.1:{stub_port}",
+                     "--webapp-token", "wt", "--message-timeout", "3600", "--deadline-policy", "fixed"]
             health = f"http://127.0.0.1:{port}/healthz"
-            svc = start(serve, tmp_path / "collector.log", health)
+            svc = start_command(serve, tmp_path / "collector.log", health)
             procs.append(svc)
             wait_until(lambda: http("GET", health).json()["mqtt"]["connected"], what="the collector to connect")
             first = uplinks(0, N_MESSAGES // 2)
@@ -85,7 +72,7 @@ def test_kill_9_with_uplinks_in_flight_loses_nothing(tmp_path):
             # while the collector is away the network server goes on publishing
             publish_all(p, uplinks(N_MESSAGES // 2, N_MESSAGES - N_MESSAGES // 2))
             close(p)
-            svc = start(serve, tmp_path / "collector.log", health)
+            svc = start_command(serve, tmp_path / "collector.log", health)
             procs.append(svc)
             stats = f"http://127.0.0.1:{stub_port}/stub/stats"
             wait_until(lambda: http("GET", stats).json()["documents"] == N_MESSAGES, what="every document delivered")

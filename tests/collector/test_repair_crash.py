@@ -7,26 +7,16 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-from pathlib import Path
 
 from collector.core import wire, wire2
 from collector.core.device import Device
 from collector.testing.examples import example_record
-from collector.testing.harness import free_port, http, wait_until
+from collector.testing.harness import free_port, http, start_command, wait_until
 from devicesim.formats import AppUplink, uplink_body
 
 EUI = "00000000000006C1"
 TOKEN = "crash-ingest"
 KEY = "NNSXS.crash-key"
-
-
-def start(args: list[str], log: Path, health: str) -> subprocess.Popen:
-    p = subprocess.Popen([sys.executable, "-m", "collector", *args], stdout=log.open("ab"),
-                         stderr=subprocess.STDOUT, cwd=log.parent)
-    wait_until(lambda: p.poll() is None and http("GET", health, timeout=2).status in (200, 404),
-               what=f"{args[0]} to listen")
-    return p
 
 
 def test_kill_9_between_a_poll_and_its_downlink_loses_nothing(tmp_path):
@@ -54,7 +44,7 @@ def test_kill_9_between_a_poll_and_its_downlink_loses_nothing(tmp_path):
         return r.json()
 
     try:
-        svc = start(serve, tmp_path / "collector.log", url + "/healthz")
+        svc = start_command(serve, tmp_path / "collector.log", url + "/healthz")
         procs.append(svc)
         # the message: 8 fragments, 3 lost on the air, then the poll (the network server is down)
         t, sent = 0.0, 0
@@ -72,10 +62,10 @@ def test_kill_9_between_a_poll_and_its_downlink_loses_nothing(tmp_path):
         assert view["pending"]["commands"][0].startswith("NEED")
         os.kill(svc.pid, signal.SIGKILL)
         svc.wait(timeout=10)
-        stub = start(["netserver-stub", "--port", str(ns_port), "--tts-key", KEY], tmp_path / "ns.log",
-                     ns + "/stub/queue")
+        stub = start_command(["netserver-stub", "--port", str(ns_port), "--tts-key", KEY], tmp_path / "ns.log",
+                             ns + "/stub/queue")
         procs.append(stub)
-        svc = start(serve, tmp_path / "collector.log", url + "/healthz")
+        svc = start_command(serve, tmp_path / "collector.log", url + "/healthz")
         procs.append(svc)
         queued = wait_until(lambda: http("GET", ns + "/stub/queue").json().get(EUI), what="the NEED after restart")
         assert queued["hex"].startswith("02")  # NEED msg_id n
@@ -113,11 +103,11 @@ def test_the_webhooks_route_crosses_the_http_workers_channel(tmp_path):
     url, ns = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ns_port}"
     prefix = f"{ns}/api/v3/as/applications/loggers/webhooks/collector/devices/{EUI.lower()}/down"
     headers = {"Authorization": f"Bearer {TOKEN}", "X-Downlink-Apikey": KEY, "X-Downlink-Push": prefix + "/push"}
-    procs = [start(["netserver-stub", "--port", str(ns_port), "--tts-key", KEY], tmp_path / "ns.log",
-                   ns + "/stub/queue")]
+    procs = [start_command(["netserver-stub", "--port", str(ns_port), "--tts-key", KEY], tmp_path / "ns.log",
+                           ns + "/stub/queue")]
     try:
-        procs.append(start(["serve", "--port", str(port), "--db", str(tmp_path / "c.db"), "--ingest-token", TOKEN,
-                            "--api-token", TOKEN, "--workers", "2"], tmp_path / "collector.log", url + "/healthz"))
+        procs.append(start_command(["serve", "--port", str(port), "--db", str(tmp_path / "c.db"), "--ingest-token", TOKEN,
+                                   "--api-token", TOKEN, "--workers", "2"], tmp_path / "collector.log", url + "/healthz"))
         frags = wire2.encode_message(wire.encode_record(example_record()), 3, 115, 2)  # k = 6
         for i, p in enumerate([*frags[:4], frags[7], wire2.poll(3, 6, 8)]):
             path, body = uplink_body("ttn", AppUplink(EUI, 17, i, p, (1_800_000_000 + i) * 10**9, dr=3, sf=9))

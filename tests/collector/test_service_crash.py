@@ -6,34 +6,20 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
 from collector.core import wire
 from collector.testing.examples import example_record
-from collector.testing.harness import free_port, http, process_gone, wait_until, worker_pids
+from collector.testing.harness import free_port, http, process_gone, start_command, wait_until, worker_pids
 from devicesim.formats import AppUplink, uplink_body
 
 DEV = "70B3D57ED005A1B2"
 TOKEN = "crash-ingest"
 N_MESSAGES = 24
 
-
-
-def collector_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "collector", *args]
-
-
-def start(cmd: list[str], log: Path, health: str) -> subprocess.Popen:
-    p = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=log.parent)
-    wait_until(lambda: p.poll() is None and http("GET", health, timeout=2).status in (200, 404),
-               what=f"{cmd[3]} to listen")
-    return p
 
 
 def all_uplinks() -> list[tuple[str, dict]]:
@@ -52,16 +38,16 @@ def all_uplinks() -> list[tuple[str, dict]]:
 @pytest.mark.parametrize("workers", [0, 2], ids=["one-process", "2-http-workers"])
 def test_kill_9_mid_stream_loses_nothing_acknowledged_and_duplicates_nothing(tmp_path, workers):
     stub_port, port = free_port(), free_port()
-    stub = start(collector_cmd("webapp-stub", "--port", str(stub_port), "--db", str(tmp_path / "stub.db"),
-                               "--token", "wt"), tmp_path / "stub.log", f"http://127.0.0.1:{stub_port}/stub/stats")
-    serve = collector_cmd("serve", "--port", str(port), "--db", str(tmp_path / "c.db"), "--ingest-token", TOKEN,
-                          "--api-token", TOKEN, "--webapp-url", f"http://127.0.0.1:{stub_port}", "--webapp-token", "wt",
-                          "--message-timeout", "3600", "--deadline-policy", "fixed", "--workers", str(workers))
+    stub = start_command(["webapp-stub", "--port", str(stub_port), "--db", str(tmp_path / "stub.db"),
+                          "--token", "wt"], tmp_path / "stub.log", f"http://127.0.0.1:{stub_port}/stub/stats")
+    serve = ["serve", "--port", str(port), "--db", str(tmp_path / "c.db"), "--ingest-token", TOKEN,
+             "--api-token", TOKEN, "--webapp-url", f"http://127.0.0.1:{stub_port}", "--webapp-token", "wt",
+             "--message-timeout", "3600", "--deadline-policy", "fixed", "--workers", str(workers)]
     url = f"http://127.0.0.1:{port}"
     health = url + "/healthz"
     procs = [stub]
     try:
-        svc = start(serve, tmp_path / "collector.log", health)
+        svc = start_command(serve, tmp_path / "collector.log", health)
         procs.append(svc)
         uplinks = all_uplinks()
         acked: list[tuple[str, int]] = []
@@ -92,7 +78,7 @@ def test_kill_9_mid_stream_loses_nothing_acknowledged_and_duplicates_nothing(tmp
         assert len(old_workers) == workers
         wait_until(lambda: all(process_gone(p) for p in old_workers), timeout=10, what="the old workers to exit")
 
-        svc = start(serve, tmp_path / "collector.log", health)
+        svc = start_command(serve, tmp_path / "collector.log", health)
         procs.append(svc)
         auth = {"Authorization": f"Bearer {TOKEN}"}
         # every acknowledged fragment is there after the restart

@@ -129,3 +129,47 @@ def test_kill_9_keeps_an_open_v2_message_and_its_poll_moved_deadline(tmp_path):
     finally:
         p.kill()
         p.wait(timeout=10)
+
+
+def test_a_message_held_for_its_repair_round_and_its_release_survive_restarts(tmp_path):
+    """docs/repair.md, "The deadline follows the repair state": a polled v2 message
+    stays open past its adaptive deadline while the device keeps it; the hold, and
+    its release once 4 newer msg_ids came, are committed with the uplinks and come
+    back after a restart."""
+    dev, frags = "00000000000002C2", v2(20, parity=1)
+    hold_until = format_ms((1_800_000_000 + 21600) * 1000)
+
+    def state(s: LiveService, uid: str) -> dict:
+        (m,) = [m for m in s.get(f"/api/messages?device={dev}").json()["messages"] if m["id"] == uid]
+        return m
+
+    with LiveService(tmp_path / "c.db", stub=False, downlink_url="http://127.0.0.1:9/downlink") as s:
+        uid = s.post(*body("generic", frags[0], dev, 0)).json()["message"]
+        s.post_uplinks(body("generic", f, dev, i) for i, f in enumerate(frags[1:4], 1))
+        assert s.post(*body("generic", wire2.poll(20, 6, 7), dev, 9)).json()["need"] == 2
+        assert state(s, uid)["deadline"] == hold_until
+        s.restart_service()
+        s.advance(5000)  # far past the adaptive deadline (about 15 minutes at SF9)
+        assert (state(s, uid)["state"], state(s, uid)["deadline"]) == ("open", hold_until)
+        for n, msg_id in enumerate((21, 22, 23)):  # the device's next records: still kept
+            s.post(*body("generic", v2(msg_id)[0], dev, 10 + n))
+        s.restart_service()
+        s.advance(0)
+        assert state(s, uid)["state"] == "open"
+        s.post(*body("generic", v2(24)[0], dev, 20))  # the fifth message: the device evicted 20
+        s.advance(0)
+        assert state(s, uid)["state"] != "open"
+    # the release before its deadline passed, then a restart: it closes at that deadline
+    dev, frags = "00000000000002C3", v2(30, parity=1)
+    with LiveService(tmp_path / "d.db", stub=False, downlink_url="http://127.0.0.1:9/downlink") as s:
+        uid = s.post(*body("generic", frags[0], dev, 0)).json()["message"]
+        s.post_uplinks(body("generic", f, dev, i) for i, f in enumerate(frags[1:4], 1))
+        s.post(*body("generic", wire2.poll(30, 6, 7), dev, 9))
+        for n, msg_id in enumerate((31, 32, 33, 34)):
+            s.post(*body("generic", v2(msg_id)[0], dev, 10 + n))
+        released = state(s, uid)["deadline"]
+        assert released < hold_until
+        s.restart_service()
+        assert (state(s, uid)["state"], state(s, uid)["deadline"]) == ("open", released)
+        s.advance(5000)
+        assert state(s, uid)["state"] != "open"

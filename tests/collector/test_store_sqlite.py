@@ -105,6 +105,30 @@ def test_a_failing_op_fails_only_its_own_request(tmp_path):
     store.close()
 
 
+def test_a_batch_writes_each_message_s_last_state(tmp_path):
+    """The fragments of one message committed in one batch leave its last state (the
+    writer keeps one header per message and batch): restored, it equals the message
+    in memory, open or closed by the batch's last fragment."""
+    store = Store(tmp_path / "s.db")
+    feeder = Feeder()
+    first = [feeder.ingest(f, T0 + i) for i, f in enumerate(feeder.fragments(1)[:3])]
+    store.apply([op for op, _, _ in first])
+    in_memory = first[-1][1]
+    msgs, seq = store.restore_state(now=T0 + 10, duplicate_window=3600)
+    (restored,) = (Message.from_dict(m) for m in msgs)
+    assert restored == in_memory and restored.count == 6 and restored.size == 115
+    assert sorted(restored.fragments) == [0, 1, 2]
+    # the other three in one batch: the last one closes the message
+    rest = [feeder.ingest(f, T0 + 20 + i) for i, f in enumerate(feeder.fragments(1)[3:])]
+    assert [m.close_reason for m in rest[-1][2]] == ["complete"]
+    store.apply([op for op, _, _ in rest])
+    msgs, _ = store.restore_state(now=T0 + 30, duplicate_window=3600)
+    (d,) = msgs
+    assert d["pending_close"] and d["closed"] == T0 + 22 and d["close_reason"] == "complete"
+    assert Message.from_dict(d) == in_memory
+    store.close()
+
+
 def test_restore_state_and_prune(tmp_path):
     store = Store(tmp_path / "s.db")
     feeder = Feeder()

@@ -28,7 +28,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -45,7 +44,15 @@ from collector.core.uplink import Uplink
 from collector.service.store import Store
 from collector.service.workers import MAX_FRAME, frame, read_frame, uplink_fields, uplink_from_fields
 from collector.testing.examples import example_record
-from collector.testing.harness import HTTPResult, free_port, http, process_gone, wait_until, worker_pids
+from collector.testing.harness import (
+    HTTPResult,
+    collector_cmd,
+    free_port,
+    http,
+    process_gone,
+    wait_until,
+    worker_pids,
+)
 from devicesim.formats import AppUplink, uplink_body
 
 TOKEN = "workers-ingest"
@@ -59,10 +66,6 @@ MESSAGE_TIMEOUT = 600
 
 
 # --------------------------------------------------------------------------- processes
-
-
-def collector_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "collector", *args]
 
 
 def listens(pid: int, port: int) -> bool:

@@ -83,6 +83,20 @@ def test_bad_config_is_named(data, needle):
     assert needle in str(e.value)
 
 
+def test_adaptive_parity_loads_from_toml(tmp_path):
+    """``parity = "adaptive"`` is a string in a field that is mostly a number: the TOML
+    loader takes it (for the fleet and for a group) and still refuses other strings."""
+    p = tmp_path / "sim.toml"
+    p.write_text('[devices]\ncount = 3\nwire = "v2"\nparity = "adaptive"\n'
+                 'groups = [{ count = 1, wire = "v2", parity = "adaptive" }, { count = 2, wire = "v1" }]\n')
+    c = load_config(p)
+    assert c.devices.parity == "adaptive" and c.devices.groups[0].parity == "adaptive"
+    with pytest.raises(ConfigError, match="devices.parity must be 0..32 or \"adaptive\""):
+        config_from_dict({"devices": {"wire": "v2", "parity": "many"}})
+    with pytest.raises(ConfigError, match="hours: expected float"):
+        config_from_dict({"hours": "abc"})
+
+
 def test_fragment_size_above_n_is_refused():
     from devicesim.sim import simulate
 

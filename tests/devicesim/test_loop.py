@@ -195,6 +195,27 @@ def test_gateways_keep_their_downlink_duty_cycle_over_any_hour():
     assert all(b[0] - a[0] >= a[1] / 0.01 - 1e-6 for a, b in zip(rx1, rx1[1:], strict=False))
 
 
+def test_downlink_loss_p_takes_downlinks_from_the_devices():
+    """``network.downlinks.loss_p``: the gateways still transmit (airtime, duty cycle),
+    the devices get about 1 - p of it, seeded and repeatable; 0 is the run without it."""
+    c = _fleet(devices=6, p=0.2)
+    base = simulate(c)
+    c.network.downlinks.loss_p = 0.0
+    assert _trace(simulate(c)) == _trace(base)  # the key at 0 draws nothing
+    c.network.downlinks.loss_p = 0.9
+    a = simulate(c)
+    s = a.stats
+    assert s.downlinks_sent > 100
+    assert s.downlinks_received == sum(d.received for d in a.downlinks)
+    assert 0.03 * s.downlinks_sent < s.downlinks_received < 0.2 * s.downlinks_sent
+    assert base.stats.downlinks_received > 0.7 * base.stats.downlinks_sent
+    assert _trace(simulate(c)) == _trace(a)  # same seed, byte-identical
+    c.network.downlinks.loss_p = 1.0
+    none = simulate(c)
+    assert none.stats.downlinks_sent > 0 and none.stats.downlinks_received == 0
+    assert none.stats.v2["acked"] == 0
+
+
 def test_mixed_groups():
     c = _fleet(devices=6, hours=3, wire="v1")
     c.channel.model = "bernoulli"
@@ -217,6 +238,8 @@ def test_mixed_groups():
         ({"engine": "warp"}, "engine must be"),
         ({"network": {"downlinks": {"rx1_delay_s": 0.5}}}, "rx1_delay_s"),
         ({"network": {"downlinks": {"rx2_dr": 9}}}, "rx2_dr"),
+        ({"network": {"downlinks": {"loss_p": 1.5}}}, "network.downlinks.loss_p must be a probability"),
+        ({"network": {"downlinks": {"loss": 0.9}}}, "unknown key(s) loss"),
     ],
 )
 def test_bad_loop_config_is_named(data, needle):

@@ -10,15 +10,13 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 from collections import Counter
-from pathlib import Path
 
 from collector.core import wire, wire2
 from collector.core.device import Device
 from collector.testing.examples import seeded_record
-from collector.testing.harness import free_port, http, wait_until
+from collector.testing.harness import free_port, http, start_command, wait_until
 from devicesim.formats import AppUplink, uplink_body
 
 EUI = "00000000000C0A51"
@@ -27,14 +25,6 @@ KEY = "NNSXS.crash-hostile-key"
 SIZE = 115  # k = 6
 #: the uplinks (counted as they reach the collector) whose request is cut by a kill -9
 MID_REQUEST = (5,)
-
-
-def start(args: list[str], log: Path, health: str) -> subprocess.Popen:
-    p = subprocess.Popen([sys.executable, "-m", "collector", *args], stdout=log.open("ab"),
-                         stderr=subprocess.STDOUT, cwd=log.parent)
-    wait_until(lambda: p.poll() is None and http("GET", health, timeout=2).status in (200, 404),
-               what=f"{args[0]} to listen")
-    return p
 
 
 def test_kill_9_during_repair_rounds_loses_nothing(tmp_path):
@@ -56,15 +46,15 @@ def test_kill_9_during_repair_rounds_loses_nothing(tmp_path):
     kills = Counter()
     n = 0
     try:
-        procs.append(start(["netserver-stub", "--port", str(ns_port), "--tts-key", KEY], tmp_path / "ns.log",
-                           ns + "/stub/queue"))
-        svc = start(serve, log, url + "/healthz")
+        procs.append(start_command(["netserver-stub", "--port", str(ns_port), "--tts-key", KEY], tmp_path / "ns.log",
+                                   ns + "/stub/queue"))
+        svc = start_command(serve, log, url + "/healthz")
         procs.append(svc)
 
         def restart() -> None:
             nonlocal svc
             svc.wait(timeout=10)
-            svc = start(serve, log, url + "/healthz")
+            svc = start_command(serve, log, url + "/healthz")
             procs.append(svc)
 
         def post(payload: bytes, hard_kill: bool) -> None:

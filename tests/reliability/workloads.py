@@ -19,7 +19,6 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +29,7 @@ from typing import Any
 from collector.core import wire
 from collector.core.timefmt import parse_ms
 from collector.testing.examples import example_record
-from collector.testing.harness import free_port, http, wait_until
+from collector.testing.harness import collector_cmd, free_port, http, wait_until
 from devicesim.formats import FORMATS, AppUplink, uplink_body
 
 TOKEN = "reliability-ingest-token"
@@ -98,10 +97,6 @@ class Proc:
             self.popen.kill()
             self.popen.wait()
             return None
-
-
-def collector_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "collector", *args]
 
 
 def stub_proc(workdir: Path, *extra: str) -> Proc:

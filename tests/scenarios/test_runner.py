@@ -5,6 +5,7 @@ must fail the SF12 scenario, and the exit codes."""
 from __future__ import annotations
 
 import json
+import tomllib
 
 import pytest
 from click.testing import CliRunner
@@ -22,9 +23,34 @@ def test_tiny_scenario_passes_and_is_deterministic(tiny_file):
     assert r1.passed, r1.to_dict()
     v = r1.values
     assert v["records"] == 3 and v["documents_complete"] == 3 and v["uplinks_acked"] == v["uplinks"] == 9
+    assert v["collision_loss"] == 0  # a Bernoulli channel: no collisions, and a 0 rather than n/a
     r2 = run_scenario(sc)
     keys = ("documents", "documents_complete", "incidents", "latency_p95_s", "uplinks_acked")
     assert {k: r2.values[k] for k in keys} == {k: v[k] for k in keys}
+
+
+def test_collision_loss_is_the_share_of_uplinks_lost_to_collisions(tmp_path):
+    """Four devices in lockstep on one channel, no capture: their frames collide, and
+    the measurement is the simulator's count over the uplinks sent."""
+    data = tomllib.loads(TINY_LOCKSTEP)
+    r = run_scenario(scenario_from_dict(data))
+    sim = r.source["simulator"]
+    assert sim["lost_collision"] > 0
+    assert r.values["collision_loss"] == sim["lost_collision"] / sim["uplinks_sent"] > 0.5
+
+
+TINY_LOCKSTEP = """
+name = "lockstep"
+seed = 3
+hours = 1
+[devicesim]
+region = "EU868"
+start = "2026-11-23T23:30:00Z"
+devices = { count = 4, radius_m = 60, dr = { kind = "fixed", dr = 5 }, channels_hz = [868100000], schedule = { kind = "daily", hour = 0, jitter_min = 0 } }
+channel = { model = "physical", collisions = true, capture = false }
+[expect]
+records = ">= 1"
+"""
 
 
 def test_cli_run_exit_codes_table_and_json(tiny_file, tmp_path):

@@ -30,7 +30,8 @@ def test_shipped_files_load_and_cover_the_required_set():
 def test_defaults_and_mapping():
     sc = scenario_from_dict({
         **BASE, "seed": 5, "hours": 2.5,
-        "devicesim": {"region": "US915", "devices": {"count": 7}, "network": {"duplicate_p": 0.1}},
+        "devicesim": {"region": "US915", "devices": {"count": 7, "wire": "v2", "parity": "adaptive"},
+                      "network": {"duplicate_p": 0.1, "downlinks": {"loss_p": 0.9}}},
         "collector": {"message_timeout": 1200, "deadline_policy": "fixed"},
         "webapp": {"error_rate": 0.1, "outages": [[10, 20]]},
         "faults": {"kill": [{"at_s": 30, "down_s": 5}, {"at_s": 10}]},
@@ -39,6 +40,7 @@ def test_defaults_and_mapping():
     })
     assert (sc.sim.seed, sc.sim.hours, sc.sim.region, sc.sim.devices.count) == (5, 2.5, "US915", 7)
     assert sc.sim.network.duplicate_p == 0.1
+    assert sc.sim.network.downlinks.loss_p == 0.9 and sc.sim.devices.parity == "adaptive"
     assert sc.collector == {"message_timeout": 1200, "deadline_policy": "fixed"}
     assert [(w.start_s, w.end_s) for w in sc.webapp_outages] == [(10, 20)]
     assert [(k.at_s, k.down_s) for k in sc.kills] == [(10, 0), (30, 5)]
@@ -58,6 +60,8 @@ def test_defaults_and_mapping():
     ({"devicesim": {"seed": 3}}, "devicesim.seed"),
     ({"devicesim": {"regoin": "EU868"}}, "devicesim: unknown key(s) regoin"),
     ({"devicesim": {"devices": {"count": -1}}}, "devicesim.devices.count"),
+    ({"devicesim": {"network": {"downlinks": {"loss_rate": 0.9}}}}, "downlinks: unknown key(s) loss_rate"),
+    ({"devicesim": {"network": {"downlinks": {"loss_p": 2}}}}, "network.downlinks.loss_p"),
     ({"collector": {"message_timeuot": 5}}, "collector: unknown setting(s) message_timeuot"),
     ({"collector": {"port": 8080}}, "collector.port: set by the runner"),
     ({"collector": {"deadline_policy": "sometimes"}}, "deadline_policy"),

@@ -94,3 +94,18 @@ def test_runner_splits_the_losses_of_a_run_by_cause():
     assert v["record_yield"] == pytest.approx(v["records_yielded"] / v["records"])
     sim = r.source["simulator"]
     assert v["airtime_per_record_s"] == pytest.approx(sim["airtime_s"] / v["records"])
+
+
+def test_yield_over_followed_records_leaves_out_each_devices_last(truth_factory, upload):
+    recs = [truth_factory(s, m) for s, m in ((1, 5), (2, 6), (3, 7))]
+    es = [t.expected(ALL, i) for i, t in enumerate(recs)]
+    for i, e in enumerate(es):
+        e.created_at += 100 * i
+    es[2].dev_eui = "OTHER"  # another device's only record: not followed
+    v, _ = measure(es, Observed(uploads=[upload(es[0], 10)]), [fate()] * 3)
+    # of the device's records only the first had a later one; the second was its last
+    assert v["record_yield_followed"] == 1.0 and v["record_yield"] == pytest.approx(1 / 3)
+    v, _ = measure(es, Observed(uploads=[upload(es[1], 10)]), [fate()] * 3)
+    assert v["record_yield_followed"] == 0.0
+    v, _ = measure(es[2:], Observed(uploads=[]), [fate()])
+    assert v["record_yield_followed"] is None  # nothing followed: n/a

@@ -28,10 +28,17 @@ def message_header(m: Any) -> dict:
     A message the ingest path closed carries ``closed`` and ``close_reason``: its row
     stays in ``open_messages`` until the aggregator has assembled it and recorded the
     outcome (:func:`op_closed`); after a restart such a row is assembled then
-    (:meth:`Store.restore_state` marks it ``"pending_close"``)."""
-    return {"uid": m.uid, "dev_eui": m.dev_eui, "msg_id": m.msg_id, "opened": m.opened, "deadline": m.deadline,
-            "count": m.count, "size": m.size, "closed": m.closed, "close_reason": m.close_reason,
-            "received": len(m.fragments)}
+    (:meth:`Store.restore_state` marks it ``"pending_close"``).
+
+    A v2 message held open for its repair adds ``hold`` and ``released``
+    (``docs/repair.md``, "The deadline follows the repair state")."""
+    h = {"uid": m.uid, "dev_eui": m.dev_eui, "msg_id": m.msg_id, "opened": m.opened, "deadline": m.deadline,
+         "count": m.count, "size": m.size, "closed": m.closed, "close_reason": m.close_reason,
+         "received": len(m.fragments)}
+    if m.hold is not None or m.released:
+        h["hold"] = m.hold
+        h["released"] = m.released
+    return h
 
 
 _SQL_FRAGMENT = ("INSERT INTO fragments(arrived, message_uid, dev_eui, idx, status, source, received_ms, uplink) "
@@ -42,19 +49,24 @@ _SQL_SEQ = "INSERT OR REPLACE INTO meta(key, value) VALUES ('next_seq', ?)"
 
 
 def _header_row(header: dict) -> tuple:
-    return (header["uid"], header["dev_eui"], header["msg_id"], header["opened"], header["deadline"],
+    hold = header.get("hold")
+    # the column says when the message closes (the API shows it): later while it is held
+    deadline = header["deadline"] if hold is None else max(hold, header["deadline"])
+    return (header["uid"], header["dev_eui"], header["msg_id"], header["opened"], deadline,
             header["count"], header["received"], orjson.dumps(header).decode())
 
 
 class IngestWrite:
     """What one ingest request commits: its fragment row, the new state of the
-    messages it changed (:func:`message_header`) and the next message sequence
-    number. :meth:`Store.apply` writes consecutive ones of a batch with a few
-    multi-row statements per table; called alone it writes its own rows."""
+    messages it changed (:func:`message_header` dicts, snapshotted on the event loop)
+    and the next message sequence number. :meth:`Store.apply` writes consecutive ones
+    of a batch with a few multi-row statements per table, and a message's state once
+    per run of them (its last: the fragments of one message often share a batch);
+    called alone it writes its own rows."""
 
     __slots__ = ("fragment", "headers", "next_seq")
 
-    def __init__(self, fragment: tuple, headers: list[tuple], next_seq: int | None):
+    def __init__(self, fragment: tuple, headers: list[dict], next_seq: int | None):
         self.fragment = fragment
         self.headers = headers
         self.next_seq = next_seq
@@ -77,7 +89,7 @@ def op_ingest(arrived: float, message_uid: str | None, index: int | None, status
     number; ``text``: :func:`uplink_text` of ``uplink`` when the caller has it already."""
     row = (arrived, message_uid, uplink["dev_eui"], index, status, uplink.get("source"), uplink.get("received_ms"),
            uplink_text(uplink) if text is None else text)
-    return IngestWrite(row, [_header_row(h) for h in headers], next_seq)
+    return IngestWrite(row, list(headers), next_seq)
 
 
 _MULTI_MAX = 128
@@ -106,9 +118,11 @@ def _values_sql(sql: str, width: int, n: int) -> str:
 
 def _write_ingest(c: sqlite3.Connection, writes: list[IngestWrite]) -> None:
     _insert_rows(c, _SQL_FRAGMENT, 8, [w.fragment for w in writes])
-    headers = [h for w in writes for h in w.headers]
-    if headers:
-        _insert_rows(c, _SQL_OPEN, 8, headers)
+    # a message changed by several writes of the run: its last state only (the rows
+    # replace each other in one transaction), serialised here, off the event loop
+    last = {h["uid"]: h for w in writes for h in w.headers}
+    if last:
+        _insert_rows(c, _SQL_OPEN, 8, [_header_row(h) for h in last.values()])
     seq = None
     for w in writes:
         if w.next_seq is not None:
