@@ -329,7 +329,7 @@ def _check_scalar(typ: str, value: Any, key: str) -> None:
     elif isinstance(value, float):
         ok = "float" in typ
     elif isinstance(value, str):
-        ok = typ == "str" or typ.startswith("str ")
+        ok = "str" in (t.strip() for t in typ.split("|"))  # str, or a union with str (parity: int | str)
     elif isinstance(value, list):
         ok = typ.startswith("tuple")
     else:

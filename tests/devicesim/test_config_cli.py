@@ -83,6 +83,17 @@ def test_bad_config_is_named(data, needle):
     assert needle in str(e.value)
 
 
+def test_parity_adaptive_is_accepted_from_a_table():
+    """parity is ``int | str``: "adaptive" from TOML (devices or a group) is a value, not
+    a type error; a bad string is still refused by name."""
+    c = config_from_dict({"devices": {"count": 2, "wire": "v2", "parity": "adaptive",
+                                      "groups": [{"count": 1, "wire": "v2", "parity": "adaptive"},
+                                                 {"count": 1, "wire": "v2", "parity": 3}]}})
+    assert c.devices.parity == "adaptive" and [g.parity for g in c.devices.groups] == ["adaptive", 3]
+    with pytest.raises(ConfigError, match="parity"):
+        config_from_dict({"devices": {"wire": "v2", "parity": "lots"}})
+
+
 def test_fragment_size_above_n_is_refused():
     from devicesim.sim import simulate
 
