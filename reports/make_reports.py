@@ -717,6 +717,18 @@ def scenarios_section(out: Path, quick: bool, log: Callable[[str], None]) -> str
             "scenarios_wall_s": round(wall, 1)}
     (RESULTS / ("scenarios-quick.json" if quick else "scenarios.json")).write_text(
         json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    return render_scenarios(data, out)
+
+
+def render_scenarios(data: dict, out: Path) -> str:
+    """scenarios.md and its figures from the saved results (``results/scenarios.json``)."""
+    import v2_sweep
+
+    quick, sweep, shipped = data["quick"], data["loss_sweep"], data["scenarios"]
+    v2 = data.get("v2_sweep", [])
+    check = v2_sweep.limit_check(v2)
+    drs = sorted({r["dr"] for r in sweep})
+    wall, sweep_wall, jobs = data["scenarios_wall_s"], data.get("sweep_wall_s", 0.0), data.get("sweep_jobs", 1)
     loss_png = plot_loss(sweep, out)
     lat_png = plot_latency(shipped, out)
     yield_md = yield_section(sweep, drs, out, v2, check)
@@ -779,7 +791,7 @@ data rates); an unavailable Web App adds its outage and the retry backoff.
 
 {"All expectations held." if not failed else "Failed expectations:" + chr(10) + chr(10).join("- " + f for f in failed)}
 Wall time for these scenarios: {wall:.0f} s (`scenarios run scenarios/files/*.toml`).
-Wall time of the v1 and v2 loss sweeps: {sweep_wall:.0f} s, {JOBS} point(s) at a time.
+Wall time of the v1 and v2 loss sweeps: {sweep_wall:.0f} s, {jobs} point(s) at a time.
 Raw results: `reports/results/{'scenarios-quick.json' if quick else 'scenarios.json'}` (the v2 points
 under `v2_sweep`, the checked result under `limit_check`).
 

@@ -131,3 +131,14 @@ def test_yield_section_and_headline_with_measured_v2(rep, vs, tmp_path):
         _v1_rows(), rep.sizes_of([0, 5]))
     na = rep.yield_section(_v1_rows(), [0, 5], tmp_path, v2[:2])
     assert "n/a (a point was not measured)" in na and "30 %: not measured" in na
+
+
+def test_scenarios_md_renders_from_saved_results(rep, vs, tmp_path):
+    """scenarios.md is rebuilt from the saved JSON alone (no run), v2 rows and the
+    checked result included."""
+    v1 = [r | {"complete": r["yield"], "partial": 0.0, "incident": 1 - r["yield"], "n": 60} for r in _v1_rows()]
+    data = {"quick": False, "loss_sweep": v1, "v2_sweep": [_row(vs, p, 1.2) for p in (0.1, 0.2, 0.3)],
+            "scenarios": [], "scenarios_wall_s": 1.0, "sweep_wall_s": 2.0, "sweep_jobs": 2, "machine": None}
+    md = rep.render_scenarios(data, tmp_path)
+    assert ": FAIL.**" in md and "**1.200 x** the limit (NOT within 15 %)" in md
+    assert "2 point(s) at a time" in md and "/tmp" not in md
