@@ -101,7 +101,7 @@ def _run_one(table: dict) -> dict:
     res = run_scenario(scenario_from_dict(table))
     sim = (res.source or {}).get("simulator") or {}
     return {"name": res.name, "passed": res.passed, "values": res.values, "wall_s": res.timings["total_s"],
-            "uplinks_deaf": sim.get("uplinks_deaf")}
+            "failed": [c.name for c in res.expectations if not c.passed], "uplinks_deaf": sim.get("uplinks_deaf")}
 
 
 def run_points(tables: list[dict], jobs: int = 1, log: Callable[[str], None] = lambda m: None) -> list[dict]:
@@ -132,7 +132,7 @@ def v2_row(dr: int, p: float, model: str, parity: int | str, res: dict) -> dict:
     n = v.get("records") or 0
     yielded = v.get("records_yielded") or 0
     return {"wire": "v2", "dr": dr, "loss": p, "model": model, "parity": parity, "k": v2_k(size), "size": size,
-            "passed": res["passed"], "records": n, "records_yielded": yielded, "yield": v.get("record_yield"),
+            "passed": res["passed"], "failed": res.get("failed", []), "records": n, "records_yielded": yielded, "yield": v.get("record_yield"),
             "yield_lower_95": yield_lower_bound(yielded, n) if n else None,
             "lost_other": v.get("lost_other"), "lost_gave_up": v.get("lost_gave_up"),
             "lost_radio": v.get("lost_radio"),

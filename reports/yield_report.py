@@ -174,7 +174,7 @@ def v2_table(v2: list[dict]) -> tuple[list[str], list[list]]:
     """One row per measured v2 point."""
     head = ["DR", "loss model", "loss", "parity", "records", "yield", "95 % lower bound", "lost (gave up / radio / "
             "other)", "airtime / generated record s", "airtime / delivered record s", "limit s", "/ limit",
-            "frames / delivered", "polls / record", "downlinks / record", "uplinks deaf"]
+            "frames / delivered", "polls / record", "downlinks / record", "uplinks deaf", "expectations"]
     out = []
     for r in sorted(v2, key=lambda r: (r["dr"], r["model"], str(r["parity"]), r["loss"])):
         def f(x, fmt="{:.2f}"):
@@ -186,7 +186,8 @@ def v2_table(v2: list[dict]) -> tuple[list[str], list[list]]:
                     f"{r.get('lost_gave_up')} / {r.get('lost_radio')} / {r.get('lost_other')}",
                     f(r.get("airtime_per_record_s")), f(r.get("airtime_per_delivered_record_s")),
                     f(r["limit_airtime_s"]), f(ratio, "{:.3f}"), f(r.get("frames_per_delivered"), "{:.1f}"),
-                    f(r.get("polls_per_record")), f(r.get("downlinks_per_record")), r.get("uplinks_deaf", "-")])
+                    f(r.get("polls_per_record")), f(r.get("downlinks_per_record")), r.get("uplinks_deaf", "-"),
+                    "pass" if r.get("passed", True) else "FAIL: " + (", ".join(r.get("failed") or []) or "?")])
     return head, out
 
 
