@@ -247,7 +247,8 @@ def headline(rows: list[dict], sizes: dict[int, int], dr: int = 0, files: list[d
               if with_repair else "")
     return (f"**Headline: record yield, EU868 DR{dr}, {n}-fragment records.** " + "; ".join(parts)
             + "." + repair + (" v1 and v2 points are measured through the real collector, in a closed loop with "
-                              "downlinks ([scenarios.md](scenarios.md#record-yield-v1-against-v2)); " if measured_v2 else
+                              "downlinks ([scenarios.md](scenarios.md#record-yield-v1-against-v2)); the shipped v2 scenario files, "
+                              if measured_v2 else
                               " v1 points are measured through the real collector; the v2 figures without repair "
                               "are theory ([scenarios.md](scenarios.md#record-yield-v1-against-v2)); ")
             + through_collector(files or []))
