@@ -44,7 +44,10 @@ class Band:
         frames = self.frames
         while True:
             w0 = t + toa - self.window
-            while frames and frames[0][1] <= w0:
+            # within _EPS: t below is computed as e0 + window - toa, and w0 back from it
+            # may round a hair below e0; the frame must leave the window then, or the
+            # loop slides to the same t for ever
+            while frames and frames[0][1] <= w0 + _EPS:
                 s, e = frames.popleft()
                 self.total -= e - s
             if not frames:

@@ -55,6 +55,30 @@ def test_band_budget_slides_the_window():
     assert _max_hour_airtime(list(b.frames)) == pytest.approx(36.0)
 
 
+#: frames (start, airtime) of one DR0 device on a 1 % sub-band after which the next
+#: 2.79 s frame's window slid to start a rounding error before the oldest frame's end,
+#: and earliest() slid to the same time for ever
+_ROUNDING_FRAMES = [
+    (2069.7563607192883, 2.793472), (2349.1035607192885, 2.793472), (2628.4507607192886, 1.155072),
+    (2799.11986047, 1.155072), (2942.0934992710786, 2.465792), (3332.1024190314383, 2.793472),
+    (3611.4496190314385, 1.155072), (3726.9568190314385, 1.155072), (3842.4640190314385, 2.793472),
+    (4121.811219031439, 1.155072), (4237.318419031439, 2.793472), (4516.742608147735, 1.482752),
+    (4665.017808147735, 2.793472), (4944.365008147735, 2.793472), (5223.7122081477355, 2.465792),
+    (5470.291408147736, 2.465792), (5716.870608147736, 2.465792), (5963.449808147736, 2.793472),
+    (6292.184051159129, 2.465792), (6546.100088118011, 2.793472), (6825.447288118011, 1.482752),
+    (6973.722488118011, 1.482752), (7121.997688118011, 1.155072)]
+
+
+@pytest.mark.timeout(20)
+def test_band_earliest_ends_when_the_window_start_rounds_below_a_frame_end():
+    b = Band(0.01)
+    for t, toa in _ROUNDING_FRAMES:
+        b.add(t, toa)
+    t = b.earliest(7130.521393228091, 2.793472)
+    b.add(t, 2.793472)
+    assert _max_hour_airtime(list(b.frames)) <= 36.0 + 1e-6
+
+
 def test_us915_500khz_frames_use_the_500khz_channels():
     us = lorawan.US915
     c = SimConfig(region="US915", hours=3, seed=2)
