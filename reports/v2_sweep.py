@@ -134,6 +134,7 @@ def v2_row(dr: int, p: float, model: str, parity: int | str, res: dict) -> dict:
     return {"wire": "v2", "dr": dr, "loss": p, "model": model, "parity": parity, "k": v2_k(size), "size": size,
             "passed": res["passed"], "failed": res.get("failed", []), "records": n, "records_yielded": yielded, "yield": v.get("record_yield"),
             "yield_lower_95": yield_lower_bound(yielded, n) if n else None,
+            "yield_followed": v.get("record_yield_followed"),
             "lost_other": v.get("lost_other"), "lost_gave_up": v.get("lost_gave_up"),
             "lost_radio": v.get("lost_radio"),
             "frames_per_delivered": v.get("frames_per_delivered_record"),
@@ -207,8 +208,13 @@ def limit_check(rows: list[dict], *, dr: int = CHECK_DR, losses: tuple[float, ..
             points.append({"loss": p, "measured": False})
             continue
         ratio = r["airtime_per_delivered_record_s"] / r["limit_airtime_s"]
-        ok_air, ok_yield = ratio <= 1.0 + margin, r["yield"] >= min_yield
+        # the steady-state yield: over the records their device followed with another
+        # (a device's last record of a finite run has no later uplink to bring a repeated
+        # NEED; a device in service always sends one); the plain yield where not measured
+        steady = r["yield"] if r.get("yield_followed") is None else r["yield_followed"]
+        ok_air, ok_yield = ratio <= 1.0 + margin, steady >= min_yield
         points.append({"loss": p, "measured": True, "records": r["records"], "yield": r["yield"],
+                       "yield_followed": r.get("yield_followed"), "yield_checked": steady,
                        "yield_lower_95": r.get("yield_lower_95"),
                        "airtime_per_delivered_record_s": r["airtime_per_delivered_record_s"],
                        "limit_airtime_s": r["limit_airtime_s"], "over_limit": ratio,
@@ -222,7 +228,8 @@ def limit_check(rows: list[dict], *, dr: int = CHECK_DR, losses: tuple[float, ..
         result = "n/a"
     return {"claim": (f"v2 adaptive, EU868 DR{dr}, independent loss "
                       f"{', '.join(f'{100 * p:.0f} %' for p in losses)}: airtime per delivered record within "
-                      f"{100 * margin:.0f} % of k/(1-p) S-byte frames, record yield >= {100 * min_yield:.1f} %"),
+                      f"{100 * margin:.0f} % of k/(1-p) S-byte frames, record yield >= {100 * min_yield:.1f} % over "
+                      f"the records their device followed with another"),
             "dr": dr, "margin": margin, "min_yield": min_yield, "result": result, "points": points}
 
 

@@ -172,7 +172,8 @@ def plot_frames_vs_limit(rows: list[dict], sizes: dict[int, int], dr: int, out: 
 
 def v2_table(v2: list[dict]) -> tuple[list[str], list[list]]:
     """One row per measured v2 point."""
-    head = ["DR", "loss model", "loss", "parity", "records", "yield", "95 % lower bound", "lost (gave up / radio / "
+    head = ["DR", "loss model", "loss", "parity", "records", "yield", "95 % lower bound", "yield (followed)",
+            "lost (gave up / radio / "
             "other)", "airtime / generated record s", "airtime / delivered record s", "limit s", "/ limit",
             "frames / delivered", "polls / record", "downlinks / record", "uplinks deaf", "expectations"]
     out = []
@@ -182,7 +183,7 @@ def v2_table(v2: list[dict]) -> tuple[list[str], list[list]]:
         ratio = (r["airtime_per_delivered_record_s"] / r["limit_airtime_s"]
                  if r.get("airtime_per_delivered_record_s") else None)
         out.append([f"DR{r['dr']}", r["model"], f"{100 * r['loss']:.0f} %", r["parity"], r["records"],
-                    f(r["yield"], "{:.4f}"), f(r.get("yield_lower_95"), "{:.4f}"),
+                    f(r["yield"], "{:.4f}"), f(r.get("yield_lower_95"), "{:.4f}"), f(r.get("yield_followed"), "{:.4f}"),
                     f"{r.get('lost_gave_up')} / {r.get('lost_radio')} / {r.get('lost_other')}",
                     f(r.get("airtime_per_record_s")), f(r.get("airtime_per_delivered_record_s")),
                     f(r["limit_airtime_s"]), f(ratio, "{:.3f}"), f(r.get("frames_per_delivered"), "{:.1f}"),

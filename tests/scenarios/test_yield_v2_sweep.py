@@ -62,6 +62,19 @@ def test_limit_check_passes_only_within_the_margin_with_the_yield(vs):
     assert res["result"] == "fail" and [pt["yield_ok"] for pt in res["points"]] == [True, False, True]
 
 
+def test_limit_check_judges_the_steady_state_yield_when_measured(vs):
+    """A device's last record of a finite run cannot get a repeated NEED: the check
+    judges the yield over the records their device followed with another, and falls
+    back to the plain yield for a row without it."""
+    ends = [_row(vs, p, 1.0, yielded=196) | {"yield_followed": 1.0} for p in (0.1, 0.2, 0.3)]
+    res = vs.limit_check(ends)
+    assert res["result"] == "pass" and [pt["yield_checked"] for pt in res["points"]] == [1.0, 1.0, 1.0]
+    assert [pt["yield"] for pt in res["points"]] == [0.98, 0.98, 0.98]
+    lost = [ends[0], ends[1] | {"yield_followed": 0.995}, ends[2]]
+    assert vs.limit_check(lost)["result"] == "fail"
+    assert vs.limit_check([_row(vs, p, 1.0, yielded=196) for p in (0.1, 0.2, 0.3)])["result"] == "fail"
+
+
 def test_limit_check_is_na_when_a_point_is_missing(vs):
     """A point not measured (or measured with the wrong parity, DR or loss model)
     leaves the claim n/a, never a pass; a measured failure still fails."""
