@@ -27,13 +27,6 @@ from collections.abc import Callable, Iterable
 RECORD_BYTES = 658
 ADAPTIVE = "adaptive"
 
-#: The collector settings of every v2 sweep point. The adaptive deadline (1.5 x the
-#: shortest time a message can take) closes DR0 messages in the middle of their repair
-#: rounds when downlinks are lost (docs/repair.md, "Deadline and lost answers (known
-#: limit)"); a fixed 6 h deadline lets the rounds finish. Drop this table once the
-#: adaptive deadline waits for the repair rounds.
-V2_COLLECTOR = {"deadline_policy": "fixed", "message_timeout": 21600}
-
 #: the checked claim: the adaptive policy's airtime per delivered record within this
 #: share of the limit, at these losses (independent, DR0), with at least this yield
 CHECK_MARGIN = 0.15
@@ -87,7 +80,6 @@ def v2_scenario(dr: int, p: float, *, model: str = "independent", parity: int | 
                                   "schedule": {"kind": "every", "every_min": every_min, "jitter_min": 10},
                                   "wire": "v2", "parity": parity},
                       "channel": channel, "gateways": {"count": 2}},
-        "collector": dict(V2_COLLECTOR),
         "run": {"max_step_s": 120},
         "expect": {"complete_documents_exact": "== 1.0", "duplicate_deliveries": "== 0",
                    "unexpected_documents": "== 0", "ingest_errors": "== 0", "unsettled": "== 0"},

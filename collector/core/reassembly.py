@@ -71,6 +71,7 @@ class Settings:
     #: adaptive deadline: this many times the shortest time the message can take to send
     adaptive_margin: float = 1.5
     #: how long a closed message's fragments are remembered to recognise duplicates
+    #: (v2: longer while its device may still send its repair rows, see ``recall``)
     duplicate_window: float = 3600.0
     max_open_per_device: int = 32
     max_open_total: int = 50_000
@@ -101,6 +102,13 @@ class Settings:
         if not 1 <= self.repair_keep < 128:
             raise ValueError("repair_keep must be in 1..127")
         lorawan.region(self.default_region)
+
+    @property
+    def recall(self) -> float:
+        """Seconds a closed message is remembered at most: the duplicate window, and
+        for a v2 message up to ``repair_hold`` while its device may still send for it
+        (what a restart must load back)."""
+        return max(self.duplicate_window, self.repair_hold)
 
 
 @dataclass(slots=True, init=False)
@@ -501,10 +509,29 @@ class Reassembler:
         recent = self._recent
         while recent:  # in closing order: the stale ones are at the front
             key, r = next(iter(recent.items()))
-            if r.closed >= horizon:
-                break
+            if r.closed >= horizon or (r.wire == 2 and self._remembered(r, now)):
+                break  # (a v2 message kept for its repair rows keeps those behind it a while)
             del recent[key]
         return out
+
+    def _remembered(self, r: Recent, now: float) -> bool:
+        """Whether the closed message ``r`` still counts: its duplicates change nothing
+        and a poll for it is answered as closed. v1: for ``duplicate_window`` after it
+        closed. v2: also longer, while its device may still send for it (a rebuilt
+        message whose ACK was lost is still held by the device, which polls for it
+        again and sends the rows a NEED asks for), as a held message is: until ``repair_keep``
+        newer msg_ids of the device were seen, at most ``repair_hold`` after it closed.
+        A late poll is then answered ACK, not NEED, and a late row matches the rebuilt
+        record and is a duplicate, instead of opening a message that a second rebuild
+        delivers twice."""
+        s = self.settings
+        age = now - r.closed
+        if age <= s.duplicate_window:
+            return True
+        if r.wire != 2 or age > s.repair_hold:
+            return False
+        newest = self._newest.get(r.dev_eui)
+        return newest is not None and (newest - r.msg_id) % 256 < s.repair_keep
 
     # ------------------------------------------------------------------ feeding
 
@@ -598,7 +625,7 @@ class Reassembler:
         if held is not None and held.payload == up.payload:
             return FeedResult("duplicate", message=m)
         r = self._recent.get(key)
-        if r is not None and r.closed >= now - self.settings.duplicate_window and (
+        if r is not None and self._remembered(r, now) and (
                 r.payloads.get(frag.index) == up.payload
                 or (frag.index not in r.payloads and r.v2_expected(frag) == up.payload)):
             # the same bytes again, or a fragment the rebuilt message did not need
@@ -648,7 +675,7 @@ class Reassembler:
             ev = PollEvent(p.msg_id, p.k, p.sent, len(m.fragments), False, False, m.uid, extended)
             return FeedResult("poll", message=m, poll=ev)
         r = self._recent.get(key)
-        if (m is None and r is not None and r.closed >= now - self.settings.duplicate_window
+        if (m is None and r is not None and self._remembered(r, now)
                 and r.payloads and (head := self._v2_head(r)) is not None and head.k == p.k):
             ev = PollEvent(p.msg_id, p.k, p.sent, len(r.payloads), r.close_reason == "complete", True, r.uid)
             return FeedResult("poll", message=r, poll=ev)

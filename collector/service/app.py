@@ -148,7 +148,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         now = app[CLOCK].now()
         reasm = app[REASM]
-        app[_RESTORED_CLOSES] = await asyncio.to_thread(_restore, store, reasm, now, cfg.duplicate_window)
+        app[_RESTORED_CLOSES] = await asyncio.to_thread(_restore, store, reasm, now, reasm.settings.recall)
         if cfg.devices_file:
             try:
                 devices = load_file(cfg.devices_file)
@@ -164,12 +164,12 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         log.info("event=stopped")
 
 
-def _restore(store: Store, reasm: Reassembler, now: float, duplicate_window: float) -> list[Message]:
+def _restore(store: Store, reasm: Reassembler, now: float, window: float) -> list[Message]:
     """Load the reassembler's state batch by batch (bounded memory while restoring);
     the messages closed by an acknowledged uplink but not yet assembled."""
     reasm.load([], store.next_seq())
     pending: list[Message] = []
-    for batch in store.restore_batches(now, duplicate_window):
+    for batch in store.restore_batches(now, window):
         reasm.load(batch, 0)
         pending.extend(Message.from_dict(d) for d in batch if d.get("pending_close"))
     return pending

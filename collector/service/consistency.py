@@ -26,7 +26,7 @@ from aiohttp import web
 
 from collector.core.reassembly import Message
 from collector.service.integrity import STORE_WATCH
-from collector.service.keys import CFG, CLOCK, COMMITTER, REASM, STOPPING, STORE
+from collector.service.keys import CLOCK, COMMITTER, REASM, STOPPING, STORE
 from collector.service.loops import CLOSING
 
 log = logging.getLogger("collector.consistency")
@@ -112,7 +112,7 @@ class StateGuard:
             while self._inflight:
                 await asyncio.wait(list(self._inflight))
             now = app[CLOCK].now()
-            msgs, next_seq = await asyncio.to_thread(app[STORE].restore_state, now, app[CFG].duplicate_window)
+            msgs, next_seq = await asyncio.to_thread(app[STORE].restore_state, now, reasm.settings.recall)
             before = {(m.uid, i) for m in reasm.open_messages() for i in m.fragments}
             reasm.reload(msgs, max(next_seq, reasm.next_seq))
             after = {(m.uid, i) for m in reasm.open_messages() for i in m.fragments}

@@ -232,6 +232,60 @@ def test_recently_closed_v2_messages_survive_a_restart_for_late_fragments():
     assert ev.closed and ev.rebuilt
 
 
+def _rebuilt_then_ack_lost(r: Reassembler) -> tuple[list[bytes], float]:
+    """Message 0 rebuilt with a parity row at t = 7600 while its device had moved on to
+    message 1; the device did not get the ACK, so it still holds message 0 (its NEED
+    rows and polls keep coming). Returns the message's fragments (rows up to index
+    33) and when it closed."""
+    frags = message(msg_id=0, parity=20)
+    other = bytearray(DATA)
+    other[8] ^= 1
+    nxt = wire2.encode_message(bytes(other), 1, 51, 0)
+    for i, p in enumerate(frags[:13]):  # data chunk 13 lost
+        r.feed(up(p, i), 280.0 * i)
+    r.feed(up(nxt[0], 20), 7300.0)
+    (closed,) = r.feed(up(frags[14], 21), 7600.0).closed  # parity row 0: rebuilt
+    assert closed.close_reason == "complete"
+    return frags, 7600.0
+
+
+def test_late_rows_of_a_rebuilt_message_still_held_by_its_device_are_duplicates():
+    """The v2 sweep's duplicate delivery (EU868 DR0, 20 % loss): the device never got
+    the ACK of a rebuilt message and polled for it more than the duplicate window
+    later; the message forgotten, the poll was answered NEED, the rows it brought
+    opened a new message with the same msg_id, and that one reached k too: the record
+    delivered twice. While the device may still send for the message, the poll is
+    answered ACK and the rows are its duplicates."""
+    r = Reassembler()
+    frags, closed_at = _rebuilt_then_ack_lost(r)
+    late = closed_at + 5000.0  # past the 1 h duplicate window, within repair_hold
+    assert r.expire(late) == []  # the service's deadline pass: the rebuilt message stays remembered
+    ev = r.feed(up(wire2.poll(0, 14, 15), 29), late).poll
+    assert ev.closed and ev.rebuilt  # answered ACK, not NEED
+    results = [r.feed(up(p, 30 + i), late + 280.0 * (i + 1)) for i, p in enumerate(frags[16:34])]
+    assert [res.status for res in results] == ["duplicate"] * 18
+    assert [m for res in results for m in res.closed] == [] and not r.is_open(DEV, 0)
+    ev = r.feed(up(wire2.poll(0, 14, 34), 60), late + 6000.0).poll
+    assert ev.closed and ev.rebuilt  # answered ACK, not NEED
+
+
+@pytest.mark.parametrize("moved_on", [False, True])
+def test_a_rebuilt_v2_message_is_forgotten_once_its_device_cannot_send_for_it(moved_on):
+    """Bounded as the hold is: after repair_hold, or once repair_keep newer msg_ids of
+    the device were seen, a fragment with its msg_id starts a new message (v1's rule)."""
+    r = Reassembler(Settings(repair_hold=10_000.0))
+    frags, closed_at = _rebuilt_then_ack_lost(r)
+    if moved_on:
+        for n in range(2, 5):
+            r.feed(up(message(msg_id=n, parity=0)[0], 40 + n), closed_at + 100.0 * n)
+        now = closed_at + 5000.0
+    else:
+        now = closed_at + 10_001.0
+    r.expire(now)
+    assert 0 not in [x.msg_id for x in r.recent_messages()]
+    assert r.feed(up(frags[16], 50), now).status == "accepted" and r.is_open(DEV, 0)
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.one_of(st.sampled_from(message(parity=3)), st.binary(min_size=4, max_size=60)), max_size=30))
 def test_any_mix_of_valid_and_random_uplinks_keeps_the_state_consistent(payloads):

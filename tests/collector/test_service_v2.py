@@ -173,3 +173,23 @@ def test_a_message_held_for_its_repair_round_and_its_release_survive_restarts(tm
         assert (state(s, uid)["state"], state(s, uid)["deadline"]) == ("open", released)
         s.advance(5000)
         assert state(s, uid)["state"] != "open"
+
+
+def test_late_rows_of_a_rebuilt_message_after_the_duplicate_window_and_a_restart(tmp_path):
+    """The v2 sweep's duplicate delivery, through the service: a message rebuilt from
+    a parity row whose ACK the device never got; its NEED rows come more than the
+    1 h duplicate window later, after a restart. They are duplicates of the rebuilt
+    message (the device still holds it) and the poll is answered ACK: no second
+    message opens, so the record is not rebuilt and delivered twice."""
+    dev, frags = "00000000000002C4", v2(40, parity=7)  # k = 6, rows at indices 6..12
+    with LiveService(tmp_path / "c.db", stub=False) as s:
+        uid = s.post(*body("generic", frags[0], dev, 0)).json()["message"]
+        s.post_uplinks(body("generic", f, dev, i) for i, f in enumerate(frags[1:5], 1))  # data chunk 5 lost
+        assert s.post(*body("generic", frags[6], dev, 6)).json()["closed"] == [uid]  # rebuilt
+        s.advance(5000)
+        s.restart_service()  # what a restart loads back includes it
+        late = s.post_uplinks(body("generic", f, dev, 10 + i) for i, f in enumerate(frags[7:13]))
+        assert [r.json()["status"] for r in late] == ["duplicate"] * 6  # k rows: before, a second rebuild
+        assert s.post(*body("generic", wire2.poll(40, 6, 13), dev, 20)).json()["need"] == 0
+        s.advance(0)
+        assert [m["id"] for m in s.get(f"/api/messages?device={dev}").json()["messages"]] == [uid]
