@@ -8,7 +8,9 @@ records one after the other; a downlink the collector decided after uplink n
 reaches the device in the receive window of uplink n + 1 (Class A: the network
 server holds it until the device transmits), lost with the downlink loss rate.
 Airtime counts uplinks only (fragments, parity, repairs, polls), against v1's 14
-fragments per record.
+fragments per record and against the erasure channel's limit, k / (1 - p) frames of
+S bytes (reports/v2_sweep.py, limit_airtime_s). Once per uplink the loop calls
+after_uplink, as the service does (a lost NEED or ACK is only repeated there).
 
 Run: python reports/repair_policy.py [--records 400] [--seed 1]
 """
@@ -31,6 +33,8 @@ from collector.testing.examples import example_record
 DATA = wire.encode_record(example_record())
 SIZE = 51
 DR0 = lorawan.EU868.dr(0)
+FRAME_AIRTIME = DR0.time_on_air(SIZE)
+K = -(-len(DATA) // (SIZE - 4))
 V1_AIRTIME = sum(DR0.time_on_air(n) for n in wire.fragment_lengths(len(DATA), SIZE))
 
 
@@ -68,6 +72,7 @@ def run(loss: float, records: int, seed: int, parity: int, repair: bool, adaptiv
                         whole += 1
                         rebuilt_before_poll = rebuilt_before_poll or not col.messages[p[0]].polls
                         col.rebuilt(p[0], policy)
+            col.after_uplink(policy)
             if repair and col.has_due:
                 cmds = col.commands(DR0.max_payload)
                 if cmds:
@@ -76,7 +81,8 @@ def run(loss: float, records: int, seed: int, parity: int, repair: bool, adaptiv
                     downlinks += 1
         first_round += rebuilt_before_poll
     return {"whole": whole / records, "first": first_round / records, "uplinks": uplinks / records,
-            "airtime": airtime / records / V1_AIRTIME, "downlinks": downlinks / records, "r": col.r_wanted if col.r_wanted is not None else parity}
+            "airtime": airtime / records / V1_AIRTIME,
+            "limit": airtime / max(1, whole) / (K / (1 - loss) * FRAME_AIRTIME), "downlinks": downlinks / records, "r": col.r_wanted if col.r_wanted is not None else parity}
 
 
 def main() -> None:
@@ -87,15 +93,15 @@ def main() -> None:
     a = ap.parse_args()
     t0 = time.perf_counter()
     rows = []
-    for loss in (0.05, 0.10, 0.20):
+    for loss in (0.05, 0.10, 0.20, 0.30):
         v1 = (1 - loss) ** 14
-        rows.append(f"| {loss:.0%} | v1 (computed) | {v1:.1%} | – | 14.0 | 1.00 | – | – |")
+        rows.append(f"| {loss:.0%} | v1 (computed) | {v1:.1%} | – | 14.0 | 1.00 | – | – | – |")
         for label, parity, repair, adaptive in (("v2 r=2, no downlinks", 2, False, False),
                                                 ("v2 r=2 + repair", 2, True, False),
                                                 ("v2 adaptive + repair", 2, True, True)):
             r = run(loss, a.records, a.seed, parity, repair, adaptive)
             rows.append(f"| {loss:.0%} | {label} | {r['whole']:.1%} | {r['first']:.1%} | {r['uplinks']:.1f} | "
-                        f"{r['airtime']:.2f} | {r['downlinks']:.2f} | {r['r']} |")
+                        f"{r['airtime']:.2f} | {r['limit']:.3f} | {r['downlinks']:.2f} | {r['r']} |")
     took = time.perf_counter() - t0
     text = f"""# The repair loop and the redundancy policy, closed loop
 
@@ -105,12 +111,14 @@ reference device, the reassembler and the collector's repair decisions in one lo
 on uplinks and downlinks at the same rate; a downlink reaches the device in the
 receive window of its next uplink. "first round" counts records rebuilt before the
 device's first poll; airtime is the uplinks' time on air per record against v1's 14
-fragments; "downlinks/record" counts the downlinks the collector queued (each one
-is gateway airtime under the downlink duty cycle); "final r" is the parity the
+fragments; "airtime × limit" is the uplinks' time on air per record rebuilt against
+the erasure channel's limit, k / (1 - p) frames of S bytes; "downlinks/record"
+counts the downlinks the collector queued (each one is gateway airtime under the
+downlink duty cycle); "final r" is the parity the
 collector wanted at the end.
 
-| loss | setting | records whole | first round | uplinks/record | airtime × v1 | downlinks/record | final r |
-|---|---|---|---|---|---|---|---|
+| loss | setting | records whole | first round | uplinks/record | airtime × v1 | airtime × limit | downlinks/record | final r |
+|---|---|---|---|---|---|---|---|---|
 """ + "\n".join(rows) + "\n"
     Path(a.out).write_text(text)
     print(text)
