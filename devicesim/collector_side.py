@@ -53,7 +53,7 @@ class CoreCollector:
         else:
             seen = dev.messages.get(msg_id)
             before = seen.held if seen is not None and seen.k == k else 0
-            dev.fragment(msg_id, index, k)
+            dev.fragment(msg_id, index, k, policy)
             if before < k <= dev.messages[msg_id].held:
                 rebuilt = True
                 dev.rebuilt(msg_id, policy)

@@ -8,7 +8,9 @@ records one after the other; a downlink the collector decided after uplink n
 reaches the device in the receive window of uplink n + 1 (Class A: the network
 server holds it until the device transmits), lost with the downlink loss rate.
 Airtime counts uplinks only (fragments, parity, repairs, polls), against v1's 14
-fragments per record.
+fragments per record and against the erasure channel's limit, k / (1 - p) frames of
+S bytes (reports/v2_sweep.py, limit_airtime_s). Once per uplink the loop calls
+after_uplink, as the service does (a lost NEED or ACK is only repeated there).
 
 Run: python reports/repair_policy.py [--records 400] [--seed 1]
 """
@@ -31,12 +33,16 @@ from collector.testing.examples import example_record
 DATA = wire.encode_record(example_record())
 SIZE = 51
 DR0 = lorawan.EU868.dr(0)
+FRAME_AIRTIME = DR0.time_on_air(SIZE)
+K = -(-len(DATA) // (SIZE - 4))
 V1_AIRTIME = sum(DR0.time_on_air(n) for n in wire.fragment_lengths(len(DATA), SIZE))
 
 
-def run(loss: float, records: int, seed: int, parity: int, repair: bool, adaptive: bool) -> dict:
+def run(loss: float, records: int, seed: int, parity: int, repair: bool, adaptive: bool,
+        ack_repeats: int = 0) -> dict:
+    # the same radio for every ack_repeats: the rows differ by the policy alone
     rng = random.Random(f"{seed}-{loss}-{parity}-{repair}-{adaptive}")
-    policy = Policy(adaptive=adaptive)
+    policy = Policy(adaptive=adaptive, ack_repeats=ack_repeats)
     dev_eui = "70B3D57ED0000001"
     dev = Device(parity=parity)
     col = DeviceRepair(dev_eui)
@@ -68,6 +74,7 @@ def run(loss: float, records: int, seed: int, parity: int, repair: bool, adaptiv
                         whole += 1
                         rebuilt_before_poll = rebuilt_before_poll or not col.messages[p[0]].polls
                         col.rebuilt(p[0], policy)
+            col.after_uplink(policy)
             if repair and col.has_due:
                 cmds = col.commands(DR0.max_payload)
                 if cmds:
@@ -76,7 +83,8 @@ def run(loss: float, records: int, seed: int, parity: int, repair: bool, adaptiv
                     downlinks += 1
         first_round += rebuilt_before_poll
     return {"whole": whole / records, "first": first_round / records, "uplinks": uplinks / records,
-            "airtime": airtime / records / V1_AIRTIME, "downlinks": downlinks / records, "r": col.r_wanted if col.r_wanted is not None else parity}
+            "airtime": airtime / records / V1_AIRTIME,
+            "limit": airtime / max(1, whole) / (K / (1 - loss) * FRAME_AIRTIME), "downlinks": downlinks / records, "r": col.r_wanted if col.r_wanted is not None else parity}
 
 
 def main() -> None:
@@ -87,15 +95,16 @@ def main() -> None:
     a = ap.parse_args()
     t0 = time.perf_counter()
     rows = []
-    for loss in (0.05, 0.10, 0.20):
+    for loss in (0.05, 0.10, 0.20, 0.30):
         v1 = (1 - loss) ** 14
-        rows.append(f"| {loss:.0%} | v1 (computed) | {v1:.1%} | – | 14.0 | 1.00 | – | – |")
-        for label, parity, repair, adaptive in (("v2 r=2, no downlinks", 2, False, False),
-                                                ("v2 r=2 + repair", 2, True, False),
-                                                ("v2 adaptive + repair", 2, True, True)):
-            r = run(loss, a.records, a.seed, parity, repair, adaptive)
+        rows.append(f"| {loss:.0%} | v1 (computed) | {v1:.1%} | – | 14.0 | 1.00 | – | – | – |")
+        for label, parity, repair, adaptive, acks in (("v2 r=2, no downlinks", 2, False, False, 0),
+                                                      ("v2 r=2 + repair", 2, True, False, 0),
+                                                      ("v2 adaptive + repair", 2, True, True, 0),
+                                                      ("v2 adaptive + repair, lost ACK repeated", 2, True, True, 3)):
+            r = run(loss, a.records, a.seed, parity, repair, adaptive, acks)
             rows.append(f"| {loss:.0%} | {label} | {r['whole']:.1%} | {r['first']:.1%} | {r['uplinks']:.1f} | "
-                        f"{r['airtime']:.2f} | {r['downlinks']:.2f} | {r['r']} |")
+                        f"{r['airtime']:.2f} | {r['limit']:.3f} | {r['downlinks']:.2f} | {r['r']} |")
     took = time.perf_counter() - t0
     text = f"""# The repair loop and the redundancy policy, closed loop
 
@@ -105,12 +114,15 @@ reference device, the reassembler and the collector's repair decisions in one lo
 on uplinks and downlinks at the same rate; a downlink reaches the device in the
 receive window of its next uplink. "first round" counts records rebuilt before the
 device's first poll; airtime is the uplinks' time on air per record against v1's 14
-fragments; "downlinks/record" counts the downlinks the collector queued (each one
-is gateway airtime under the downlink duty cycle); "final r" is the parity the
-collector wanted at the end.
+fragments; "airtime × limit" is the uplinks' time on air per record rebuilt against
+the erasure channel's limit, k / (1 - p) frames of S bytes; "downlinks/record"
+counts the downlinks the collector queued (each one is gateway airtime under the
+downlink duty cycle); "final r" is the parity the collector wanted at the end.
+"lost ACK repeated" is the policy with `ack_repeats = 3` (the default is 0: an ACK
+lost on the air is answered only when the device, having sent all its rows, polls).
 
-| loss | setting | records whole | first round | uplinks/record | airtime × v1 | downlinks/record | final r |
-|---|---|---|---|---|---|---|---|
+| loss | setting | records whole | first round | uplinks/record | airtime × v1 | airtime × limit | downlinks/record | final r |
+|---|---|---|---|---|---|---|---|---|
 """ + "\n".join(rows) + "\n"
     Path(a.out).write_text(text)
     print(text)

@@ -85,6 +85,12 @@ class Policy:
     #: for the message) is sent again at most this many times per message (the
     #: device's ``rounds``); 0: never (``docs/repair.md``, "Lost answers")
     repeats: int = 3
+    #: an ACK the device evidently did not hear (a fragment of the message arrived from
+    #: an uplink after the ACK's receive window) is sent again at most this many times
+    #: per message; 0 (the default): never, the device sends the rest of its rows and
+    #: polls (``docs/repair.md``, "Where the airtime above the limit goes": 3 saves
+    #: airtime, but is not the default until a shipped scenario's yield is settled)
+    ack_repeats: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.target < 1.0 or not self.target <= self.lower_target < 1.0:
@@ -93,8 +99,8 @@ class Policy:
             raise ValueError("need 0 <= min_r <= max_r <= 32")
         if not 0.0 < self.decay <= 1.0:
             raise ValueError("decay must be in (0, 1]")
-        if self.repeats < 0:
-            raise ValueError("repeats must be at least 0")
+        if self.repeats < 0 or self.ack_repeats < 0:
+            raise ValueError("repeats and ack_repeats must be at least 0")
 
 
 DEFAULT_POLICY = Policy()
@@ -183,6 +189,11 @@ class Seen:
     #: a NEED was evidently not heard once more and no repeat is left (or no row is
     #: left to ask for): the collector asks for nothing more unless the device polls
     exhausted: bool = False
+    #: uplinks of the device since an ACK for this message went out in a downlink
+    #: (-1: none awaiting); a fragment after that shows the ACK was lost on the air
+    ack_wait: int = -1
+    #: ACKs sent again because the device evidently had not heard the last one
+    acks_repeated: int = 0
 
     @property
     def held(self) -> int:
@@ -202,13 +213,13 @@ class Seen:
                 "polls": self.polls, "needs": self.needs,
                 "acked": self.acked, "asked": self.asked, "round_sent": self.round_sent,
                 "round_n": self.round_n, "quiet": self.quiet, "repeated": self.repeated,
-                "exhausted": self.exhausted}
+                "exhausted": self.exhausted, "ack_wait": self.ack_wait, "acks_repeated": self.acks_repeated}
 
     @classmethod
     def from_dict(cls, d: dict) -> Seen:
         return cls(d["k"], set(d["indices"]), d["sent"], d["polls"], d["needs"], d["acked"], d.get("asked", 0),
                    d.get("round_sent", -1), d.get("round_n", 0), d.get("quiet", -1), d.get("repeated", 0),
-                   d.get("exhausted", False))
+                   d.get("exhausted", False), d.get("ack_wait", -1), d.get("acks_repeated", 0))
 
 
 @dataclass
@@ -262,22 +273,35 @@ class DeviceRepair:
         self.sent = self.sent * f + d_sent
         self.observed += d_sent
 
-    def fragment(self, msg_id: int, index: int, k: int, policy: Policy | None = None) -> None:
+    def fragment(self, msg_id: int, index: int, k: int, policy: Policy | None = None) -> bool:
         """A fragment (data chunk or parity row) was accepted. A device sends a
         message's indices in order, so the indices below it that have not arrived
-        were lost (for now: one that arrives late is given back)."""
+        were lost (for now: one that arrives late is given back). True when an ACK
+        became due again: the fragment came from an uplink after the one whose receive
+        windows carried the message's ACK, so the device did not hear it and would send
+        the rest of its rows (at most ``policy.ack_repeats`` times per message)."""
+        policy = policy or DEFAULT_POLICY
         m = self._see(msg_id, k)
+        again = False
+        if m.acked and m.ack_wait >= 1 and msg_id not in self.due:
+            m.ack_wait = -1
+            if m.acks_repeated < policy.ack_repeats:
+                m.acks_repeated += 1
+                self.due[msg_id] = Ack(msg_id)
+                self._count("acks_repeated")
+                again = True
         if m.quiet >= 0 and index >= m.round_sent:
             m.quiet = -1  # a row of the repair asked for: the device heard the NEED
         if index in m.indices:
-            return
+            return again
         m.indices.add(index)
         if index >= m.sent:
             d = min(index + 1, max(m.sent + 1, m.plausible)) - m.sent
             m.sent = index + 1
-            self._observe(d, d - 1, policy or DEFAULT_POLICY)
+            self._observe(d, d - 1, policy)
         else:
             self.lost = max(0.0, self.lost - 1)
+        return again
 
     def poll(self, msg_id: int, k: int, sent: int, policy: Policy, done: bool | None = None,
              held: int | None = None) -> Ack | Need:
@@ -397,6 +421,8 @@ class DeviceRepair:
                 m = self.messages.get(c.msg_id)
                 if isinstance(c, Need) and m is not None and not m.acked:
                     m.quiet = 0  # from now on its rows should come
+                if isinstance(c, Ack) and m is not None:
+                    m.ack_wait = 0  # from the next uplink on, a fragment shows it was lost
         self.in_flight = None
         return self.has_due
 
@@ -416,6 +442,8 @@ class DeviceRepair:
         answer nothing asks for again (``docs/repair.md``, "Lost answers")."""
         out: list[Ack | Need] = []
         for msg_id, m in self.messages.items():
+            if m.ack_wait >= 0:
+                m.ack_wait += 1
             if m.quiet >= 0:
                 m.quiet += 1
                 if m.quiet < 2:  # this uplink's windows carried the NEED: rows come after it

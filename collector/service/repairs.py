@@ -172,7 +172,9 @@ class RepairHub:
                 log.info("event=redundancy dev=%s r_from=%s r_to=%d loss=%.3f", dev_eui,
                          r_before if r_before is not None else dev.r_observed, dev.r_wanted, dev.loss(self.policy))
         else:
-            dev.fragment(msg_id, index, k, self.policy)
+            if dev.fragment(msg_id, index, k, self.policy):  # an ACK evidently lost on the air
+                self.metrics.commands.labels("ack").inc()
+                log.info("event=ack_repeated dev=%s msg_id=%d index=%d", dev_eui, msg_id, index)
             if any(m.msg_id == msg_id and m.close_reason == "complete" and m.dev_eui == dev_eui for m in closed):
                 seen = dev.messages[msg_id]
                 if sum(1 for i in seen.indices if i < k) < k:

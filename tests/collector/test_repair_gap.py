@@ -140,3 +140,62 @@ def test_the_lost_answer_state_survives_json():
     back = DeviceRepair.from_dict(json.loads(json.dumps(dev.to_dict())))
     assert back.messages[0].quiet == 1
     assert [c.msg_id for c in back.after_uplink(P)] == [0]
+
+
+A = Policy(ack_repeats=3)
+
+
+def rebuilt_and_acked(dev: DeviceRepair, msg_id: int = 0, policy: Policy = A) -> None:
+    """Message ``msg_id`` rebuilt from its first K fragments; its early ACK handed over."""
+    for i in range(K):
+        dev.delivered()
+        dev.fragment(msg_id, i, K, policy)
+        dev.after_uplink(policy)
+    assert dev.rebuilt(msg_id, policy)
+    assert hand_over(dev) == [Ack(msg_id)]
+
+
+def test_a_fragment_after_the_acks_receive_window_makes_the_ack_due_again():
+    dev = DeviceRepair("A")
+    rebuilt_and_acked(dev)
+    # the uplink whose receive windows carry the ACK was sent before the device heard it
+    assert uplink(dev, 0, K) == [] and 0 not in dev.due
+    # a later fragment of the message: the ACK was lost, the device is sending the rest
+    dev.delivered()
+    assert dev.fragment(0, K + 1, K, A) is True
+    assert dev.due[0] == Ack(0) and dev.counts["acks_repeated"] == 1
+    assert hand_over(dev) == [Ack(0)]
+
+
+def test_no_ack_repeat_when_the_device_heard_it():
+    dev = DeviceRepair("A")
+    rebuilt_and_acked(dev)
+    assert uplink(dev, 0, K) == []  # carries the ACK
+    # the device stopped: its next uplink is newer data
+    for i in range(3):
+        dev.delivered()
+        assert dev.fragment(1, i, K, A) is False
+        dev.after_uplink(A)
+    assert 0 not in dev.due and "acks_repeated" not in dev.counts
+
+
+def test_ack_repeats_are_bounded_per_message():
+    for policy in (A, Policy(ack_repeats=0)):
+        dev = DeviceRepair("A")
+        rebuilt_and_acked(dev, policy=policy)
+        repeated = 0
+        for index in range(K, K + 20):  # a device that hears nothing keeps sending its rows
+            dev.delivered()
+            repeated += dev.fragment(0, index, K, policy)
+            dev.after_uplink(policy)
+            dev.handed_over(dev.commands(51))
+        assert repeated == policy.ack_repeats == dev.counts.get("acks_repeated", 0)
+
+
+def test_the_ack_wait_survives_json():
+    dev = DeviceRepair("A")
+    rebuilt_and_acked(dev)
+    uplink(dev, 0, K)
+    back = DeviceRepair.from_dict(json.loads(json.dumps(dev.to_dict())))
+    back.delivered()
+    assert back.fragment(0, K + 1, K, A) is True
