@@ -136,6 +136,11 @@ class ServiceConfig:
     repair_max_parity: int = 32
     #: ACK a message as soon as it is rebuilt, not only when polled
     repair_ack_on_rebuild: bool = True
+    #: repeat a NEED the device evidently did not hear at most this many times a message
+    repair_need_repeats: int = 3
+    #: repeat an ACK the device evidently did not hear (it still sends rows of the
+    #: message) at most this many times a message; 0 = never (docs/repair.md)
+    repair_ack_repeats: int = 0
     downlink_timeout: float = 10.0
     downlink_backoff_base: float = 5.0
     downlink_backoff_cap: float = 300.0
@@ -214,6 +219,8 @@ class ServiceConfig:
             raise ValueError(f"repair_target must be between 0 and 1 (exclusive), not {self.repair_target}")
         if not 0 <= self.repair_min_parity <= self.repair_max_parity <= 32:
             raise ValueError("need 0 <= repair_min_parity <= repair_max_parity <= 32")
+        if not 0 <= self.repair_need_repeats <= 255 or not 0 <= self.repair_ack_repeats <= 255:
+            raise ValueError("repair_need_repeats and repair_ack_repeats must be 0..255")
         for name in ("downlink_timeout", "downlink_backoff_base", "downlink_backoff_cap", "downlink_expiry"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
@@ -225,7 +232,8 @@ class ServiceConfig:
         """The repair and redundancy policy (:class:`collector.core.repair.Policy`)."""
         return Policy(target=self.repair_target, lower_target=1 - (1 - self.repair_target) / 2,
                       min_r=self.repair_min_parity, max_r=self.repair_max_parity, adaptive=self.repair_adaptive,
-                      ack_on_rebuild=self.repair_ack_on_rebuild)
+                      ack_on_rebuild=self.repair_ack_on_rebuild, repeats=self.repair_need_repeats,
+                      ack_repeats=self.repair_ack_repeats)
 
     @property
     def any_ingest_token(self) -> bool:
@@ -322,7 +330,8 @@ TABLES: dict[str, tuple[str, ...]] = {
                    "shutdown_timeout"),
     "repair": ("chirpstack_api_url", "chirpstack_api_token", "chirpstack_auth_header", "downlink_url",
                "downlink_token", "repair_target", "repair_adaptive", "repair_min_parity", "repair_max_parity",
-               "repair_ack_on_rebuild", "downlink_timeout", "downlink_backoff_base", "downlink_backoff_cap",
+               "repair_ack_on_rebuild", "repair_need_repeats", "repair_ack_repeats", "downlink_timeout",
+               "downlink_backoff_base", "downlink_backoff_cap",
                "downlink_expiry"),
     "mqtt": ("mqtt_url", "mqtt_integration", "mqtt_topic", "mqtt_client_id", "mqtt_share", "mqtt_partition",
              "mqtt_session_expiry", "mqtt_keepalive", "mqtt_inflight", "mqtt_ca_file", "mqtt_protocol"),

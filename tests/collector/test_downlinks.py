@@ -242,14 +242,16 @@ def test_repair_settings_from_toml_env_and_their_errors(tmp_path):
     from collector.service.config import load_config
 
     f = tmp_path / "c.toml"
-    f.write_text('[repair]\nrepair_target = 0.999\nchirpstack_api_url = "https://cs.example"\n')
+    f.write_text('[repair]\nrepair_target = 0.999\nchirpstack_api_url = "https://cs.example"\n'
+                 'repair_need_repeats = 5\nrepair_ack_repeats = 2\n')
     cfg = load_config(f, env={"COLLECTOR_CHIRPSTACK_AUTH_HEADER": "Grpc-Metadata-Authorization",
                               "COLLECTOR_CHIRPSTACK_API_TOKEN": "t"})
     assert cfg.repair_policy().target == 0.999 and cfg.repair_policy().lower_target == pytest.approx(0.9995)
+    assert (cfg.repair_policy().repeats, cfg.repair_policy().ack_repeats) == (5, 2)
     assert cfg.chirpstack_auth_header == "Grpc-Metadata-Authorization"
     assert cfg.redacted()["chirpstack_api_token"] == "***"
     for text, msg in [("repair_target = 1.5", "repair_target"), ("repair_max_parity = 40", "repair_max_parity"),
-                      ('downlink_url = "ftp://x"', "downlink_url"), ("repair_tagret = 0.9", "unknown setting")]:
+                      ('downlink_url = "ftp://x"', "downlink_url"), ("repair_ack_repeats = -1", "repair_ack_repeats"), ("repair_tagret = 0.9", "unknown setting")]:
         f.write_text(text + "\n")
         with pytest.raises(ValueError, match=msg):
             load_config(f, env={})
