@@ -531,7 +531,7 @@ class Reassembler:
         if r.wire != 2 or age > s.repair_hold:
             return False
         newest = self._newest.get(r.dev_eui)
-        return newest is not None and (newest - r.msg_id) % 256 < s.repair_keep
+        return newest is not None and wire2.behind(newest, r.msg_id) < s.repair_keep
 
     # ------------------------------------------------------------------ feeding
 
@@ -641,7 +641,7 @@ class Reassembler:
                     count=frag.k, size=frag.size, wire=2, pad=frag.pad)
         self.next_seq += 1
         if self.settings.deadline_policy == "adaptive":
-            if (self._newest[up.dev_eui] - frag.msg_id) % 256 < self.settings.repair_keep:
+            if wire2.behind(self._newest[up.dev_eui], frag.msg_id) < self.settings.repair_keep:
                 # held while the device may still send for it (its repair rows)
                 m.hold = now + self.settings.repair_hold
                 self._holding.setdefault(up.dev_eui, set()).add(frag.msg_id)
@@ -729,7 +729,7 @@ class Reassembler:
         if not ids:
             return []
         keep = self.settings.repair_keep
-        gone = [i for i in ids if (msg_id - i) % 256 >= keep]
+        gone = [i for i in ids if wire2.behind(msg_id, i) >= keep]
         return self._release_ids(dev_eui, gone)
 
     def release(self, dev_eui: str, msg_ids: Iterable[int] | None = None) -> list[Message]:

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 from collector.core import lorawan
 from collector.core.wire2 import MAX_REDUNDANCY, Ack, Need, Redundancy
+from collector.core.wire2 import behind as _behind
 from collector.core.wire2 import newer as _newer
 
 Command = Ack | Need | Redundancy
@@ -261,7 +262,7 @@ class DeviceRepair:
             self.due.pop(msg_id, None)
         if self.newest is None or _newer(msg_id, self.newest):
             self.newest = msg_id
-            for old in [i for i in self.messages if (self.newest - i) % 256 >= TRACKED]:
+            for old in [i for i in self.messages if _behind(self.newest, i) >= TRACKED]:
                 del self.messages[old]
         return m
 
@@ -385,7 +386,7 @@ class DeviceRepair:
         REDUNDANCY. Commands for messages the device no longer keeps (``keep``
         behind its newest) are dropped."""
         if self.newest is not None:
-            for mid in [i for i in self.due if (self.newest - i) % 256 >= keep]:
+            for mid in [i for i in self.due if _behind(self.newest, i) >= keep]:
                 del self.due[mid]
         out: list[Command] = []
         size = 0
@@ -458,7 +459,7 @@ class DeviceRepair:
                 continue
             remaining = 255 - max(m.sent, m.held)
             if (m.acked or m.held >= m.k or msg_id in self.due or self.newest is None
-                    or (self.newest - msg_id) % 256 >= policy.keep):
+                    or _behind(self.newest, msg_id) >= policy.keep):
                 continue
             if m.repeated >= policy.repeats or remaining <= 0:
                 m.exhausted = True  # nothing more will be asked: the reassembler may stop waiting

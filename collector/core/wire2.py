@@ -130,6 +130,12 @@ def newer(a: int, b: int) -> bool:
     return 0 < (a - b) % 256 < 128
 
 
+def behind(newest: int, msg_id: int) -> int:
+    """How many msg_ids ``msg_id`` lies behind the device's ``newest`` (modulo 256): a
+    device keeping its last ``keep`` messages still holds it while this is below ``keep``."""
+    return (newest - msg_id) % 256
+
+
 def geometry(record_len: int, size: int) -> tuple[int, int, int]:
     """``(k, L, pad)`` of a ``record_len``-byte record at fragment size ``size``.
     Raises ValueError when the size is out of range or the record needs k > 254."""
