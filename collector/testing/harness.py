@@ -71,6 +71,19 @@ def start_command(args: list[str], log: Path, health: str) -> subprocess.Popen:
     return p
 
 
+def stop_commands(procs: Iterable[subprocess.Popen], timeout: float = 15.0) -> None:
+    """Stop what :func:`start_command` started, as an operator would: SIGTERM, then a
+    kill for one that has not exited after ``timeout`` s."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
 def worker_pids(log: str | Path, worker: int | None = None) -> list[int]:
     """The pids of the HTTP workers a ``collector serve --workers`` logged starting
     (``event=worker_started``) in ``log``, oldest first; only worker ``worker``'s if given."""

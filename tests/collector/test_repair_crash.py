@@ -11,7 +11,7 @@ import subprocess
 from collector.core import wire, wire2
 from collector.core.device import Device
 from collector.testing.examples import example_record
-from collector.testing.harness import free_port, http, start_command, wait_until
+from collector.testing.harness import free_port, http, start_command, stop_commands, wait_until
 from devicesim.formats import AppUplink, uplink_body
 
 EUI = "00000000000006C1"
@@ -87,13 +87,7 @@ def test_kill_9_between_a_poll_and_its_downlink_loses_nothing(tmp_path):
         reqs = http("GET", ns + "/stub/requests").json()["requests"]
         assert reqs[0]["headers"]["Authorization"] == f"Bearer {KEY}"
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop_commands(procs)
 
 
 def test_the_webhooks_route_crosses_the_http_workers_channel(tmp_path):
@@ -115,9 +109,4 @@ def test_the_webhooks_route_crosses_the_http_workers_channel(tmp_path):
         queued = wait_until(lambda: http("GET", ns + "/stub/queue").json().get(EUI), what="the NEED")
         assert queued["hex"][:4] == "0203" and queued["via"] == "tts-push"
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_commands(procs)

@@ -16,7 +16,7 @@ from collections import Counter
 from collector.core import wire, wire2
 from collector.core.device import Device
 from collector.testing.examples import seeded_record
-from collector.testing.harness import free_port, http, start_command, wait_until
+from collector.testing.harness import free_port, http, start_command, stop_commands, wait_until
 from devicesim.formats import AppUplink, uplink_body
 
 EUI = "00000000000C0A51"
@@ -122,10 +122,4 @@ def test_kill_9_during_repair_rounds_loses_nothing(tmp_path):
             assert m["state"] == "complete", m
         assert dev.stats.acked == len(rebuildable) and dev.stats.given_up == 0
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop_commands(procs)
