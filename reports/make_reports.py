@@ -629,8 +629,9 @@ Gilbert-Elliott counterpart). Blue squares: v2 **measured** through the real
 collector in a closed loop with Class A downlinks: devices with the adaptive parity
 policy (starting at r = 2, the collector steering r with REDUNDANCY), polls, ACK and
 NEED rounds, two gateways with downlink duty cycle and half-duplex, the same loss on
-downlinks as on uplinks (the sweep's settings are `v2_scenario` in
-`reports/v2_sweep.py`). The measured v2 points sit above the no-repair curves: that is
+downlinks as on uplinks, The Things Stack's downlink timing (RX1 5 s; an answer the
+collector queues within about 3 s goes out in the windows of the uplink it answers;
+the sweep's settings are `v2_scenario` in `reports/v2_sweep.py`). The measured v2 points sit above the no-repair curves: that is
 what the repair rounds buy. Bursts hurt v1 less than independent loss of the same mean
 (the losses bunch up in fewer records) and fixed parity more. v2 at 0 % loss is not
 swept (nothing to repair: every record is whole after its k data frames).

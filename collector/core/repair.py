@@ -85,13 +85,13 @@ class Policy:
     #: a NEED the device evidently did not hear (its later uplinks show no repair rows
     #: for the message) is sent again at most this many times per message (the
     #: device's ``rounds``); 0: never (``docs/repair.md``, "Lost answers")
-    repeats: int = 3
+    repeats: int = 8
     #: an ACK the device evidently did not hear (a fragment of the message arrived from
     #: an uplink after the ACK's receive window) is sent again at most this many times
     #: per message; 0 (the default): never, the device sends the rest of its rows and
     #: polls (``docs/repair.md``, "Where the airtime above the limit goes": 3 saves
     #: airtime, but is not the default until a shipped scenario's yield is settled)
-    ack_repeats: int = 0
+    ack_repeats: int = 3
 
     def __post_init__(self) -> None:
         if not 0.0 < self.target < 1.0 or not self.target <= self.lower_target < 1.0:

@@ -137,10 +137,10 @@ class ServiceConfig:
     #: ACK a message as soon as it is rebuilt, not only when polled
     repair_ack_on_rebuild: bool = True
     #: repeat a NEED the device evidently did not hear at most this many times a message
-    repair_need_repeats: int = 3
+    repair_need_repeats: int = 8
     #: repeat an ACK the device evidently did not hear (it still sends rows of the
     #: message) at most this many times a message; 0 = never (docs/repair.md)
-    repair_ack_repeats: int = 0
+    repair_ack_repeats: int = 3
     downlink_timeout: float = 10.0
     downlink_backoff_base: float = 5.0
     downlink_backoff_cap: float = 300.0

@@ -53,7 +53,7 @@ def test_a_held_message_closes_once_its_need_repeats_are_used_up(tmp_path):
     adaptive deadline closes at the next deadline pass (not at repair_hold)."""
     with NetServerThread(NetServerConfig([], [CS_TOKEN], [])) as ns, \
             LiveService(tmp_path / "c.db", stub=False, chirpstack_api_url=ns.url,
-                        chirpstack_api_token=CS_TOKEN) as live:
+                        chirpstack_api_token=CS_TOKEN, repair_need_repeats=3) as live:
         assert ns.stub is not None
         n = 0
 
