@@ -625,11 +625,19 @@ class Reassembler:
         if held is not None and held.payload == up.payload:
             return FeedResult("duplicate", message=m)
         r = self._recent.get(key)
-        if r is not None and self._remembered(r, now) and (
-                r.payloads.get(frag.index) == up.payload
-                or (frag.index not in r.payloads and r.v2_expected(frag) == up.payload)):
+        if r is not None and (
+                (m is None and self._remembered(r, now) and (
+                    r.payloads.get(frag.index) == up.payload
+                    or (frag.index not in r.payloads and r.v2_expected(frag) == up.payload)))
+                or (m is not None and r.closed >= now - self.settings.duplicate_window
+                    and r.payloads.get(frag.index) == up.payload)):
             # the same bytes again, or a fragment the rebuilt message did not need
-            # (checked against the record: a new message reusing the msg_id differs)
+            # (checked against the record: a new message reusing the msg_id differs).
+            # Once such a new message is open the device has moved on: the closed one
+            # is remembered for its duplicates as a v1 message is, for
+            # duplicate_window, no longer while its device might send for it (a
+            # record repeats whole chunks of the one before, e.g. a channel that reads
+            # the same for hours, and they are the new message's)
             return FeedResult("duplicate", message=r)
         if m is not None:
             # same k, pad and S (reassembly2.conflict says which differs; inlined: per fragment)
