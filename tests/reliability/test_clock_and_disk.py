@@ -172,7 +172,10 @@ def test_a_database_damaged_under_the_running_service_is_reported_and_refuses_up
     db = tmp_path / "c.db"
     ups = message_uplinks(2)
     with LiveService(db, stub=False) as live:
-        for pb in ups[0]:
+        # all but the last fragment: no message completes, so nothing writes in the
+        # background (a document, its delivery attempts) - a write after a truncation
+        # puts the WAL back to its size, and no size check can see the truncation then
+        for pb in ups[0][:-1]:
             assert live.post(*pb).status == 202
         assert live.get("/healthz").status == 200
         wal = Path(str(db) + "-wal")
