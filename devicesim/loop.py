@@ -102,7 +102,10 @@ class V2DeviceRun(DeviceRun):
         sim, dev = self.sim, self.dev
         data = self.make_record(now)
         try:
-            msg_id = self.modem.submit(data, dev.size, now)
+            # made at ``now``, taken up when the device is free: a record that fell due
+            # while it transmitted or listened in RX1/RX2 reaches the modem later, and
+            # the modem's clock never runs backwards
+            msg_id = self.modem.submit(data, dev.size, sim.env.now)
         except DeviceError:
             sim.unsendable += 1
             return

@@ -246,3 +246,16 @@ def test_bad_loop_config_is_named(data, needle):
     with pytest.raises(ConfigError) as e:
         config_from_dict(data)
     assert needle in str(e.value)
+
+
+def test_a_record_due_while_its_device_listens_is_still_made():
+    """A v2 device's record falls due while the device transmits or listens in RX1/RX2
+    (it takes it up after the windows): the record is made and sent, not refused as
+    "time went backwards" and left out of the run's records."""
+    from devicesim.model import record_times
+    c = _fleet(devices=20, hours=6.0, every=7.0, dr=0, p=0.2)
+    loop = ClosedLoop(c)
+    res = loop.run()
+    scheduled = sum(len(record_times(c, i, loop.horizon)[0]) for i in range(c.devices.count))
+    assert loop.unsendable == 0
+    assert len(res.records) == scheduled
