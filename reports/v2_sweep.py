@@ -46,8 +46,9 @@ TTS_DOWNLINKS = {"rx1_delay_s": 5.0, "read_delay_s": 3.0}
 
 
 def v2_k(size: int) -> int:
-    """Data chunks of the record at fragment size S (wire-format-v2.md: S - 4 bytes each)."""
-    return math.ceil(RECORD_BYTES / (size - 4))
+    """Data chunks of the record at fragment size S (the wire format's own geometry)."""
+    from collector.core.wire2 import geometry
+    return geometry(RECORD_BYTES, size)[0]
 
 
 def frame_airtime_s(dr: int, size: int | None = None) -> float:
@@ -61,10 +62,12 @@ def frame_airtime_s(dr: int, size: int | None = None) -> float:
 
 def limit_airtime_s(dr: int, p: float) -> float:
     """The erasure channel's limit in seconds: k / (1 - p) frames of S bytes."""
+    from yield_theory import erasure_limit_frames
+
     from collector.core.lorawan import region
 
     size = region("EU868").dr(dr).max_payload
-    return v2_k(size) / (1.0 - p) * frame_airtime_s(dr, size) if p < 1 else math.inf
+    return erasure_limit_frames(v2_k(size), p) * frame_airtime_s(dr, size)
 
 
 def v2_scenario(dr: int, p: float, *, model: str = "independent", parity: int | str = ADAPTIVE,

@@ -9,7 +9,6 @@ writes (it runs nothing).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import matplotlib
@@ -17,9 +16,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import yield_theory as th  # noqa: E402
-from v2_sweep import ADAPTIVE, frame_airtime_s  # noqa: E402
+from v2_sweep import ADAPTIVE, frame_airtime_s, v2_k  # noqa: E402
 
-RECORD_BYTES = 658
 #: the Gilbert-Elliott chains of the bursty sweep leave the bad state with this
 #: probability (mean burst ~3.3 frames) and enter it so that the mean loss is p
 P_BG = 0.3
@@ -30,10 +28,6 @@ def gilbert_channel(p: float) -> dict:
     """A Gilbert-Elliott channel table (simulator form) of mean loss ``p``."""
     p_gb = p * P_BG / (1 - p) if p < 1 else 1.0
     return {"model": "gilbert", "p_gb": min(1.0, p_gb), "p_bg": P_BG, "loss_good": 0.0, "loss_bad": 1.0}
-
-
-def v2_k(size: int) -> int:
-    return math.ceil(RECORD_BYTES / (size - 4))
 
 
 def _theory_v1(n: int, p: float, model: str) -> float:

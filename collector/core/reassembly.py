@@ -514,7 +514,7 @@ class Reassembler:
             del recent[key]
         return out
 
-    def _remembered(self, r: Recent, now: float) -> bool:
+    def _remembered(self, r: Recent, now: float, moved_on: bool = False) -> bool:
         """Whether the closed message ``r`` still counts: its duplicates change nothing
         and a poll for it is answered as closed. v1: for ``duplicate_window`` after it
         closed. v2: also longer, while its device may still send for it (a rebuilt
@@ -523,12 +523,17 @@ class Reassembler:
         newer msg_ids of the device were seen, at most ``repair_hold`` after it closed.
         A late poll is then answered ACK, not NEED, and a late row matches the rebuilt
         record and is a duplicate, instead of opening a message that a second rebuild
-        delivers twice."""
+        delivers twice.
+
+        ``moved_on``: a newer message with the same msg_id is open, so the device no
+        longer sends for this one and only ``duplicate_window`` applies (a record
+        repeats whole chunks of the one before, e.g. a channel that reads the same for
+        hours: after the window they are the new message's)."""
         s = self.settings
         age = now - r.closed
         if age <= s.duplicate_window:
             return True
-        if r.wire != 2 or age > s.repair_hold:
+        if moved_on or r.wire != 2 or age > s.repair_hold:
             return False
         newest = self._newest.get(r.dev_eui)
         return newest is not None and wire2.behind(newest, r.msg_id) < s.repair_keep
@@ -625,19 +630,11 @@ class Reassembler:
         if held is not None and held.payload == up.payload:
             return FeedResult("duplicate", message=m)
         r = self._recent.get(key)
-        if r is not None and (
-                (m is None and self._remembered(r, now) and (
-                    r.payloads.get(frag.index) == up.payload
-                    or (frag.index not in r.payloads and r.v2_expected(frag) == up.payload)))
-                or (m is not None and r.closed >= now - self.settings.duplicate_window
-                    and r.payloads.get(frag.index) == up.payload)):
+        if r is not None and self._remembered(r, now, moved_on=m is not None) and (
+                r.payloads.get(frag.index) == up.payload
+                or (m is None and frag.index not in r.payloads and r.v2_expected(frag) == up.payload)):
             # the same bytes again, or a fragment the rebuilt message did not need
-            # (checked against the record: a new message reusing the msg_id differs).
-            # Once such a new message is open the device has moved on: the closed one
-            # is remembered for its duplicates as a v1 message is, for
-            # duplicate_window, no longer while its device might send for it (a
-            # record repeats whole chunks of the one before, e.g. a channel that reads
-            # the same for hours, and they are the new message's)
+            # (checked against the record: a new message reusing the msg_id differs)
             return FeedResult("duplicate", message=r)
         if m is not None:
             # same k, pad and S (reassembly2.conflict says which differs; inlined: per fragment)

@@ -80,3 +80,25 @@ def test_within_the_hour_the_shared_fragments_are_duplicates_as_the_contract_say
         n = len(encode(record(1)))
         assert statuses[n:].count("duplicate") == n - 2, (fport, statuses)
         assert closed[0].close_reason == "complete" and len(closed) == 1
+
+
+def test_v2_a_chunk_the_old_message_rebuilt_without_is_the_new_ones_too():
+    """Within the hour: the old message lost chunk 5 and was rebuilt from a parity row,
+    and the new record's chunk 5 equals what the old record had there. The chunks the
+    old message held are duplicates (the contract); chunk 5 it never held, and with the
+    new message open it is the new message's, not a row of the old one the device is
+    still sending."""
+    r = Reassembler(Settings())
+    old = wire2.encode_message(record(1), 0, 51, 2)
+    n = 0
+    for i, p in enumerate(old[:16]):
+        if i == 5:
+            continue
+        n += 1
+        r.feed(Uplink(DEV, wire2.FPORT_V2, p, T0 + n, region="EU868"), float(n))
+    new = v2(record(2))
+    assert new[5] == old[5]
+    statuses = [r.feed(Uplink(DEV, wire2.FPORT_V2, p, T0 + 600_000 + j, region="EU868"), 600.0 + j).status
+                for j, p in enumerate(new)]
+    assert statuses[0] == statuses[5] == "accepted"
+    assert statuses.count("duplicate") == len(new) - 3  # all but chunk 0, chunk 5 and the CRC's
